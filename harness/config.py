@@ -1,0 +1,179 @@
+"""Workload and storage-profile settings: TOML in, validated objects out.
+
+Every error names the file, the key and what was expected, in one line per problem.
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+STAGES = ("masks", "patches", "tfrecords", "train", "infer")
+ENGINES = ("local", "multiprocessing")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(ValueError):
+    """A workload or profile that cannot be used; the message names file, key and expectation."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class SyntheticSpec(_Strict):
+    slides: int = Field(12, gt=0, description="slides in all, training and testing")
+    size: int = Field(8192, ge=1024, description="level-0 width and height in pixels")
+    seed: int = 0
+    tumor_fraction: float = Field(0.5, ge=0, le=1, description="share of slides that carry lesions")
+    test_fraction: float = Field(0.25, ge=0, lt=1, description="share of each class kept for testing")
+    mpp: float = Field(0.25, gt=0, description="microns per pixel at level 0")
+
+
+class Dataset(_Strict):
+    kind: Literal["synthetic", "camelyon16"] = "synthetic"
+    path: str | None = Field(None, description="folder in the CAMELYON16 layout (kind = camelyon16)")
+    synthetic: SyntheticSpec = SyntheticSpec()
+
+    @model_validator(mode="after")
+    def _path_for_camelyon(self):
+        if self.kind == "camelyon16":
+            if not self.path:
+                raise ValueError("dataset.path is required when kind = 'camelyon16'")
+            if not Path(self.path).is_dir():
+                raise ValueError(f"dataset.path: folder {self.path!r} does not exist")
+        return self
+
+
+class Masks(_Strict):
+    level: int | None = Field(None, ge=0, description="pyramid level; default: nearest a 32x downsample")
+    target_downsample: float = Field(32.0, gt=0)
+    tissue_level: int | None = Field(None, ge=0, description="default: same rule as level")
+    median_blur: int = Field(7, gt=0, description="odd kernel size, in mask pixels")
+    min_saturation: int = Field(20, ge=0, le=255, description="floor under the Otsu threshold")
+    tumor_groups: list[str] = ["_0", "_1", "Tumor", "tumor", "metastasis"]
+    exclusion_groups: list[str] = ["_2", "Exclusion", "negative"]
+
+    @model_validator(mode="after")
+    def _odd(self):
+        if self.median_blur % 2 == 0:
+            raise ValueError("masks.median_blur: expected an odd number")
+        return self
+
+
+class Patches(_Strict):
+    size: int = Field(224, gt=0)
+    level: int = Field(0, ge=0)
+    mpp: float | None = Field(None, gt=0, description="target microns per pixel; overrides level")
+    stride: int | None = Field(None, gt=0, description="default: the patch size")
+    tumor_threshold: float = Field(0.9, gt=0, le=1)
+    tissue_threshold: float = Field(0.5, ge=0, le=1)
+    max_per_class: int = Field(3000, gt=0)
+    normal_from_tumor_slides: bool = True
+    output: Literal["jpeg", "tfrecord"] = "jpeg"
+    jpeg_quality: int = Field(90, ge=1, le=100)
+    seed: int = 0
+
+
+class TFRecords(_Strict):
+    shard_mb: float = Field(100.0, gt=0, description="target shard size in MB")
+    shards: int | None = Field(None, gt=0, description="a shard count; overrides shard_mb")
+    val_fraction: float = Field(0.05, ge=0, lt=1, description="share of slides for validation")
+    seed: int = 0
+
+
+class Engine(_Strict):
+    name: Literal[ENGINES] = "local"  # type: ignore[valid-type]
+    workers: int = Field(1, gt=0)
+    retries: int = Field(1, ge=0)
+
+
+class Workload(_Strict):
+    name: str
+    description: str = ""
+    stages: list[Literal[STAGES]] = ["masks", "patches", "tfrecords"]  # type: ignore[valid-type]
+    storage: str = "local"
+    dataset: Dataset = Dataset()
+    engine: Engine = Engine()
+    masks: Masks = Masks()
+    patches: Patches = Patches()
+    tfrecords: TFRecords = TFRecords()
+
+    @property
+    def source(self) -> str:
+        return getattr(self, "_source", "<memory>")
+
+
+def _format(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            if "input" in e and e["type"] != "value_error":
+                msg += f" (got {e['input']!r})"
+        lines.append(f"{source}: {key}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_workload(data: dict, source: str = "<memory>") -> Workload:
+    try:
+        w = Workload.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format(e, source)) from None
+    object.__setattr__(w, "_source", source)
+    return w
+
+
+def load_toml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+
+
+def load_workload(path: str | Path) -> Workload:
+    data = load_toml(path)
+    ds = data.get("dataset")
+    if isinstance(ds, dict) and isinstance(ds.get("path"), str):  # relative to the workload file
+        p = Path(ds["path"]).expanduser()
+        ds["path"] = str(p if p.is_absolute() else (Path(path).parent / p).resolve())
+    return parse_workload(data, str(path))
+
+
+class StorageProfile(_Strict):
+    name: str
+    description: str = ""
+    root: str = Field(description="root folder; '{results}' stands for the results directory")
+    root_env: str | None = Field(None, description="environment variable that overrides root")
+    fstype: str | None = Field(None, description="file-system type the profile claims (ext4, nfs, beegfs, ...)")
+    emulated: bool = False
+    create: bool = Field(False, description="create the root when missing (only for folders the harness owns)")
+    reference: dict[str, float | str] = {}
+
+    def resolve_root(self, results_dir: Path) -> Path:
+        raw = os.environ.get(self.root_env, "") if self.root_env else ""
+        raw = raw or self.root.replace("{results}", str(results_dir))
+        return Path(raw).expanduser().resolve()
+
+
+def load_profile(name_or_path: str) -> StorageProfile:
+    p = Path(name_or_path)
+    if not p.suffix:
+        p = PROJECT_ROOT / "storage_profiles" / f"{name_or_path}.toml"
+    data = load_toml(p)
+    data.setdefault("name", p.stem)
+    try:
+        return StorageProfile.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format(e, str(p))) from None

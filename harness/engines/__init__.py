@@ -1,0 +1,144 @@
+"""Engines: the same small interface each (map a function over items, report topology, close).
+
+A stage never knows which engine runs it. ``call`` runs in the worker: it times the item, measures the
+worker's own I/O (/proc/self/io) around it, retries it, and turns an exception into a recorded error.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator
+
+IO_KEYS = {"rchar": "bytes_read", "wchar": "bytes_written", "syscr": "read_calls", "syscw": "write_calls"}
+
+
+@dataclass
+class Outcome:
+    index: int
+    item: Any
+    value: Any = None
+    error: str | None = None
+    seconds: float = 0.0
+    attempts: int = 1
+    io: dict = field(default_factory=dict)
+    worker: str = ""
+
+
+def _proc_io() -> dict:
+    try:
+        with open("/proc/self/io") as f:
+            raw = dict(line.split(": ") for line in f.read().splitlines())
+        return {v: int(raw[k]) for k, v in IO_KEYS.items()}
+    except OSError:
+        return {}
+
+
+def call(fn: Callable, index: int, item: Any, retries: int = 0) -> Outcome:
+    """Run fn(item) with timing, I/O accounting and retries. Never raises."""
+    t0, io0 = time.perf_counter(), _proc_io()
+    err = None
+    for attempt in range(1, retries + 2):
+        try:
+            value = fn(item)
+            err = None
+            break
+        except Exception as e:  # noqa: BLE001 - recorded, not swallowed
+            value, err = None, f"{type(e).__name__}: {e}"
+            if os.environ.get("WSIBENCH_TRACEBACK"):
+                traceback.print_exc()
+    io1 = _proc_io()
+    return Outcome(index, item, value, err, time.perf_counter() - t0, attempt,
+                   {k: io1[k] - io0[k] for k in io1}, f"{os.uname().nodename}:{os.getpid()}")
+
+
+class Engine:
+    name = "base"
+
+    def __init__(self, workers: int = 1, retries: int = 0, **_):
+        self.workers, self.retries = workers, retries
+
+    def map(self, fn: Callable, items: list) -> Iterator[Outcome]:
+        raise NotImplementedError
+
+    def topology(self) -> dict:
+        return {"name": self.name, "workers": self.workers, "address": None}
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class LocalEngine(Engine):
+    """In-process, one item after the other: for debugging and for the smallest runs."""
+    name = "local"
+
+    def __init__(self, workers: int = 1, retries: int = 0, **kw):
+        super().__init__(1, retries)
+
+    def map(self, fn, items):
+        for i, item in enumerate(items):
+            yield call(fn, i, item, self.retries)
+
+
+class ProcessEngine(Engine):
+    """A pool of worker processes on this machine (spawned, so nothing leaks from the driver)."""
+    name = "multiprocessing"
+
+    def __init__(self, workers: int = 1, retries: int = 0, **kw):
+        super().__init__(workers, retries)
+        self._pool = None
+
+    def map(self, fn, items):
+        import concurrent.futures as cf
+        import multiprocessing as mp
+
+        if self._pool is None:
+            self._pool = cf.ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"))
+        futures = [self._pool.submit(call, fn, i, item, self.retries) for i, item in enumerate(items)]
+        for fut in cf.as_completed(futures):
+            yield fut.result()
+
+    def close(self):
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+
+ENGINES = {e.name: e for e in (LocalEngine, ProcessEngine)}
+
+
+def make_engine(name: str, workers: int = 1, retries: int = 0, **options) -> Engine:
+    if name not in ENGINES:
+        raise ValueError(f"unknown engine {name!r}; expected one of {', '.join(ENGINES)}")
+    return ENGINES[name](workers=workers, retries=retries, **options)
+
+
+def run_all(engine: Engine, fn: Callable, items: list, label: str = "", progress: bool | None = None) -> list[Outcome]:
+    """Map fn over items; print a progress line per item done; return outcomes in item order."""
+    if progress is None:
+        progress = not os.environ.get("WSIBENCH_QUIET")
+    out: list[Outcome | None] = [None] * len(items)
+    t0 = time.perf_counter()
+    for done, o in enumerate(engine.map(fn, items), 1):
+        out[o.index] = o
+        if progress or o.error:
+            status = f"FAILED {o.error}" if o.error else f"{o.seconds:.1f}s"
+            print(f"[{label}] {done}/{len(items)} ({time.perf_counter() - t0:.0f}s) {_name(o.item)}: {status}",
+                  file=sys.stderr, flush=True)
+    return out  # type: ignore[return-value]
+
+
+def _name(item) -> str:
+    if isinstance(item, dict):
+        return str(item.get("slide") or item.get("name") or item.get("shard") or "")
+    if isinstance(item, (tuple, list)):
+        return str(item[2] if len(item) > 2 else item[0])
+    return str(item)

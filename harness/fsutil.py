@@ -1,0 +1,44 @@
+"""Atomic outputs: every file is written under a temporary name and renamed when complete."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+
+
+def tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path):
+    """Yield a temporary path beside ``path``; rename it to ``path`` only if the block completes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_name(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+
+def write_json(path: str | Path, obj) -> None:
+    write_bytes(path, json.dumps(obj, indent=1, default=str).encode())
+
+
+def remove_temporaries(folder: str | Path) -> int:
+    """Delete leftovers of killed writers (``.<name>.tmp<pid>``) under folder; returns how many."""
+    n = 0
+    for p in Path(folder).rglob(".*.tmp*"):
+        if p.is_file():
+            p.unlink(missing_ok=True)
+            n += 1
+    return n

@@ -1,0 +1,215 @@
+"""One run of a workload: prepare the dataset, run the chosen stages through the engine, write the run record."""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from .config import STAGES, StorageProfile, Workload, load_profile
+from .engines import Engine, Outcome, make_engine, run_all
+from .fsutil import remove_temporaries
+from .results import record
+from .slides import synth
+from .storage import mount_info
+from .slides.dataset import list_slides
+from .stages import masks, patches, tfrecords
+
+IMPLEMENTED = ("masks", "patches", "tfrecords")
+
+
+class StorageError(RuntimeError):
+    pass
+
+
+@dataclass
+class Context:
+    workload: Workload
+    profile: StorageProfile
+    root: Path          # the storage root
+    data: Path          # this workload's folder under the root
+    run_dir: Path
+    engine: Engine
+    dataset: Path | None = None
+    slides: list[dict] = field(default_factory=list)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+    def map(self, stage: str, fn, items: list) -> tuple[list[Outcome], float]:
+        t0 = time.perf_counter()
+        outcomes = run_all(self.engine, fn, items, label=stage)
+        return outcomes, time.perf_counter() - t0
+
+
+def check_root(profile: StorageProfile, root: Path) -> None:
+    """Fail before any work when the storage root is missing or not writable."""
+    if not root.exists():
+        if not profile.create:
+            raise StorageError(f"storage profile {profile.name!r}: root {root} does not exist (is it mounted?)")
+        root.mkdir(parents=True, exist_ok=True)
+    if not root.is_dir():
+        raise StorageError(f"storage profile {profile.name!r}: root {root} is not a folder")
+    probe = root / f".wsibench-probe-{os.getpid()}"
+    try:
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as e:
+        raise StorageError(f"storage profile {profile.name!r}: root {root} is not writable: {e.strerror}") from None
+
+
+def prepare_dataset(ctx: Context) -> Path:
+    ds = ctx.workload.dataset
+    if ds.kind == "camelyon16":
+        return Path(ds.path)
+    spec = ds.synthetic.model_dump()
+    out = ctx.data / "dataset"
+    marker = out / ".complete.json"
+    if marker.is_file() and json.loads(marker.read_text()) == spec:
+        return out
+    if out.exists():
+        shutil.rmtree(out)
+    print(f"[dataset] synthesising {spec['slides']} slides of {spec['size']} px under {out}", file=sys.stderr)
+    synth.generate(out, spec["slides"], spec["size"], spec["seed"], spec["tumor_fraction"], spec["test_fraction"],
+                   spec["mpp"], engine=ctx.engine)
+    marker.write_text(json.dumps(spec))
+    return out
+
+
+# --- stage drivers: each maps its per-item function through the engine and returns its stage record ------
+
+def _stage_record(outcomes: list[Outcome], seconds: float, **extra) -> dict:
+    io = {k: sum(o.io.get(k, 0) for o in outcomes) for k in ("bytes_read", "bytes_written", "read_calls", "write_calls")}
+    ok = [o for o in outcomes if not o.error]
+    rec = {"seconds": seconds, "items": len(outcomes), "items_per_s": len(outcomes) / seconds if seconds else None,
+           **io, "files_written": sum((o.value or {}).get("files_written", 0) for o in ok),
+           "errors": [{"item": _item_name(o.item), "error": o.error} for o in outcomes if o.error],
+           "status": "ok" if len(ok) == len(outcomes) else ("failed" if not ok else "partial"), **extra}
+    return rec
+
+
+def _item_name(item) -> str:
+    return item.get("slide") or item.get("shard") if isinstance(item, dict) else str(item)
+
+
+def _table(outcomes: list[Outcome]) -> pd.DataFrame:
+    rows = []
+    for o in outcomes:
+        row = {"item": _item_name(o.item), "seconds": o.seconds, "error": o.error, "attempts": o.attempts,
+               "worker": o.worker, **o.io}
+        row.update({k: v for k, v in (o.value or {}).items() if isinstance(v, (int, float, str, bool)) and k not in row})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def stage_masks(ctx: Context) -> tuple[dict, list[Outcome]]:
+    fn = functools.partial(masks.run_slide, cfg=ctx.workload.masks, out=str(ctx.data / "masks"))
+    outcomes, secs = ctx.map("masks", fn, ctx.slides)
+    return _stage_record(outcomes, secs), outcomes
+
+
+def _training_items(ctx: Context) -> list[dict]:
+    m = ctx.workload.masks
+    return [dict(s, tumor_groups=m.tumor_groups, exclusion_groups=m.exclusion_groups)
+            for s in ctx.slides if s["split"] == "training"]
+
+
+def stage_patches(ctx: Context) -> tuple[dict, list[Outcome]]:
+    out = ctx.data / "patches"
+    remove_temporaries(out) if out.exists() else None
+    fn = functools.partial(patches.run_slide, cfg=ctx.workload.patches, masks_dir=str(ctx.data / "masks"),
+                           out=str(out))
+    outcomes, secs = ctx.map("patches", fn, _training_items(ctx))
+    n = sum(o.value["patches"] for o in outcomes if not o.error)
+    return _stage_record(outcomes, secs, patches=n, patches_per_s=n / secs if secs else None,
+                         skipped=sum(bool(o.value and o.value.get("skipped")) for o in outcomes)), outcomes
+
+
+def stage_tfrecords(ctx: Context) -> tuple[dict, list[Outcome]]:
+    src, out = ctx.data / "patches", ctx.data / "tfrecords"
+    frames = []
+    for s in _training_items(ctx):
+        mp = patches.manifest_path(src, s["slide"])
+        if not mp.is_file():
+            print(f"[tfrecords] {s['slide']}: no patch manifest (slide failed or not cut); left out", file=sys.stderr)
+            continue
+        frames.append(pd.read_parquet(mp))
+    if not frames:
+        raise RuntimeError(f"tfrecords: no patch manifests under {src / 'manifests'}; run the patches stage first")
+    manifests = pd.concat(frames, ignore_index=True)
+    classes = {s["slide"]: s.get("label") for s in ctx.slides}
+    items = tfrecords.plan(manifests, classes, ctx.workload.tfrecords, out, ctx.workload.patches.size)
+    out.mkdir(parents=True, exist_ok=True)
+    remove_temporaries(out)
+    planned = {Path(i[k]).name for i in items for k in ("path", "index")} | {"splits.json"}
+    for p in out.iterdir():  # shards of an earlier, different plan
+        if p.name not in planned:
+            p.unlink()
+    (out / "splits.json").unlink(missing_ok=True)
+    outcomes, secs = ctx.map("tfrecords", tfrecords.write_shard, items)
+    n = sum(o.value["records"] for o in outcomes if not o.error)
+    rec = _stage_record(outcomes, secs, patches=n, patches_per_s=n / secs if secs else None,
+                        shards=len(items), bytes=sum(o.value["bytes"] for o in outcomes if not o.error))
+    if not rec["errors"]:
+        doc = tfrecords.write_split_manifest(out, [o.value for o in outcomes], ctx.workload.tfrecords)
+        rec["records"] = {k: v["records"] for k, v in doc["splits"].items()}
+    return rec, outcomes
+
+
+DRIVERS = {"masks": stage_masks, "patches": stage_patches, "tfrecords": stage_tfrecords}
+
+
+def run(workload: Workload, stages: list[str] | None = None, storage: str | None = None,
+        results_dir: str | Path = "results", engine: str | None = None, workers: int | None = None) -> dict:
+    """Run the workload; return the summary (also written to <results>/<run_id>/summary.json)."""
+    stages = list(stages or workload.stages)
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise ValueError(f"unknown stage {unknown[0]!r}; expected some of {', '.join(STAGES)}")
+    results_dir = Path(results_dir).resolve()
+    profile = load_profile(storage or workload.storage)
+    root = profile.resolve_root(results_dir)
+    check_root(profile, root)
+    run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{workload.name}-{uuid.uuid4().hex[:6]}"
+    run_dir = results_dir / run_id
+    run_dir.mkdir(parents=True)
+    ecfg = workload.engine
+    eng = make_engine(engine or ecfg.name, workers or ecfg.workers, ecfg.retries)
+    ctx = Context(workload, profile, root, root / workload.name, run_dir, eng)
+    summary = record.new_summary(run_id, workload, profile, root, eng.topology())
+    mount = mount_info(root)
+    summary["storage"].update(fstype=mount["fstype"], mount=mount)
+    print(f"[run] {run_id}: stages {', '.join(stages)} on {profile.name} ({root}) with {eng.name} x{eng.workers}",
+          file=sys.stderr)
+    try:
+        t0 = time.perf_counter()
+        ctx.dataset = prepare_dataset(ctx)
+        summary["dataset"] = {"path": str(ctx.dataset), "kind": workload.dataset.kind,
+                              "seconds": time.perf_counter() - t0}
+        ctx.slides = list_slides(ctx.dataset)
+        summary["dataset"]["slides"] = len(ctx.slides)
+        for stage in [s for s in STAGES if s in stages]:
+            if stage not in IMPLEMENTED:
+                print(f"[{stage}] not available yet in this version of wsibench; skipped", file=sys.stderr)
+                continue
+            rec, outcomes = DRIVERS[stage](ctx)
+            summary["stages"][stage] = rec
+            ctx.tables[stage] = _table(outcomes)
+            print(f"[{stage}] {rec['status']}: {rec['items']} items in {rec['seconds']:.1f}s"
+                  + (f", {rec['patches']} patches ({rec['patches_per_s']:.0f}/s)" if rec.get("patches") else "")
+                  + (f", {len(rec['errors'])} failed" if rec["errors"] else ""), file=sys.stderr)
+        statuses = [r["status"] for r in summary["stages"].values()]
+        summary["status"] = "ok" if all(s == "ok" for s in statuses) else "partial"
+    except Exception as e:  # recorded, then raised
+        summary["status"], summary["error"] = "failed", f"{type(e).__name__}: {e}"
+        raise
+    finally:
+        eng.close()
+        record.write(run_dir, summary, ctx.tables)
+        print(f"[run] {summary['status']}: record in {run_dir}", file=sys.stderr)
+    return summary

@@ -1,0 +1,143 @@
+"""Opening slides, and reading their pixels fast.
+
+``open_slide`` wraps OpenSlide with errors that name the file. ``TileReader`` reads regions of one pyramid
+level by decoding the source tiles directly (tifffile + imagecodecs, each tile at most once while it is in
+use), and falls back to OpenSlide's read_region where the file is not a tiled TIFF it can decode.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import openslide
+
+
+class SlideError(RuntimeError):
+    """A slide that cannot be opened or read; the message names the file."""
+
+
+def open_slide(path: str | Path) -> openslide.OpenSlide:
+    path = str(path)
+    if not os.path.exists(path):
+        raise SlideError(f"{path}: slide not found")
+    try:
+        return openslide.OpenSlide(path)
+    except (openslide.OpenSlideError, openslide.OpenSlideUnsupportedFormatError) as e:
+        raise SlideError(f"{path}: cannot open slide: {e or type(e).__name__}") from None
+
+
+def read_level(slide: openslide.OpenSlide, level: int, path: str = "") -> np.ndarray:
+    """The whole of one (small) level as RGB uint8, white where the slide is transparent."""
+    w, h = slide.level_dimensions[level]
+    try:
+        rgba = np.asarray(slide.read_region((0, 0), level, (w, h)))
+    except openslide.OpenSlideError as e:
+        raise SlideError(f"{path or slide}: cannot read level {level}: {e}") from None
+    return _flatten(rgba)
+
+
+def _flatten(rgba: np.ndarray) -> np.ndarray:
+    rgb = rgba[..., :3].copy()
+    rgb[rgba[..., 3] == 0] = 255
+    return rgb
+
+
+def nearest_level(slide: openslide.OpenSlide, downsample: float) -> int:
+    """The level whose real downsample is nearest (in log scale) to ``downsample``."""
+    ds = np.asarray(slide.level_downsamples, float)
+    return int(np.argmin(np.abs(np.log(ds) - np.log(downsample))))
+
+
+def mpp(slide: openslide.OpenSlide) -> float | None:
+    v = slide.properties.get(openslide.PROPERTY_NAME_MPP_X)
+    return float(v) if v else None
+
+
+class TileReader:
+    """Regions of one level, from decoded source tiles (or read_region where that is not possible).
+
+    ``region(x, y, w, h)`` takes level coordinates. Decoded tiles are kept until ``forget_above(y)``
+    says no later request reaches above row y, so a row-major sweep decodes every tile once.
+    """
+
+    def __init__(self, path: str | Path, level: int, slide: openslide.OpenSlide | None = None):
+        self.path, self.level = str(path), level
+        self.slide = slide or open_slide(path)
+        self.width, self.height = self.slide.level_dimensions[level]
+        self.tiles_decoded = 0
+        self._cache: dict[tuple[int, int], np.ndarray] = {}
+        self._page = self._tiff_page()
+        self._fd = os.open(self.path, os.O_RDONLY) if self._page is not None else None
+
+    def _tiff_page(self):
+        try:
+            import tifffile
+            tf = tifffile.TiffFile(self.path)
+        except Exception:  # noqa: BLE001 - not a TIFF tifffile reads: use OpenSlide
+            return None
+        for page in tf.pages:
+            if page.is_tiled and (page.imagewidth, page.imagelength) == (self.width, self.height) \
+                    and page.samplesperpixel in (3, 4) and page.dtype == np.uint8 and page.imagedepth == 1:
+                self._tf = tf
+                self.tw, self.th = page.tilewidth, page.tilelength
+                self.cols = -(-self.width // self.tw)
+                return page
+        tf.close()
+        return None
+
+    @property
+    def direct(self) -> bool:
+        return self._page is not None
+
+    def _tile(self, ty: int, tx: int) -> np.ndarray:
+        key = (ty, tx)
+        t = self._cache.get(key)
+        if t is None:
+            page = self._page
+            i = ty * self.cols + tx
+            n = page.databytecounts[i]
+            data = os.pread(self._fd, n, page.dataoffsets[i])
+            if len(data) != n or n == 0:
+                raise SlideError(f"{self.path}: level {self.level} tile ({tx}, {ty}) is truncated")
+            try:
+                t = page.decode(data, i, jpegtables=page.jpegtables)[0]
+            except Exception as e:  # noqa: BLE001 - codec errors come in many types
+                raise SlideError(f"{self.path}: level {self.level} tile ({tx}, {ty}) cannot be decoded: {e}") from None
+            t = t.reshape(t.shape[-3:])[..., :3]
+            self._cache[key] = t
+            self.tiles_decoded += 1
+        return t
+
+    def region(self, x: int, y: int, w: int, h: int) -> np.ndarray:
+        if self._page is None:
+            try:
+                ds = self.slide.level_downsamples[self.level]
+                rgba = np.asarray(self.slide.read_region((round(x * ds), round(y * ds)), self.level, (w, h)))
+            except openslide.OpenSlideError as e:
+                raise SlideError(f"{self.path}: cannot read region at ({x}, {y}) of level {self.level}: {e}") from None
+            return _flatten(rgba)
+        out = np.full((h, w, 3), 255, np.uint8)
+        x1, y1 = min(x + w, self.width), min(y + h, self.height)
+        for ty in range(max(y, 0) // self.th, (y1 - 1) // self.th + 1):
+            for tx in range(max(x, 0) // self.tw, (x1 - 1) // self.tw + 1):
+                tile = self._tile(ty, tx)
+                ox, oy = tx * self.tw, ty * self.th
+                sx0, sy0 = max(x, ox), max(y, oy)
+                sx1, sy1 = min(x1, ox + self.tw), min(y1, oy + self.th)
+                out[sy0 - y: sy1 - y, sx0 - x: sx1 - x] = tile[sy0 - oy: sy1 - oy, sx0 - ox: sx1 - ox]
+        return out
+
+    def forget_above(self, y: int) -> None:
+        """Drop decoded tiles that lie wholly above level row y."""
+        if self._page is not None:
+            row = y // self.th
+            for key in [k for k in self._cache if k[0] < row]:
+                del self._cache[key]
+
+    def close(self):
+        if self._fd is not None:
+            os.close(self._fd)
+            self._tf.close()
+            self._fd = None
+        self.slide.close()

@@ -1,0 +1,79 @@
+"""Masks stage, per slide: a tumor mask from the lesion annotations and a tissue mask from the pixels.
+
+Both are PNGs under <data>/masks/, beside a per-slide JSON record. The tumor mask is rasterised at the level
+nearest a 32x downsample by default, using the slide's real level_downsamples; exclusion groups are painted last.
+The tissue mask is HSV saturation, median blur, then an Otsu threshold (with a floor, so a blank slide has none).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..config import Masks
+from ..fsutil import write_bytes, write_json
+from ..slides.annotations import read_asap, rasterize
+from ..slides.reader import SlideError, nearest_level, open_slide, read_level
+
+
+def tissue_mask(rgb: np.ndarray, median_blur: int = 7, min_saturation: int = 20) -> np.ndarray:
+    sat = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2HSV)[..., 1]
+    if median_blur > 1:
+        sat = cv2.medianBlur(sat, median_blur)
+    otsu, _ = cv2.threshold(sat, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    return sat > max(otsu, min_saturation)
+
+
+def _level(slide, requested: int | None, target: float, path: str) -> int:
+    if requested is None:
+        return nearest_level(slide, target)
+    if requested >= slide.level_count:
+        raise SlideError(f"{path}: level {requested} requested, the slide has {slide.level_count}")
+    return requested
+
+
+def paths(out: Path, slide: str) -> dict[str, Path]:
+    return {"tumor": out / f"{slide}_tumor.png", "tissue": out / f"{slide}_tissue.png",
+            "record": out / f"{slide}.json"}
+
+
+def run_slide(item: dict, cfg: Masks, out: str) -> dict:
+    out = Path(out)
+    slide = open_slide(item["path"])
+    try:
+        level = _level(slide, cfg.level, cfg.target_downsample, item["path"])
+        tlevel = _level(slide, cfg.tissue_level, cfg.target_downsample, item["path"])
+        w, h = slide.level_dimensions[level]
+        ds = float(slide.level_downsamples[level])
+        tumor = np.zeros((h, w), bool)
+        dots = 0
+        if item.get("annotation"):
+            ann = read_asap(item["annotation"], slide.dimensions)
+            tumor = rasterize(ann.regions(cfg.tumor_groups), ann.regions(cfg.exclusion_groups), (h, w), ds)
+            dots = len(ann.dots())
+        tissue = tissue_mask(read_level(slide, tlevel, item["path"]), cfg.median_blur, cfg.min_saturation)
+        tds = float(slide.level_downsamples[tlevel])
+    finally:
+        slide.close()
+    p = paths(out, item["slide"])
+    write_bytes(p["tumor"], cv2.imencode(".png", tumor.astype(np.uint8) * 255)[1].tobytes())
+    write_bytes(p["tissue"], cv2.imencode(".png", tissue.astype(np.uint8) * 255)[1].tobytes())
+    rec = {"slide": item["slide"], "split": item["split"], "label": item.get("label"),
+           "path": item["path"], "annotation": item.get("annotation"),
+           "level": level, "downsample": ds, "width": w, "height": h,
+           "tissue_level": tlevel, "tissue_downsample": tds,
+           "tumor_fraction": float(tumor.mean()), "tissue_fraction": float(tissue.mean()), "dots": dots,
+           "tumor_mask": str(p["tumor"]), "tissue_mask": str(p["tissue"]), "files_written": 3}
+    write_json(p["record"], rec)  # last: its presence says the slide's masks are complete
+    return rec
+
+
+def load(out: str | Path, slide: str) -> tuple[dict, np.ndarray, np.ndarray]:
+    """The record, tumor mask and tissue mask (bool arrays) of one slide."""
+    p = paths(Path(out), slide)
+    if not p["record"].is_file():
+        raise FileNotFoundError(f"{p['record']}: no masks for slide {slide!r}; run the masks stage first")
+    rec = json.loads(p["record"].read_text())
+    return rec, cv2.imread(str(p["tumor"]), cv2.IMREAD_GRAYSCALE) > 0, cv2.imread(str(p["tissue"]), cv2.IMREAD_GRAYSCALE) > 0

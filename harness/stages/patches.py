@@ -1,0 +1,202 @@
+"""Patch stage, per slide: a labelled grid over the masks, then the selected patches cut and JPEG-encoded.
+
+Labels use the whole patch footprint: the tissue share from the tissue mask; the tumor share from the tumor
+mask where the footprint (with a one-pixel margin) is all tumor or all not, and otherwise from the lesion
+polygons themselves, rasterised over the patch, so a patch near a lesion border is labelled exactly.
+Pixels come from a TileReader: the source tiles under selected patches are decoded once each, in a row-major
+sweep; background that no patch needs is never decoded.
+
+Outputs: JPEG files ``patches/{tumor,normal}/<slide>_<x>_<y>.jpg`` or one TFRecord file per slide
+``patches/records/<slide>.tfrecord``, then the manifest ``patches/manifests/<slide>.parquet`` (written
+last, atomically: its presence and verification mean the slide is complete).
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import zlib
+from pathlib import Path
+
+import cv2
+import imagecodecs
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .. import tfrecord
+from ..config import Patches
+from ..fsutil import atomic_path, write_bytes
+from ..slides.annotations import rasterize, read_asap
+from ..slides.reader import SlideError, TileReader, mpp, open_slide
+from . import masks as masks_stage
+
+LABELS = {"normal": 0, "tumor": 1}
+COLUMNS = ["slide", "x", "y", "level", "label", "tumor_fraction", "tissue_fraction", "bytes", "path", "offset", "crc32"]
+
+
+def manifest_path(out: Path, slide: str) -> Path:
+    return out / "manifests" / f"{slide}.parquet"
+
+
+def _params(cfg: Patches, mask_rec: dict) -> str:
+    """What the outputs depend on; a manifest made with other settings is not reused."""
+    d = cfg.model_dump()
+    d["masks"] = {k: mask_rec[k] for k in ("level", "downsample", "tumor_fraction", "tissue_fraction")}
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def verify(manifest: Path, params: str | None = None) -> bool:
+    """True when the manifest exists, matches params, and every patch it lists is on disk, intact."""
+    try:
+        table = pq.read_table(manifest)
+    except (OSError, pa.ArrowException):
+        return False
+    meta = table.schema.metadata or {}
+    if params is not None and meta.get(b"params", b"").decode() != params:
+        return False
+    rows = table.to_pylist()
+    try:
+        for r in rows:
+            with open(r["path"], "rb") as f:
+                if r["offset"]:
+                    f.seek(r["offset"])
+                data = f.read(r["bytes"])
+            if len(data) != r["bytes"] or zlib.crc32(data) != r["crc32"]:
+                return False
+            if not r["offset"] and os.path.getsize(r["path"]) != r["bytes"]:
+                return False
+    except OSError:
+        return False
+    return True
+
+
+def _fractions(mask: np.ndarray, ds: float, xs: np.ndarray, ys: np.ndarray, size0: float, margin: int = 0):
+    """Share of True mask pixels under each footprint (level-0 x, y, side size0) of the grid ys x xs.
+
+    The mask is at downsample ds; every mask pixel the footprint touches counts, plus ``margin`` pixels around.
+    """
+    h, w = mask.shape
+    sat = np.zeros((h + 1, w + 1), np.int64)
+    sat[1:, 1:] = mask.astype(np.int64).cumsum(0).cumsum(1)
+    x0 = np.clip(np.floor(xs / ds).astype(int) - margin, 0, w)
+    y0 = np.clip(np.floor(ys / ds).astype(int) - margin, 0, h)
+    x1 = np.clip(np.ceil((xs + size0) / ds).astype(int) + margin, 0, w)
+    y1 = np.clip(np.ceil((ys + size0) / ds).astype(int) + margin, 0, h)
+    total = sat[y1[:, None], x1] - sat[y0[:, None], x1] - sat[y1[:, None], x0] + sat[y0[:, None], x0]
+    return total / (np.maximum(y1 - y0, 1)[:, None] * np.maximum(x1 - x0, 1)[None, :])
+
+
+def plan(item: dict, cfg: Patches, mask_rec: dict, tumor_m: np.ndarray, tissue_m: np.ndarray, slide) -> dict:
+    """Grid, labels and the seeded per-class selection for one slide."""
+    if cfg.mpp is not None:
+        smpp = mpp(slide)
+        if smpp is None:
+            raise SlideError(f"{item['path']}: patches.mpp is set but the slide records no microns per pixel")
+        lmpp = smpp * np.asarray(slide.level_downsamples)
+        level = int(np.argmin(np.where(lmpp <= cfg.mpp * 1.01, cfg.mpp / lmpp, np.inf)))  # finest level not coarser
+        scale = cfg.mpp / lmpp[level]
+    else:
+        if cfg.level >= slide.level_count:
+            raise SlideError(f"{item['path']}: patch level {cfg.level} requested, the slide has {slide.level_count}")
+        level, scale = cfg.level, 1.0
+    ds = float(slide.level_downsamples[level])
+    read = max(1, round(cfg.size * scale))
+    stride = max(1, round((cfg.stride or cfg.size) * scale))
+    W, H = slide.level_dimensions[level]
+    gx = np.arange(0, W - read + 1, stride)
+    gy = np.arange(0, H - read + 1, stride)
+    xs0, ys0, size0 = gx * ds, gy * ds, read * ds  # level-0 footprint
+    tissue = _fractions(tissue_m, mask_rec["tissue_downsample"], xs0, ys0, size0)
+    mds = mask_rec["downsample"]
+    tumor = _fractions(tumor_m, mds, xs0, ys0, size0)
+    near = _fractions(tumor_m, mds, xs0, ys0, size0, margin=1)
+    any_near, all_near = near > 0, near >= 1
+    tumor = np.where(any_near, tumor, 0.0)
+    tumor = np.where(all_near, 1.0, tumor)
+    border = any_near & ~all_near
+    if border.any():  # exact shares from the polygons, at the patch's own resolution
+        ann = read_asap(item["annotation"], slide.dimensions)
+        inc, exc = ann.regions(item["tumor_groups"]), ann.regions(item["exclusion_groups"])
+        for iy, ix in zip(*np.nonzero(border)):
+            m = rasterize(inc, exc, (read, read), ds, (xs0[ix], ys0[iy]))
+            tumor[iy, ix] = m.mean()
+    is_tumor = tumor >= cfg.tumor_threshold
+    is_normal = (tumor == 0) & (tissue >= cfg.tissue_threshold)
+    if item.get("label") == "tumor" and not cfg.normal_from_tumor_slides:
+        is_normal[:] = False
+    rng = np.random.default_rng([cfg.seed, zlib.crc32(item["slide"].encode())])
+    chosen = []
+    for name, sel in (("tumor", is_tumor), ("normal", is_normal)):
+        iy, ix = np.nonzero(sel)
+        if len(iy) > cfg.max_per_class:
+            keep = np.sort(rng.choice(len(iy), cfg.max_per_class, replace=False))
+            iy, ix = iy[keep], ix[keep]
+        chosen += [(int(gy[a]), int(gx[b]), name, float(tumor[a, b]), float(tissue[a, b])) for a, b in zip(iy, ix)]
+    chosen.sort()
+    return {"level": level, "downsample": ds, "read": read, "patches": chosen,
+            "candidates": int(gx.size * gy.size)}
+
+
+def run_slide(item: dict, cfg: Patches, masks_dir: str, out: str) -> dict:
+    out = Path(out)
+    slide_name = item["slide"]
+    mask_rec, tumor_m, tissue_m = masks_stage.load(masks_dir, slide_name)
+    params = _params(cfg, mask_rec)
+    manifest = manifest_path(out, slide_name)
+    if verify(manifest, params):
+        t = pq.read_table(manifest, columns=["label", "bytes"]).to_pandas()
+        return {"slide": slide_name, "skipped": True, "patches": len(t), "tumor": int((t.label == "tumor").sum()),
+                "normal": int((t.label == "normal").sum()), "bytes": int(t.bytes.sum()), "files_written": 0}
+    slide = open_slide(item["path"])
+    try:
+        p = plan(item, cfg, mask_rec, tumor_m, tissue_m, slide)
+        reader = TileReader(item["path"], p["level"], slide)
+        rows = _extract(reader, p, cfg, item, out)
+        decoded = reader.tiles_decoded
+    finally:
+        slide.close()
+    table = pa.Table.from_pylist(rows, schema=_SCHEMA).replace_schema_metadata({"params": params})
+    with atomic_path(manifest) as tmp:
+        pq.write_table(table, tmp)
+    files = (len(rows) if cfg.output == "jpeg" else 1) + 1
+    return {"slide": slide_name, "skipped": False, "patches": len(rows),
+            "tumor": sum(r["label"] == "tumor" for r in rows), "normal": sum(r["label"] == "normal" for r in rows),
+            "candidates": p["candidates"], "tiles_decoded": decoded, "bytes": sum(r["bytes"] for r in rows),
+            "files_written": files}
+
+
+_SCHEMA = pa.schema([("slide", pa.string()), ("x", pa.int64()), ("y", pa.int64()), ("level", pa.int32()),
+                     ("label", pa.string()), ("tumor_fraction", pa.float32()), ("tissue_fraction", pa.float32()),
+                     ("bytes", pa.int64()), ("path", pa.string()), ("offset", pa.int64()), ("crc32", pa.int64())])
+
+
+def _extract(reader: TileReader, p: dict, cfg: Patches, item: dict, out: Path) -> list[dict]:
+    ds, read, level = p["downsample"], p["read"], p["level"]
+    slide = item["slide"]
+    rows = []
+    with contextlib.ExitStack() as stack:
+        records = None
+        if cfg.output == "tfrecord":
+            path = out / "records" / f"{slide}.tfrecord"
+            records = stack.enter_context(open(stack.enter_context(atomic_path(path)), "wb"))
+        for y, x, label, tfrac, tisfrac in p["patches"]:
+            reader.forget_above(y)
+            px = reader.region(x, y, read, read)
+            if read != cfg.size:
+                px = cv2.resize(px, (cfg.size, cfg.size), interpolation=cv2.INTER_AREA)
+            jpeg = imagecodecs.jpeg8_encode(px, level=cfg.jpeg_quality)
+            x0, y0 = round(x * ds), round(y * ds)
+            if records is None:
+                path = out / label / f"{slide}_{x0}_{y0}.jpg"
+                write_bytes(path, jpeg)
+                data, offset = jpeg, 0
+            else:
+                data = tfrecord.patch_example(jpeg, LABELS[label], slide, x0, y0, cfg.size, cfg.size)
+                offset = records.tell() + 12  # the data follows the 12-byte record header
+                records.write(tfrecord.frame(data))
+            rows.append({"slide": slide, "x": x0, "y": y0, "level": level, "label": label,
+                         "tumor_fraction": tfrac, "tissue_fraction": tisfrac, "bytes": len(data), "path": str(path),
+                         "offset": offset, "crc32": zlib.crc32(data)})
+    return rows

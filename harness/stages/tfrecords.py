@@ -1,0 +1,113 @@
+"""TFRecord stage: patch manifests in, shuffled shards out, split into train and validation by slide.
+
+The driver plans (``plan``): slides are split by a seeded draw per class, so no slide is on both sides;
+each side's records are shuffled with the seed and cut into shards of a target size or count. Each shard is
+one work item (``write_shard``): it reads the patches the plan lists, writes the shard under a temporary
+name, renames it, then writes its index (``offset length`` per record). A shard whose index exists and whose
+records all pass their CRCs, in the planned number, is complete and is not written again.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import tfrecord
+from ..config import TFRecords
+from ..fsutil import atomic_path, write_bytes, write_json
+from .patches import LABELS
+
+
+def split_slides(slides: pd.DataFrame, val_fraction: float, seed: int) -> dict[str, str]:
+    """{slide: 'train' | 'val'}, drawn per slide class so both sides see both classes where possible."""
+    rng = np.random.default_rng(seed)
+    side = {}
+    for cls in sorted(slides["class"].unique()):
+        names = sorted(slides.loc[slides["class"] == cls, "slide"])
+        n_val = round(len(names) * val_fraction)
+        if val_fraction > 0 and len(names) >= 2:
+            n_val = min(max(1, n_val), len(names) - 1)
+        val = set(rng.permutation(names)[:n_val])
+        side.update({s: "val" if s in val else "train" for s in names})
+    return side
+
+
+def plan(manifests: pd.DataFrame, slide_class: dict[str, str], cfg: TFRecords, out: Path,
+         patch_size: int) -> list[dict]:
+    """Shard work items. ``manifests`` holds every patch row of every slide."""
+    slides = pd.DataFrame({"slide": sorted(manifests["slide"].unique())})
+    slides["class"] = [slide_class.get(s) or "unknown" for s in slides["slide"]]
+    side = split_slides(slides, cfg.val_fraction, cfg.seed)
+    items = []
+    for k, split in enumerate(("train", "val")):
+        rows = manifests[manifests["slide"].map(side) == split].sort_values(["slide", "y", "x"])
+        if rows.empty:
+            continue
+        rows = rows.iloc[np.random.default_rng([cfg.seed, k]).permutation(len(rows))]
+        if cfg.shards:
+            n = cfg.shards if split == "train" else max(1, round(cfg.shards * len(rows) / len(manifests)))
+        else:
+            n = max(1, math.ceil(rows["bytes"].sum() / (cfg.shard_mb * 1e6)))
+        n = min(n, len(rows))
+        for i, part in enumerate(np.array_split(np.arange(len(rows)), n)):
+            name = f"{split}-{i:05d}-of-{n:05d}"
+            cols = rows.iloc[part][["path", "offset", "bytes", "label", "slide", "x", "y"]]
+            items.append({"shard": name, "split": split, "path": str(out / f"{name}.tfrecord"),
+                          "index": str(out / f"{name}.index"), "patch_size": patch_size,
+                          "rows": cols.to_dict("records")})
+    return items
+
+
+def complete(item: dict) -> bool:
+    """The shard and its index exist, hold the planned record count, and every record passes its CRC."""
+    try:
+        index = Path(item["index"]).read_text().split("\n")
+        if len([l for l in index if l]) != len(item["rows"]):
+            return False
+        return sum(1 for _ in tfrecord.read_records(item["path"])) == len(item["rows"])
+    except (OSError, tfrecord.CorruptRecord):
+        return False
+
+
+def write_shard(item: dict) -> dict:
+    if complete(item):
+        return {"shard": item["shard"], "split": item["split"], "records": len(item["rows"]), "skipped": True,
+                "bytes": os.path.getsize(item["path"]), "files_written": 0, **_counts(item)}
+    size = item["patch_size"]
+    index = []
+    with atomic_path(item["path"]) as tmp, open(tmp, "wb") as f:
+        for r in item["rows"]:
+            if r["offset"]:  # already a tf.train.Example, inside a per-slide record file
+                data = tfrecord.read_at(r["path"], r["offset"] - 12)
+            else:
+                jpeg = Path(r["path"]).read_bytes()
+                data = tfrecord.patch_example(jpeg, LABELS[r["label"]], r["slide"], r["x"], r["y"], size, size)
+            framed = tfrecord.frame(data)
+            index.append(f"{f.tell()} {len(framed)}\n")
+            f.write(framed)
+    write_bytes(item["index"], "".join(index).encode())
+    return {"shard": item["shard"], "split": item["split"], "records": len(index), "skipped": False,
+            "bytes": os.path.getsize(item["path"]), "files_written": 2, **_counts(item)}
+
+
+def _counts(item: dict) -> dict:
+    labels = [r["label"] for r in item["rows"]]
+    return {"tumor": labels.count("tumor"), "normal": labels.count("normal"),
+            "slides": sorted({r["slide"] for r in item["rows"]})}
+
+
+def write_split_manifest(out: Path, results: list[dict], cfg: TFRecords) -> dict:
+    doc = {"seed": cfg.seed, "val_fraction": cfg.val_fraction, "splits": {}}
+    for split in ("train", "val"):
+        shards = sorted((r for r in results if r["split"] == split), key=lambda r: r["shard"])
+        doc["splits"][split] = {
+            "records": sum(r["records"] for r in shards), "bytes": sum(r["bytes"] for r in shards),
+            "slides": sorted({s for r in shards for s in r["slides"]}),
+            "shards": [{k: r[k] for k in ("shard", "records", "bytes", "tumor", "normal")} |
+                       {"path": str(out / f"{r['shard']}.tfrecord"), "index": str(out / f"{r['shard']}.index")}
+                       for r in shards]}
+    write_json(out / "splits.json", doc)
+    return doc

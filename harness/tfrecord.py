@@ -1,0 +1,136 @@
+"""TFRecord files without TensorFlow: tf.train.Example encoding, record framing, index files, reading.
+
+Workers that cut patches or write shards need not import TensorFlow (seconds of start-up and a large
+memory footprint per worker). The format is small: each record is
+``uint64 length | masked crc32c(length) | data | masked crc32c(data)``, little-endian; the data is a
+tf.train.Example protobuf. Tests read the files back with TensorFlow and with the independent `tfrecord`
+package. Index files use that package's format: one ``offset length`` line per record.
+"""
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+from typing import Iterator
+
+import crc32c
+
+_MASK_DELTA = 0xA282EAD8
+
+
+def masked_crc(data: bytes) -> int:
+    c = crc32c.crc32c(data)
+    return (((c >> 15) | (c << 17)) + _MASK_DELTA) & 0xFFFFFFFF
+
+
+def frame(data: bytes) -> bytes:
+    n = struct.pack("<Q", len(data))
+    return n + struct.pack("<I", masked_crc(n)) + data + struct.pack("<I", masked_crc(data))
+
+
+def _varint(v: int) -> bytes:
+    v &= (1 << 64) - 1
+    out = bytearray()
+    while True:
+        b = v & 0x7F
+        v >>= 7
+        if v:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:  # length-delimited field
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _feature(value) -> bytes:
+    if isinstance(value, (bytes, str)):
+        v = value.encode() if isinstance(value, str) else value
+        return _field(1, _field(1, v))  # Feature.bytes_list(1) -> BytesList.value(1)
+    if isinstance(value, int):
+        return _field(3, _field(1, _varint(value)))  # Feature.int64_list(3) -> packed Int64List.value(1)
+    raise TypeError(f"unsupported feature type {type(value).__name__}")
+
+
+def example(features: dict) -> bytes:
+    """Serialise {key: bytes | str | int} as a tf.train.Example (keys sorted, so output is deterministic)."""
+    entries = b"".join(_field(1, _field(1, k.encode()) + _field(2, _feature(v))) for k, v in sorted(features.items()))
+    return _field(1, entries)  # Example.features(1) -> Features.feature map entries(1)
+
+
+def patch_example(jpeg: bytes, label: int, slide: str, x: int, y: int, height: int, width: int) -> bytes:
+    return example({"image/encoded": jpeg, "image/format": b"jpeg", "image/class/label": int(label),
+                    "image/height": int(height), "image/width": int(width),
+                    "slide": slide, "loc_x": int(x), "loc_y": int(y)})
+
+
+class CorruptRecord(ValueError):
+    pass
+
+
+def read_records(path: str | Path, verify: bool = True) -> Iterator[tuple[int, bytes]]:
+    """Yield (offset, data) of every record; CRCs checked when verify."""
+    with open(path, "rb") as f:
+        offset = 0
+        while True:
+            head = f.read(12)
+            if not head:
+                return
+            if len(head) < 12:
+                raise CorruptRecord(f"{path}: truncated record header at byte {offset}")
+            (n,) = struct.unpack("<Q", head[:8])
+            if verify and struct.unpack("<I", head[8:])[0] != masked_crc(head[:8]):
+                raise CorruptRecord(f"{path}: bad length CRC at byte {offset}")
+            data, tail = f.read(n), f.read(4)
+            if len(data) < n or len(tail) < 4:
+                raise CorruptRecord(f"{path}: truncated record at byte {offset}")
+            if verify and struct.unpack("<I", tail)[0] != masked_crc(data):
+                raise CorruptRecord(f"{path}: bad data CRC at byte {offset}")
+            yield offset, data
+            offset += 16 + n
+
+
+def read_at(path: str | Path, offset: int) -> bytes:
+    """The data of the record at byte ``offset``, CRC checked."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        head = f.read(12)
+        (n,) = struct.unpack("<Q", head[:8])
+        data, tail = f.read(n), f.read(4)
+    if len(data) < n or len(tail) < 4 or struct.unpack("<I", tail)[0] != masked_crc(data):
+        raise CorruptRecord(f"{path}: bad or truncated record at byte {offset}")
+    return data
+
+
+def parse_example(data: bytes) -> dict:
+    """Decode an Example written by ``example`` (bytes and int64 features) back to a dict."""
+    def fields(buf):
+        i = 0
+        while i < len(buf):
+            tag, i = _read_varint(buf, i)
+            n, i = _read_varint(buf, i)
+            yield tag >> 3, buf[i:i + n]
+            i += n
+
+    out = {}
+    for _, feats in fields(data):
+        for _, entry in fields(feats):
+            d = dict(fields(entry))
+            key, feat = d[1].decode(), dict(fields(d[2]))
+            if 1 in feat:
+                out[key] = dict(fields(feat[1]))[1]
+            elif 3 in feat:
+                out[key] = _read_varint(dict(fields(feat[3]))[1], 0)[0]
+    return out
+
+
+def _read_varint(buf: bytes, i: int) -> tuple[int, int]:
+    shift = v = 0
+    while True:
+        b = buf[i]
+        i += 1
+        v |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return v, i

@@ -56,7 +56,7 @@ def make_layout(rng: np.random.Generator, size: int, tumor: bool) -> Layout:
     islands, lesions, holes = [], [], []
     for _ in range(rng.integers(2, 4)):
         for _try in range(50):
-            r = size * rng.uniform(0.10, 0.20)
+            r = size * rng.uniform(0.12, 0.21)
             cx, cy = rng.uniform(r * 1.3, size - r * 1.3, 2)
             if all(math.hypot(cx - c[0], cy - c[1]) > r + rr + size * 0.02 for c, rr in
                    [(isl.mean(0), np.linalg.norm(isl - isl.mean(0), axis=1).max()) for isl in islands]):
@@ -68,8 +68,8 @@ def make_layout(rng: np.random.Generator, size: int, tumor: bool) -> Layout:
             isl = islands[h]
             c = isl.mean(0)
             rmin = np.linalg.norm(isl - c, axis=1).min()
-            rl = rmin * rng.uniform(0.30, 0.50)
-            off = rng.uniform(0, rmin * 0.75 - rl * 1.2) * np.array([math.cos(a := rng.uniform(0, 6.3)), math.sin(a)])
+            rl = rmin * rng.uniform(0.45, 0.65)
+            off = rng.uniform(0, max(0.0, rmin * 0.85 - rl * 1.2)) * np.array([math.cos(a := rng.uniform(0, 6.3)), math.sin(a)])
             les = smooth_blob(rng, *(c + off), rl, n=96, roughness=0.15)
             lesions.append(les)
             if rng.random() < 0.5:
@@ -91,7 +91,7 @@ def _texture(rng: np.random.Generator, cls: int, stain: dict) -> np.ndarray:
     n = TILE
     low = cv2.resize(rng.normal(0, 1, (n // 16, n // 16)).astype(np.float32), (n, n), interpolation=cv2.INTER_CUBIC)
     fib = cv2.GaussianBlur(rng.normal(0, 1, (n, n)).astype(np.float32), (0, 0), sigmaX=6, sigmaY=1)
-    tone = rng.normal(0, 8)  # tile-level intensity jitter shared by both classes
+    tone = rng.normal(0, 6)  # tile-level intensity jitter shared by both classes
     if cls == TUMOR:  # tumor stroma is paler, so more nuclei do not simply mean a darker tile
         tone += 14
     base = stain["stroma"] + tone + 6 * low[..., None] + 10 * fib[..., None]

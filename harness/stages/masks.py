@@ -74,6 +74,6 @@ def load(out: str | Path, slide: str) -> tuple[dict, np.ndarray, np.ndarray]:
     """The record, tumor mask and tissue mask (bool arrays) of one slide."""
     p = paths(Path(out), slide)
     if not p["record"].is_file():
-        raise FileNotFoundError(f"{p['record']}: no masks for slide {slide!r}; run the masks stage first")
+        raise FileNotFoundError(f"{p['record']}: no masks for slide {slide!r} (the masks stage failed for it, or has not run)")
     rec = json.loads(p["record"].read_text())
     return rec, cv2.imread(str(p["tumor"]), cv2.IMREAD_GRAYSCALE) > 0, cv2.imread(str(p["tissue"]), cv2.IMREAD_GRAYSCALE) > 0

@@ -8,7 +8,8 @@ sweep; background that no patch needs is never decoded.
 
 Outputs: JPEG files ``patches/{tumor,normal}/<slide>_<x>_<y>.jpg`` or one TFRecord file per slide
 ``patches/records/<slide>.tfrecord``, then the manifest ``patches/manifests/<slide>.parquet`` (written
-last, atomically: its presence and verification mean the slide is complete).
+last, atomically: its presence and verification mean the slide is complete). Manifest paths are relative
+to the workload's data folder, so the data stays valid wherever the storage is mounted.
 """
 from __future__ import annotations
 
@@ -33,7 +34,6 @@ from ..slides.reader import SlideError, TileReader, mpp, open_slide
 from . import masks as masks_stage
 
 LABELS = {"normal": 0, "tumor": 1}
-COLUMNS = ["slide", "x", "y", "level", "label", "tumor_fraction", "tissue_fraction", "bytes", "path", "offset", "crc32"]
 
 
 def manifest_path(out: Path, slide: str) -> Path:
@@ -49,6 +49,7 @@ def _params(cfg: Patches, mask_rec: dict) -> str:
 
 def verify(manifest: Path, params: str | None = None) -> bool:
     """True when the manifest exists, matches params, and every patch it lists is on disk, intact."""
+    base = manifest.parent.parent.parent  # paths are relative to the workload's data folder
     try:
         table = pq.read_table(manifest)
     except (OSError, pa.ArrowException):
@@ -59,13 +60,14 @@ def verify(manifest: Path, params: str | None = None) -> bool:
     rows = table.to_pylist()
     try:
         for r in rows:
-            with open(r["path"], "rb") as f:
+            path = base / r["path"]
+            with open(path, "rb") as f:
                 if r["offset"]:
                     f.seek(r["offset"])
                 data = f.read(r["bytes"])
             if len(data) != r["bytes"] or zlib.crc32(data) != r["crc32"]:
                 return False
-            if not r["offset"] and os.path.getsize(r["path"]) != r["bytes"]:
+            if not r["offset"] and os.path.getsize(path) != r["bytes"]:
                 return False
     except OSError:
         return False
@@ -176,27 +178,34 @@ def _extract(reader: TileReader, p: dict, cfg: Patches, item: dict, out: Path) -
     ds, read, level = p["downsample"], p["read"], p["level"]
     slide = item["slide"]
     rows = []
-    with contextlib.ExitStack() as stack:
-        records = None
-        if cfg.output == "tfrecord":
-            path = out / "records" / f"{slide}.tfrecord"
-            records = stack.enter_context(open(stack.enter_context(atomic_path(path)), "wb"))
-        for y, x, label, tfrac, tisfrac in p["patches"]:
-            reader.forget_above(y)
-            px = reader.region(x, y, read, read)
-            if read != cfg.size:
-                px = cv2.resize(px, (cfg.size, cfg.size), interpolation=cv2.INTER_AREA)
-            jpeg = imagecodecs.jpeg8_encode(px, level=cfg.jpeg_quality)
-            x0, y0 = round(x * ds), round(y * ds)
-            if records is None:
-                path = out / label / f"{slide}_{x0}_{y0}.jpg"
-                write_bytes(path, jpeg)
-                data, offset = jpeg, 0
-            else:
-                data = tfrecord.patch_example(jpeg, LABELS[label], slide, x0, y0, cfg.size, cfg.size)
-                offset = records.tell() + 12  # the data follows the 12-byte record header
-                records.write(tfrecord.frame(data))
-            rows.append({"slide": slide, "x": x0, "y": y0, "level": level, "label": label,
-                         "tumor_fraction": tfrac, "tissue_fraction": tisfrac, "bytes": len(data), "path": str(path),
-                         "offset": offset, "crc32": zlib.crc32(data)})
+    written: list[Path] = []
+    try:
+        with contextlib.ExitStack() as stack:
+            records = None
+            if cfg.output == "tfrecord":
+                path = out / "records" / f"{slide}.tfrecord"
+                records = stack.enter_context(open(stack.enter_context(atomic_path(path)), "wb"))
+            for y, x, label, tfrac, tisfrac in p["patches"]:
+                reader.forget_above(y)
+                px = reader.region(x, y, read, read)
+                if read != cfg.size:
+                    px = cv2.resize(px, (cfg.size, cfg.size), interpolation=cv2.INTER_AREA)
+                jpeg = imagecodecs.jpeg8_encode(px, level=cfg.jpeg_quality)
+                x0, y0 = round(x * ds), round(y * ds)
+                if records is None:
+                    path = out / label / f"{slide}_{x0}_{y0}.jpg"
+                    write_bytes(path, jpeg)
+                    written.append(path)
+                    data, offset = jpeg, 0
+                else:
+                    data = tfrecord.patch_example(jpeg, LABELS[label], slide, x0, y0, cfg.size, cfg.size)
+                    offset = records.tell() + 12  # the data follows the 12-byte record header
+                    records.write(tfrecord.frame(data))
+                rows.append({"slide": slide, "x": x0, "y": y0, "level": level, "label": label,
+                             "tumor_fraction": tfrac, "tissue_fraction": tisfrac, "bytes": len(data),
+                             "path": str(path.relative_to(out.parent)), "offset": offset, "crc32": zlib.crc32(data)})
+    except BaseException:
+        for f in written:  # a failed slide leaves none of its patches behind
+            f.unlink(missing_ok=True)
+        raise
     return rows

@@ -37,7 +37,8 @@ def split_slides(slides: pd.DataFrame, val_fraction: float, seed: int) -> dict[s
 
 def plan(manifests: pd.DataFrame, slide_class: dict[str, str], cfg: TFRecords, out: Path,
          patch_size: int) -> list[dict]:
-    """Shard work items. ``manifests`` holds every patch row of every slide."""
+    """Shard work items. ``manifests`` holds every patch row of every slide; their paths are relative to
+    the data folder, ``out``'s parent."""
     slides = pd.DataFrame({"slide": sorted(manifests["slide"].unique())})
     slides["class"] = [slide_class.get(s) or "unknown" for s in slides["slide"]]
     side = split_slides(slides, cfg.val_fraction, cfg.seed)
@@ -56,7 +57,7 @@ def plan(manifests: pd.DataFrame, slide_class: dict[str, str], cfg: TFRecords, o
             name = f"{split}-{i:05d}-of-{n:05d}"
             cols = rows.iloc[part][["path", "offset", "bytes", "label", "slide", "x", "y"]]
             items.append({"shard": name, "split": split, "path": str(out / f"{name}.tfrecord"),
-                          "index": str(out / f"{name}.index"), "patch_size": patch_size,
+                          "index": str(out / f"{name}.index"), "patch_size": patch_size, "base": str(out.parent),
                           "rows": cols.to_dict("records")})
     return items
 
@@ -80,10 +81,11 @@ def write_shard(item: dict) -> dict:
     index = []
     with atomic_path(item["path"]) as tmp, open(tmp, "wb") as f:
         for r in item["rows"]:
+            src = Path(item["base"]) / r["path"]
             if r["offset"]:  # already a tf.train.Example, inside a per-slide record file
-                data = tfrecord.read_at(r["path"], r["offset"] - 12)
+                data = tfrecord.read_at(src, r["offset"] - 12)
             else:
-                jpeg = Path(r["path"]).read_bytes()
+                jpeg = src.read_bytes()
                 data = tfrecord.patch_example(jpeg, LABELS[r["label"]], r["slide"], r["x"], r["y"], size, size)
             framed = tfrecord.frame(data)
             index.append(f"{f.tell()} {len(framed)}\n")
@@ -100,6 +102,7 @@ def _counts(item: dict) -> dict:
 
 
 def write_split_manifest(out: Path, results: list[dict], cfg: TFRecords) -> dict:
+    """splits.json: per split its slides, record counts and shards (paths relative to ``out``)."""
     doc = {"seed": cfg.seed, "val_fraction": cfg.val_fraction, "splits": {}}
     for split in ("train", "val"):
         shards = sorted((r for r in results if r["split"] == split), key=lambda r: r["shard"])
@@ -107,7 +110,7 @@ def write_split_manifest(out: Path, results: list[dict], cfg: TFRecords) -> dict
             "records": sum(r["records"] for r in shards), "bytes": sum(r["bytes"] for r in shards),
             "slides": sorted({s for r in shards for s in r["slides"]}),
             "shards": [{k: r[k] for k in ("shard", "records", "bytes", "tumor", "normal")} |
-                       {"path": str(out / f"{r['shard']}.tfrecord"), "index": str(out / f"{r['shard']}.index")}
+                       {"path": f"{r['shard']}.tfrecord", "index": f"{r['shard']}.index"}
                        for r in shards]}
     write_json(out / "splits.json", doc)
     return doc

@@ -1,0 +1,80 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.config import ConfigError, load_profile, load_workload
+
+from conftest import ROOT
+
+
+def write(tmp_path, text: str) -> Path:
+    p = tmp_path / "w.toml"
+    p.write_text('name = "t"\n' + text)
+    return p
+
+
+@pytest.mark.parametrize("text, key, expected", [
+    ("[patches]\nsize = 0\n", "patches.size", "greater than 0"),
+    ("[patches]\nsize = -224\n", "patches.size", "greater than 0"),
+    ('[patches]\nsize = "224"\n', "patches.size", "valid integer"),
+    ("[patches]\nsizes = 224\n", "patches.sizes", "unknown key"),
+    ("colour = 1\n", "colour", "unknown key"),
+    ('stages = ["masks", "pachtes"]\n', "stages.1", "'masks', 'patches', 'tfrecords', 'train' or 'infer'"),
+    ('[dataset]\nkind = "camelyon16"\npath = "no/such/folder"\n', "dataset", "does not exist"),
+    ('[dataset]\nkind = "camelyon16"\n', "dataset", "dataset.path is required"),
+    ('[dataset]\nkind = "tcga"\n', "dataset.kind", "'synthetic' or 'camelyon16'"),
+    ('[engine]\nname = "ray"\n', "engine.name", "'local' or 'multiprocessing'"),
+    ("[masks]\nmedian_blur = 4\n", "masks", "odd number"),
+    ("[tfrecords]\nval_fraction = 1.5\n", "tfrecords.val_fraction", "less than 1"),
+])
+def test_bad_workloads_name_file_key_and_expectation(tmp_path, text, key, expected):
+    p = write(tmp_path, text)
+    with pytest.raises(ConfigError) as e:
+        load_workload(p)
+    msg = str(e.value)
+    assert msg.startswith(f"{p}: {key}:"), msg
+    assert expected in msg, msg
+
+
+def test_missing_name_and_bad_toml(tmp_path):
+    p = tmp_path / "w.toml"
+    p.write_text("[patches]\nsize = 224\n")
+    with pytest.raises(ConfigError, match=r"w\.toml: name: required key is missing"):
+        load_workload(p)
+    p.write_text("name = \n")
+    with pytest.raises(ConfigError, match=r"w\.toml: not valid TOML"):
+        load_workload(p)
+    with pytest.raises(ConfigError, match=r"nope\.toml: file not found"):
+        load_workload(tmp_path / "nope.toml")
+
+
+def test_camelyon_path_relative_to_workload(tmp_path):
+    (tmp_path / "data").mkdir()
+    w = load_workload(write(tmp_path, '[dataset]\nkind = "camelyon16"\npath = "data"\n'))
+    assert w.dataset.path == str((tmp_path / "data").resolve())
+
+
+def test_shipped_workloads_and_profiles_validate():
+    for p in sorted((ROOT / "workloads").glob("*.toml")):
+        load_workload(p)
+    for p in sorted((ROOT / "storage_profiles").glob("*.toml")):
+        load_profile(str(p))
+    w = load_workload(ROOT / "workloads" / "quickstart.toml")
+    assert w.dataset.kind == "synthetic" and "masks" in w.stages
+
+
+def test_cli_validate(tmp_path):
+    bad = write(tmp_path, "[patches]\nsize = 0\n")
+    r = subprocess.run([sys.executable, "-m", "harness.cli", "validate", str(bad)], capture_output=True, text=True)
+    assert r.returncode == 2 and f"{bad}: patches.size:" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "harness.cli", "validate", str(ROOT / "workloads" / "quickstart.toml")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and "ok" in r.stdout
+
+
+def test_cli_help_lists_every_command():
+    r = subprocess.run([sys.executable, "-m", "harness.cli", "--help"], capture_output=True, text=True)
+    for cmd in ("synth", "validate", "run"):
+        assert cmd in r.stdout

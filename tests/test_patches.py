@@ -1,0 +1,258 @@
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from harness import pipeline, tfrecord
+from harness.config import Masks, Patches, parse_workload
+from harness.slides.annotations import rasterize
+from harness.stages import masks, patches
+
+from conftest import ROOT, shared, truth
+
+
+def workload(dataset, **sections):
+    d = {"name": "t", "dataset": {"kind": "camelyon16", "path": str(dataset)},
+         "stages": ["masks", "patches", "tfrecords"], "tfrecords": {"shard_mb": 2, "val_fraction": 0.5}}
+    for k, v in sections.items():
+        d[k] = {**d.get(k, {}), **v} if isinstance(v, dict) else v
+    return parse_workload(d)
+
+
+def run(tmp, dataset, engine="local", workers=1, **sections):
+    os.environ["WSIBENCH_LOCAL_ROOT"] = str(tmp / "data")
+    try:
+        summary = pipeline.run(workload(dataset, **sections), results_dir=tmp / "results", engine=engine, workers=workers)
+    finally:
+        del os.environ["WSIBENCH_LOCAL_ROOT"]
+    return summary, tmp / "data" / "t"
+
+
+@pytest.fixture(scope="module")
+def jpeg_run(dataset, tmp_path_factory):
+    return run(tmp_path_factory.mktemp("jpeg"), dataset, engine="multiprocessing", workers=2)
+
+
+def manifests(data: Path) -> pd.DataFrame:
+    m = pd.concat([pd.read_parquet(p) for p in sorted((data / "patches" / "manifests").glob("*.parquet"))])
+    m["path"] = [str(data / p) for p in m.path]
+    return m
+
+
+def test_labels_agree_with_ground_truth(dataset, jpeg_run):
+    summary, data = jpeg_run
+    assert summary["status"] == "ok"
+    m = manifests(data)
+    assert set(m.slide) == {"normal_001", "normal_002", "tumor_001", "tumor_002"}  # training slides only
+    tumor = m[m.label == "tumor"]
+    assert len(tumor) > 50 and set(tumor.slide) == {"tumor_001", "tumor_002"}
+    assert len(m[m.label == "normal"]) > 200
+    for slide, rows in m.groupby("slide"):
+        lay = truth(dataset, slide)
+        for r in rows.itertuples():
+            gt = rasterize(lay.lesions, lay.holes, (224, 224), 1.0, (r.x, r.y)).mean()
+            tissue = rasterize(lay.islands, [], (224, 224), 1.0, (r.x, r.y)).mean()
+            if r.label == "tumor":
+                assert gt >= 0.9, (slide, r.x, r.y, gt)
+                assert r.tumor_fraction == pytest.approx(gt, abs=0.02)
+            else:
+                assert gt == 0, (slide, r.x, r.y, gt)
+                assert tissue >= 0.4
+    # every patch file exists, is the size the manifest says, and decodes to 224 x 224
+    for r in m.sample(40, random_state=0).itertuples():
+        assert os.path.getsize(r.path) == r.bytes and Path(r.path).parent.name == r.label
+        assert Image.open(r.path).size == (224, 224)
+    assert summary["stages"]["patches"]["patches"] == len(m)
+    assert summary["stages"]["patches"]["files_written"] == len(m) + 4
+
+
+def test_caps_sample_with_a_seed(dataset, tmp_path):
+    a, data = run(tmp_path / "a", dataset, stages=["masks", "patches"], patches={"max_per_class": 20})
+    b, data_b = run(tmp_path / "b", dataset, stages=["masks", "patches"], patches={"max_per_class": 20})
+    ma, mb = manifests(data), manifests(data_b)
+    assert ma.groupby(["slide", "label"]).size().max() == 20
+    assert ma[["slide", "x", "y"]].values.tolist() == mb[["slide", "x", "y"]].values.tolist()
+
+
+def read_with_tensorflow(paths):
+    import tensorflow as tf
+    spec = {"image/encoded": tf.io.FixedLenFeature([], tf.string), "image/format": tf.io.FixedLenFeature([], tf.string),
+            "image/class/label": tf.io.FixedLenFeature([], tf.int64), "image/height": tf.io.FixedLenFeature([], tf.int64),
+            "image/width": tf.io.FixedLenFeature([], tf.int64), "slide": tf.io.FixedLenFeature([], tf.string),
+            "loc_x": tf.io.FixedLenFeature([], tf.int64), "loc_y": tf.io.FixedLenFeature([], tf.int64)}
+    out = []
+    for raw in tf.data.TFRecordDataset([str(p) for p in paths]):  # TF checks the CRCs as it reads
+        ex = tf.io.parse_single_example(raw, spec)
+        out.append({k: v.numpy() for k, v in ex.items()})
+    return out
+
+
+INDEPENDENT = """
+import hashlib, json, sys
+from tfrecord.reader import tfrecord_loader
+out = []
+for path, index in json.loads(sys.argv[1]):
+    for r in tfrecord_loader(path, index, None, shard=(0, 1)):  # the index decides where reading starts
+        out.append([bytes(r["slide"]).decode(), int(r["loc_x"][0]), int(r["loc_y"][0]), int(r["image/class/label"][0]),
+                    hashlib.md5(bytes(r["image/encoded"])).hexdigest()])
+print(json.dumps(out))
+"""
+
+
+def read_with_tfrecord_package(shards):
+    """The `tfrecord` package, in its own process: its protobufs clash with TensorFlow's in one process."""
+    import json
+    arg = json.dumps([[s["path"], s["index"]] for s in shards])
+    r = subprocess.run([sys.executable, "-c", INDEPENDENT, arg], capture_output=True, text=True, check=True)
+    return [tuple(x) for x in json.loads(r.stdout)]
+
+
+def test_tfrecords_read_back_two_ways(jpeg_run):
+    import json
+
+    summary, data = jpeg_run
+    doc = json.loads((data / "tfrecords" / "splits.json").read_text())
+    for split in doc["splits"].values():
+        for s in split["shards"]:
+            s["path"], s["index"] = str(data / "tfrecords" / s["path"]), str(data / "tfrecords" / s["index"])
+    m = manifests(data)
+    train, val = doc["splits"]["train"], doc["splits"]["val"]
+    assert not set(train["slides"]) & set(val["slides"]) and set(train["slides"]) | set(val["slides"]) == set(m.slide)
+    assert train["records"] + val["records"] == len(m)
+    seen = []
+    for split in (train, val):
+        shard_paths = [s["path"] for s in split["shards"]]
+        tf_recs = read_with_tensorflow(shard_paths)
+        assert len(tf_recs) == split["records"] == sum(s["records"] for s in split["shards"])
+        for s in split["shards"]:
+            assert len(Path(s["index"]).read_text().splitlines()) == s["records"]
+        ours = []
+        for r in tf_recs:
+            assert r["image/format"] == b"jpeg" and r["image/height"] == r["image/width"] == 224
+            assert r["slide"].decode() in split["slides"]
+            ours.append((r["slide"].decode(), int(r["loc_x"]), int(r["loc_y"]), int(r["image/class/label"]),
+                         hashlib.md5(r["image/encoded"]).hexdigest()))
+        assert read_with_tfrecord_package(split["shards"]) == ours
+        seen += ours
+    assert len(set(seen)) == len(seen) == len(m)  # nothing lost, nothing twice
+    want = {(r.slide, r.x, r.y, int(r.label == "tumor"), hashlib.md5(Path(r.path).read_bytes()).hexdigest())
+            for r in m.itertuples()}
+    assert set(seen) == want
+    # shuffled: records of one shard are not in (slide, y, x) order
+    first = [(s, y, x) for s, x, y, *_ in seen[:50]]
+    assert first != sorted(first)
+
+
+def test_tfrecord_output_gives_the_same_shards(dataset, jpeg_run, tmp_path):
+    _, data = jpeg_run
+    summary, data2 = run(tmp_path, dataset, patches={"output": "tfrecord"})
+    assert summary["status"] == "ok"
+    assert not list((data2 / "patches").glob("*/*.jpg"))  # no intermediate JPEG files
+    assert len(list((data2 / "patches" / "records").glob("*.tfrecord"))) == 4
+    shards = sorted(p.name for p in (data / "tfrecords").glob("*.tfrecord"))
+    assert shards == sorted(p.name for p in (data2 / "tfrecords").glob("*.tfrecord"))
+    for name in shards:
+        assert (data / "tfrecords" / name).read_bytes() == (data2 / "tfrecords" / name).read_bytes()
+
+
+def test_rerun_skips_verified_work(dataset, jpeg_run, tmp_path):
+    shutil.copytree(jpeg_run[1], tmp_path / "data" / "t")
+    summary, data = run(tmp_path, dataset)
+    assert summary["stages"]["patches"]["skipped"] == 4
+    assert summary["stages"]["patches"]["files_written"] == 0 and summary["stages"]["tfrecords"]["files_written"] == 0
+    # a damaged patch makes its slide be cut again; a damaged shard is written again
+    victim = manifests(data).query("slide == 'tumor_001'").iloc[0].path
+    Path(victim).write_bytes(b"garbage")
+    shard = next((data / "tfrecords").glob("train-*.tfrecord"))
+    good = shard.read_bytes()
+    shard.write_bytes(good[:-10])
+    summary, _ = run(tmp_path, dataset)
+    assert summary["stages"]["patches"]["skipped"] == 3 and summary["stages"]["tfrecords"]["files_written"] == 2
+    assert shard.read_bytes() == good and Path(victim).read_bytes()[:2] == b"\xff\xd8"
+
+
+@pytest.mark.parametrize("rel, min_patches", [("slides/CMU-1-Small-Region.svs", 20),
+                                              ("slides/TCGA-CR-7395-01A-01-TS1.svs", 20)])
+def test_real_slides_yield_tissue_patches(rel, min_patches, tmp_path):
+    path = shared(rel)
+    item = {"slide": path.stem, "path": str(path), "split": "training", "label": "normal", "annotation": None,
+            "tumor_groups": [], "exclusion_groups": []}
+    masks.run_slide(item, Masks(), str(tmp_path / "masks"))
+    rec = patches.run_slide(item, Patches(), str(tmp_path / "masks"), str(tmp_path / "patches"))
+    assert rec["patches"] == rec["normal"] >= min_patches and rec["tumor"] == 0
+    m = pd.read_parquet(patches.manifest_path(tmp_path / "patches", path.stem))
+    assert (m.tissue_fraction >= 0.5).all()
+    px = np.asarray(Image.open(tmp_path / m.path.iloc[len(m) // 2]).convert("HSV"))[..., 1]
+    assert px.mean() > 25  # tissue is stained, not white background
+
+
+def test_corrupt_slide_fails_alone(dataset, tmp_path):
+    import tifffile
+
+    broken = tmp_path / "ds"
+    shutil.copytree(dataset, broken)
+    victim = broken / "training" / "normal" / "normal_002.tif"
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) // 3])  # truncated
+    (broken / "training" / "normal" / "normal_003.tif").write_bytes(b"not a slide at all")
+    damaged = broken / "training" / "tumor" / "tumor_002.tif"  # opens fine, level-0 tiles are garbage
+    with tifffile.TiffFile(damaged) as tf:
+        page = tf.pages[0]
+        spans = list(zip(page.dataoffsets, page.databytecounts))
+    raw = bytearray(damaged.read_bytes())
+    for off, n in spans:
+        raw[off + 2: off + n] = bytes(n - 2)
+    damaged.write_bytes(bytes(raw))
+    summary, out = run(tmp_path, broken)
+    assert summary["status"] == "partial"
+    errors = {e["item"]: e["error"] for e in summary["stages"]["masks"]["errors"]}
+    assert set(errors) == {"normal_002", "normal_003"}
+    assert "normal_003.tif: cannot open slide" in errors["normal_003"]
+    assert "normal_002.tif: cannot open slide" in errors["normal_002"]
+    errors = {e["item"]: e["error"] for e in summary["stages"]["patches"]["errors"]}
+    assert set(errors) == {"normal_002", "normal_003", "tumor_002"}
+    assert "tumor_002.tif: level 0 tile" in errors["tumor_002"] and "cannot be decoded" in errors["tumor_002"]
+    assert "no masks for slide 'normal_002'" in errors["normal_002"]
+    m = manifests(out)
+    assert set(m.slide) == {"normal_001", "tumor_001"}
+    assert summary["stages"]["tfrecords"]["patches"] == len(m)
+    assert not list((out / "patches").rglob("tumor_002_*"))  # nothing half-written of the failed slide
+    assert not list(out.rglob(".*.tmp*"))
+
+
+def test_sigkill_then_rerun_equals_uninterrupted(dataset, jpeg_run, tmp_path):
+    """Kill the whole run (driver and workers) in the middle of the patch stage, run again, compare shards."""
+    wl = tmp_path / "w.toml"
+    wl.write_text(f'name = "t"\nstages = ["masks", "patches", "tfrecords"]\n[dataset]\nkind = "camelyon16"\n'
+                  f'path = "{dataset}"\n[tfrecords]\nshard_mb = 2\nval_fraction = 0.5\n'
+                  f'[engine]\nname = "multiprocessing"\nworkers = 2\n')
+    env = dict(os.environ, WSIBENCH_LOCAL_ROOT=str(tmp_path / "data"), WSIBENCH_QUIET="1")
+    cmd = [sys.executable, "-m", "harness.cli", "run", str(wl), "--results", str(tmp_path / "results")]
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stderr=subprocess.PIPE)
+    patches_dir = tmp_path / "data" / "t" / "patches"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(patches_dir.glob("*/*.jpg"))) < 300:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    n_manifests = len(list((patches_dir / "manifests").glob("*.parquet")))
+    assert 300 <= len(list(patches_dir.glob("*/*.jpg"))) and n_manifests < 4, "the kill came too late to test anything"
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    data = tmp_path / "data" / "t"
+    assert not list(data.rglob(".*.tmp*"))
+    ref = jpeg_run[1]
+    names = sorted(p.name for p in (ref / "tfrecords").glob("*.tfrecord"))
+    assert names == sorted(p.name for p in (data / "tfrecords").glob("*.tfrecord"))
+    for name in names:
+        assert (ref / "tfrecords" / name).read_bytes() == (data / "tfrecords" / name).read_bytes()
+    assert len(list(patches_dir.glob("*/*.jpg"))) == len(manifests(ref))

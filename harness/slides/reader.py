@@ -67,6 +67,7 @@ class TileReader:
         self.width, self.height = self.slide.level_dimensions[level]
         self.tiles_decoded = 0
         self._cache: dict[tuple[int, int], np.ndarray] = {}
+        self._forgot = -1
         self._page = self._tiff_page()
         self._fd = os.open(self.path, os.O_RDONLY) if self._page is not None else None
 
@@ -117,8 +118,9 @@ class TileReader:
             except openslide.OpenSlideError as e:
                 raise SlideError(f"{self.path}: cannot read region at ({x}, {y}) of level {self.level}: {e}") from None
             return _flatten(rgba)
-        out = np.full((h, w, 3), 255, np.uint8)
         x1, y1 = min(x + w, self.width), min(y + h, self.height)
+        inside = x >= 0 and y >= 0 and x1 == x + w and y1 == y + h
+        out = np.empty((h, w, 3), np.uint8) if inside else np.full((h, w, 3), 255, np.uint8)
         for ty in range(max(y, 0) // self.th, (y1 - 1) // self.th + 1):
             for tx in range(max(x, 0) // self.tw, (x1 - 1) // self.tw + 1):
                 tile = self._tile(ty, tx)
@@ -132,8 +134,10 @@ class TileReader:
         """Drop decoded tiles that lie wholly above level row y."""
         if self._page is not None:
             row = y // self.th
-            for key in [k for k in self._cache if k[0] < row]:
-                del self._cache[key]
+            if row != self._forgot:
+                self._forgot = row
+                for key in [k for k in self._cache if k[0] < row]:
+                    del self._cache[key]
 
     def close(self):
         if self._fd is not None:

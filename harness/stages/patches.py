@@ -178,7 +178,8 @@ def _extract(reader: TileReader, p: dict, cfg: Patches, item: dict, out: Path) -
     ds, read, level = p["downsample"], p["read"], p["level"]
     slide = item["slide"]
     rows = []
-    written: list[Path] = []
+    written: list[str] = []
+    folder = {label: os.path.join(out, label) for label in LABELS}
     try:
         with contextlib.ExitStack() as stack:
             records = None
@@ -193,19 +194,20 @@ def _extract(reader: TileReader, p: dict, cfg: Patches, item: dict, out: Path) -
                 jpeg = imagecodecs.jpeg8_encode(px, level=cfg.jpeg_quality)
                 x0, y0 = round(x * ds), round(y * ds)
                 if records is None:
-                    path = out / label / f"{slide}_{x0}_{y0}.jpg"
-                    write_bytes(path, jpeg)
-                    written.append(path)
-                    data, offset = jpeg, 0
+                    name = f"{slide}_{x0}_{y0}.jpg"
+                    write_bytes(os.path.join(folder[label], name), jpeg)
+                    written.append(os.path.join(folder[label], name))
+                    rel, data, offset = f"patches/{label}/{name}", jpeg, 0
                 else:
                     data = tfrecord.patch_example(jpeg, LABELS[label], slide, x0, y0, cfg.size, cfg.size)
                     offset = records.tell() + 12  # the data follows the 12-byte record header
                     records.write(tfrecord.frame(data))
+                    rel = f"patches/records/{slide}.tfrecord"
                 rows.append({"slide": slide, "x": x0, "y": y0, "level": level, "label": label,
                              "tumor_fraction": tfrac, "tissue_fraction": tisfrac, "bytes": len(data),
-                             "path": str(path.relative_to(out.parent)), "offset": offset, "crc32": zlib.crc32(data)})
+                             "path": rel, "offset": offset, "crc32": zlib.crc32(data)})
     except BaseException:
         for f in written:  # a failed slide leaves none of its patches behind
-            f.unlink(missing_ok=True)
+            os.unlink(f)
         raise
     return rows

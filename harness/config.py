@@ -85,6 +85,34 @@ class TFRecords(_Strict):
     seed: int = 0
 
 
+class Train(_Strict):
+    model: Literal["inception_v3", "small_cnn"] = "inception_v3"
+    image_size: int | None = Field(None, gt=0, description="input side in px; default 224 (inception_v3), 96 (small_cnn)")
+    batch_size: int = Field(32, gt=0)
+    epochs: int = Field(1, gt=0)
+    steps_per_epoch: int | None = Field(None, gt=0, description="default: one pass over the training shards")
+    optimizer: Literal["rmsprop", "adam", "sgd"] | None = Field(None, description="default: rmsprop (inception_v3), adam (small_cnn)")
+    learning_rate: float | None = Field(None, gt=0, description="default: 0.01 (rmsprop), 0.001 (adam)")
+    lr_decay: float = Field(0.94, gt=0, le=1, description="learning-rate factor every lr_decay_epochs")
+    lr_decay_epochs: float = Field(30.0, gt=0)
+    weight_decay: float = Field(4e-5, ge=0)
+    shuffle_buffer: int = Field(2048, ge=0)
+    interleave_cycle: int = Field(4, gt=0, description="shards read in parallel")
+    parallel_calls: int = Field(-1, ge=-1, description="decode threads; -1 = AUTOTUNE")
+    prefetch: int = Field(-1, ge=-1, description="batches prefetched; -1 = AUTOTUNE, 0 = none")
+    augment: bool = True
+    mixed_precision: bool = False
+    decode_delay_ms: float = Field(0.0, ge=0, description="artificial delay per image in the decode map (starvation experiments)")
+    seed: int = 0
+
+
+class Infer(_Strict):
+    batch_size: int = Field(64, gt=0)
+    stride: int | None = Field(None, gt=0, description="default: the patch size")
+    tissue_threshold: float = Field(0.5, ge=0, le=1)
+    top_k: int = Field(10, gt=0, description="slide score: mean of the k highest patch probabilities")
+
+
 class Engine(_Strict):
     name: Literal[ENGINES] = "local"  # type: ignore[valid-type]
     workers: int = Field(1, gt=0)
@@ -101,6 +129,8 @@ class Workload(_Strict):
     masks: Masks = Masks()
     patches: Patches = Patches()
     tfrecords: TFRecords = TFRecords()
+    train: Train = Train()
+    infer: Infer = Infer()
 
     @property
     def source(self) -> str:

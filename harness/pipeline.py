@@ -22,7 +22,6 @@ from .storage import mount_info
 from .slides.dataset import list_slides
 from .stages import masks, patches, tfrecords
 
-IMPLEMENTED = ("masks", "patches", "tfrecords")
 
 
 class StorageError(RuntimeError):
@@ -40,6 +39,7 @@ class Context:
     dataset: Path | None = None
     slides: list[dict] = field(default_factory=list)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    summary: dict = field(default_factory=dict)
 
     def map(self, stage: str, fn, items: list) -> tuple[list[Outcome], float]:
         t0 = time.perf_counter()
@@ -67,7 +67,7 @@ def prepare_dataset(ctx: Context) -> Path:
     ds = ctx.workload.dataset
     if ds.kind == "camelyon16":
         return Path(ds.path)
-    spec = ds.synthetic.model_dump()
+    spec = ds.synthetic.model_dump() | {"generator": synth.VERSION}
     out = ctx.data / "dataset"
     marker = out / ".complete.json"
     if marker.is_file() and json.loads(marker.read_text()) == spec:
@@ -161,7 +161,64 @@ def stage_tfrecords(ctx: Context) -> tuple[dict, list[Outcome]]:
     return rec, outcomes
 
 
-DRIVERS = {"masks": stage_masks, "patches": stage_patches, "tfrecords": stage_tfrecords}
+def stage_train(ctx: Context) -> tuple[dict, list[Outcome]]:
+    from .stages import train
+
+    tfr = ctx.data / "tfrecords"
+    if not (tfr / "splits.json").is_file():
+        raise RuntimeError(f"train: {tfr / 'splits.json'} not found; run the tfrecords stage first")
+    figures, steps = train.run(tfr, ctx.data / "train", ctx.workload.train, log_name=ctx.run_dir.name,
+                               progress=lambda m: print(m, file=sys.stderr, flush=True))
+    ctx.tables["train_steps"] = pd.DataFrame(steps)
+    ctx.summary["train"] = {k: v for k, v in figures.items() if k != "epochs"}
+    ctx.tables["train_epochs"] = pd.DataFrame(figures["epochs"])
+    rec = {"seconds": figures["seconds"], "items": figures["steps"], "items_per_s": figures["steps"] / figures["seconds"],
+           "images": figures["images"], "images_per_s": figures["images_per_s"], "bytes_read": figures["bytes_read"],
+           "files_written": len(figures["epochs"]) + 1, "errors": [], "status": "ok"}
+    return rec, []
+
+
+def stage_infer(ctx: Context) -> tuple[dict, list[Outcome]]:
+    from .metrics import auc, roc_curve
+    from .stages import infer, train
+
+    model = ctx.data / "train" / "model.keras"
+    if not model.is_file():
+        raise RuntimeError(f"infer: no model at {model}; run the train stage first")
+    items = [dict(s, tumor_groups=ctx.workload.masks.tumor_groups, exclusion_groups=ctx.workload.masks.exclusion_groups)
+             for s in ctx.slides if s["split"] == "testing"]
+    if not items:
+        raise RuntimeError(f"infer: no test slides under {ctx.dataset / 'testing' / 'images'}")
+    fn = functools.partial(infer.run_slide, model_path=str(model), image_size=train.image_size(ctx.workload.train),
+                           patches=ctx.workload.patches, cfg=ctx.workload.infer, masks_dir=str(ctx.data / "masks"),
+                           out=str(ctx.data / "infer"))
+    outcomes, secs = ctx.map("infer", fn, items)
+    ok = [o.value for o in outcomes if not o.error]
+    n = sum(v["patches"] for v in ok)
+    rec = _stage_record(outcomes, secs, patches=n, patches_per_s=n / secs if secs else None,
+                        input_seconds=sum(v["input_seconds"] for v in ok), model_seconds=sum(v["model_seconds"] for v in ok))
+    # patch AUC: patches of slides whose truth is known (annotated, or a normal slide), labelled as in training
+    thr = ctx.workload.patches.tumor_threshold
+    known = [pd.read_parquet(v["table"]) for v in ok if v["annotated"] or v["label"] == "normal"]
+    patch_auc = roc = None
+    if known:
+        t = pd.concat(known)
+        t = t[(t.tumor_fraction >= thr) | (t.tumor_fraction == 0)]
+        patch_auc = auc(t.prob, t.tumor_fraction >= thr)
+        roc = roc_curve(t.prob, t.tumor_fraction >= thr) if patch_auc is not None else None
+    scored = [v for v in ok if v["label"] in ("tumor", "normal")]
+    slide_auc = auc([v["score"] for v in scored], [v["label"] == "tumor" for v in scored]) if scored else None
+    ctx.summary["infer"] = {"patches": n, "patches_per_s": rec["patches_per_s"], "patch_auc": patch_auc,
+                            "slide_auc": slide_auc, "input_seconds": rec["input_seconds"],
+                            "model_seconds": rec["model_seconds"],
+                            "input_fraction": rec["input_seconds"] / max(rec["input_seconds"] + rec["model_seconds"], 1e-9),
+                            "heatmaps": [v["overlay"] for v in ok], "roc": roc,
+                            "slides": [{k: v[k] for k in ("slide", "label", "score", "patches")} for v in ok]}
+    return rec, outcomes
+
+
+DRIVERS = {"masks": stage_masks, "patches": stage_patches, "tfrecords": stage_tfrecords, "train": stage_train,
+           "infer": stage_infer}
 
 
 def run(workload: Workload, stages: list[str] | None = None, storage: str | None = None,
@@ -181,7 +238,7 @@ def run(workload: Workload, stages: list[str] | None = None, storage: str | None
     ecfg = workload.engine
     eng = make_engine(engine or ecfg.name, workers or ecfg.workers, ecfg.retries)
     ctx = Context(workload, profile, root, root / workload.name, run_dir, eng)
-    summary = record.new_summary(run_id, workload, profile, root, eng.topology())
+    summary = ctx.summary = record.new_summary(run_id, workload, profile, root, eng.topology())
     mount = mount_info(root)
     summary["storage"].update(fstype=mount["fstype"], mount=mount)
     print(f"[run] {run_id}: stages {', '.join(stages)} on {profile.name} ({root}) with {eng.name} x{eng.workers}",
@@ -194,12 +251,10 @@ def run(workload: Workload, stages: list[str] | None = None, storage: str | None
         ctx.slides = list_slides(ctx.dataset)
         summary["dataset"]["slides"] = len(ctx.slides)
         for stage in [s for s in STAGES if s in stages]:
-            if stage not in IMPLEMENTED:
-                print(f"[{stage}] not available yet in this version of wsibench; skipped", file=sys.stderr)
-                continue
             rec, outcomes = DRIVERS[stage](ctx)
             summary["stages"][stage] = rec
-            ctx.tables[stage] = _table(outcomes)
+            if outcomes:
+                ctx.tables[stage] = _table(outcomes)
             print(f"[{stage}] {rec['status']}: {rec['items']} items in {rec['seconds']:.1f}s"
                   + (f", {rec['patches']} patches ({rec['patches_per_s']:.0f}/s)" if rec.get("patches") else "")
                   + (f", {len(rec['errors'])} failed" if rec["errors"] else ""), file=sys.stderr)

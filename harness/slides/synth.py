@@ -25,6 +25,7 @@ import tifffile
 
 from .annotations import polygon_area, rasterize, smooth_blob, write_asap
 
+VERSION = 3       # bump when the output of a given seed changes
 TILE = 256
 BANK = 12          # texture tiles per class and level
 BG, NORMAL, TUMOR = 0, 1, 2
@@ -86,20 +87,20 @@ def _stain(rng: np.random.Generator) -> dict:
             "background": np.array([245, 244, 246]) + rng.normal(0, 2)}
 
 
-def _texture(rng: np.random.Generator, cls: int, stain: dict) -> np.ndarray:
+def _texture(rng: np.random.Generator, cls: int, stain: dict, pale: float = 3.0) -> np.ndarray:
     """One level-0 TILE x TILE texture tile of normal tissue or tumor."""
     n = TILE
     low = cv2.resize(rng.normal(0, 1, (n // 16, n // 16)).astype(np.float32), (n, n), interpolation=cv2.INTER_CUBIC)
     fib = cv2.GaussianBlur(rng.normal(0, 1, (n, n)).astype(np.float32), (0, 0), sigmaX=6, sigmaY=1)
     tone = rng.normal(0, 6)  # tile-level intensity jitter shared by both classes
     if cls == TUMOR:  # tumor stroma is paler, so more nuclei do not simply mean a darker tile
-        tone += 14
+        tone += pale
     base = stain["stroma"] + tone + 6 * low[..., None] + 10 * fib[..., None]
     img = np.clip(base, 0, 255).astype(np.uint8)
     if cls == NORMAL:
         count, rad, dark, irregular = rng.integers(22, 40), (3.0, 5.0), 0.0, 0.1
     else:
-        count, rad, dark, irregular = rng.integers(38, 60), (5.0, 8.5), 25.0, 0.45
+        count, rad, dark, irregular = rng.integers(30, 50), (4.5, 7.0), 15.0, 0.35
     nuc = np.clip(stain["nucleus"] - dark + rng.normal(0, 6), 0, 255)
     for _ in range(count):
         cx, cy = rng.uniform(-4, n + 4, 2)

@@ -90,8 +90,9 @@ def _fractions(mask: np.ndarray, ds: float, xs: np.ndarray, ys: np.ndarray, size
     return total / (np.maximum(y1 - y0, 1)[:, None] * np.maximum(x1 - x0, 1)[None, :])
 
 
-def plan(item: dict, cfg: Patches, mask_rec: dict, tumor_m: np.ndarray, tissue_m: np.ndarray, slide) -> dict:
-    """Grid, labels and the seeded per-class selection for one slide."""
+def grid(item: dict, cfg: Patches, mask_rec: dict, tumor_m: np.ndarray, tissue_m: np.ndarray, slide,
+         stride: int | None = None) -> dict:
+    """The patch grid of one slide with each footprint's tissue and tumor shares (arrays of shape (rows, cols))."""
     if cfg.mpp is not None:
         smpp = mpp(slide)
         if smpp is None:
@@ -105,7 +106,7 @@ def plan(item: dict, cfg: Patches, mask_rec: dict, tumor_m: np.ndarray, tissue_m
         level, scale = cfg.level, 1.0
     ds = float(slide.level_downsamples[level])
     read = max(1, round(cfg.size * scale))
-    stride = max(1, round((cfg.stride or cfg.size) * scale))
+    stride = max(1, round((stride or cfg.stride or cfg.size) * scale))
     W, H = slide.level_dimensions[level]
     gx = np.arange(0, W - read + 1, stride)
     gy = np.arange(0, H - read + 1, stride)
@@ -124,6 +125,13 @@ def plan(item: dict, cfg: Patches, mask_rec: dict, tumor_m: np.ndarray, tissue_m
         for iy, ix in zip(*np.nonzero(border)):
             m = rasterize(inc, exc, (read, read), ds, (xs0[ix], ys0[iy]))
             tumor[iy, ix] = m.mean()
+    return {"level": level, "downsample": ds, "read": read, "gx": gx, "gy": gy, "tissue": tissue, "tumor": tumor}
+
+
+def plan(item: dict, cfg: Patches, mask_rec: dict, tumor_m: np.ndarray, tissue_m: np.ndarray, slide) -> dict:
+    """Grid, labels and the seeded per-class selection for one slide."""
+    g = grid(item, cfg, mask_rec, tumor_m, tissue_m, slide)
+    gx, gy, tumor, tissue = g["gx"], g["gy"], g["tumor"], g["tissue"]
     is_tumor = tumor >= cfg.tumor_threshold
     is_normal = (tumor == 0) & (tissue >= cfg.tissue_threshold)
     if item.get("label") == "tumor" and not cfg.normal_from_tumor_slides:
@@ -137,7 +145,7 @@ def plan(item: dict, cfg: Patches, mask_rec: dict, tumor_m: np.ndarray, tissue_m
             iy, ix = iy[keep], ix[keep]
         chosen += [(int(gy[a]), int(gx[b]), name, float(tumor[a, b]), float(tissue[a, b])) for a, b in zip(iy, ix)]
     chosen.sort()
-    return {"level": level, "downsample": ds, "read": read, "patches": chosen,
+    return {"level": g["level"], "downsample": g["downsample"], "read": g["read"], "patches": chosen,
             "candidates": int(gx.size * gy.size)}
 
 

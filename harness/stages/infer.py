@@ -1,0 +1,107 @@
+"""Infer stage, per test slide: the patch grid over tissue, classified in batches, as a heatmap.
+
+No JPEG files are made: regions come from the same TileReader as the patch stage and go to the model in
+batches. Time is split into input (read, decode, resize) and model. Per slide: the heatmap (probabilities
+at mask resolution, .npy, and a PNG overlay on the slide at that level), a Parquet table of patch
+probabilities with their true tumor shares, and a slide score (mean of the top-k probabilities).
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from ..config import Infer, Patches
+from ..fsutil import atomic_path, write_bytes
+from ..slides.reader import TileReader, open_slide, read_level
+from . import masks as masks_stage
+from .patches import grid
+
+_MODELS: dict = {}
+
+
+def load_model(path: str):
+    """The model, loaded once per worker process."""
+    if path not in _MODELS:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        import tensorflow as tf
+        _MODELS[path] = tf.keras.models.load_model(path, compile=False)
+    return _MODELS[path]
+
+
+def run_slide(item: dict, model_path: str, image_size: int, patches: Patches, cfg: Infer, masks_dir: str,
+              out: str) -> dict:
+    out = Path(out)
+    model = load_model(model_path)
+    mask_rec, tumor_m, tissue_m = masks_stage.load(masks_dir, item["slide"])
+    slide = open_slide(item["path"])
+    t_input = t_model = 0.0
+    try:
+        g = grid(item, patches, mask_rec, tumor_m, tissue_m, slide, stride=cfg.stride)
+        iy, ix = np.nonzero(g["tissue"] >= cfg.tissue_threshold)
+        reader = TileReader(item["path"], g["level"], slide)
+        read, ds = g["read"], g["downsample"]
+        probs = np.zeros(len(iy), np.float32)
+        for start in range(0, len(iy), cfg.batch_size):
+            t0 = time.perf_counter()
+            batch = []
+            for a, b in zip(iy[start:start + cfg.batch_size], ix[start:start + cfg.batch_size]):
+                y, x = int(g["gy"][a]), int(g["gx"][b])
+                reader.forget_above(y)
+                px = reader.region(x, y, read, read)
+                if read != image_size:
+                    px = cv2.resize(px, (image_size, image_size), interpolation=cv2.INTER_AREA)
+                batch.append(px)
+            x_batch = np.stack(batch).astype(np.float32) / 255.0
+            t1 = time.perf_counter()
+            probs[start:start + len(batch)] = np.asarray(model(x_batch, training=False)).reshape(-1)
+            t2 = time.perf_counter()
+            t_input += t1 - t0
+            t_model += t2 - t1
+        thumb = read_level(slide, mask_rec["level"], item["path"])
+    finally:
+        slide.close()
+    xs0, ys0 = g["gx"][ix] * ds, g["gy"][iy] * ds
+    table = pd.DataFrame({"slide": item["slide"], "x": np.round(xs0).astype(np.int64), "y": np.round(ys0).astype(np.int64),
+                          "prob": probs, "tumor_fraction": g["tumor"][iy, ix].astype(np.float32),
+                          "tissue_fraction": g["tissue"][iy, ix].astype(np.float32)})
+    heat = heatmap(probs, xs0, ys0, read * ds, mask_rec["downsample"], tumor_m.shape)
+    paths = {"table": out / f"{item['slide']}.parquet", "heatmap": out / f"{item['slide']}_heatmap.npy",
+             "overlay": out / f"{item['slide']}_heatmap.png"}
+    with atomic_path(paths["heatmap"]) as tmp, open(tmp, "wb") as f:
+        np.save(f, heat)
+    write_bytes(paths["overlay"], cv2.imencode(".png", overlay(thumb, heat, tissue_m))[1].tobytes())
+    with atomic_path(paths["table"]) as tmp:
+        table.to_parquet(tmp, index=False)
+    k = min(cfg.top_k, len(probs))
+    score = float(np.sort(probs)[-k:].mean()) if k else 0.0
+    return {"slide": item["slide"], "label": item.get("label"), "annotated": bool(item.get("annotation")),
+            "patches": int(len(probs)), "input_seconds": t_input, "model_seconds": t_model, "score": score,
+            "heatmap": str(paths["heatmap"]), "overlay": str(paths["overlay"]), "table": str(paths["table"]),
+            "files_written": 3}
+
+
+def heatmap(probs, xs0, ys0, size0: float, mask_ds: float, shape) -> np.ndarray:
+    """Probabilities painted over each patch footprint at mask resolution (the maximum where they overlap)."""
+    heat = np.zeros(shape, np.float32)
+    h, w = shape
+    for p, x, y in zip(probs, xs0, ys0):
+        x0, y0 = int(x // mask_ds), int(y // mask_ds)
+        x1, y1 = min(w, int(np.ceil((x + size0) / mask_ds))), min(h, int(np.ceil((y + size0) / mask_ds)))
+        np.maximum(heat[y0:y1, x0:x1], p, out=heat[y0:y1, x0:x1])
+    return heat
+
+
+def overlay(thumb_rgb: np.ndarray, heat: np.ndarray, tissue: np.ndarray) -> np.ndarray:
+    """A BGR image: the slide at mask level with the heatmap (jet colours) blended over tissue."""
+    h, w = heat.shape
+    base = cv2.cvtColor(cv2.resize(thumb_rgb, (w, h), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2BGR)
+    colour = cv2.applyColorMap((heat * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    t = cv2.resize(tissue.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool) | (heat > 0)
+    out = base.copy()
+    out[t] = (0.5 * base[t] + 0.5 * colour[t]).astype(np.uint8)
+    return out

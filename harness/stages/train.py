@@ -1,0 +1,213 @@
+"""Train stage: a tf.data pipeline over the TFRecord shards and a training loop timed step by step.
+
+Each step is split into *wait* (blocked on the next batch from the input pipeline) and *compute* (the step
+itself, synchronised by reading the loss back, so the time is real on any device). From these come the
+input-wait fraction (starvation) and the accelerator utilisation of design.md. The model, checkpoints and
+TensorBoard logs are written under the storage root.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import tensorflow as tf  # noqa: E402 - after the log level; this module is imported only to train
+
+from ..config import Train
+from ..metrics import Sampler, auc, step_figures
+
+DEFAULT_SIZE = {"inception_v3": 224, "small_cnn": 96}
+
+
+def image_size(cfg: Train) -> int:
+    return cfg.image_size or DEFAULT_SIZE[cfg.model]
+
+
+
+def parse(raw, size: int, augment: bool, delay_ms: float = 0.0, seed: int = 0):
+    """One serialised Example -> (image in [0, 1], label, bytes read)."""
+    spec = {"image/encoded": tf.io.FixedLenFeature([], tf.string),
+            "image/class/label": tf.io.FixedLenFeature([], tf.int64)}
+    ex = tf.io.parse_single_example(raw, spec)
+    img = tf.io.decode_jpeg(ex["image/encoded"], channels=3)
+    if delay_ms:
+        img = tf.numpy_function(lambda a: (time.sleep(delay_ms / 1000), a)[1], [img], tf.uint8, stateful=True)
+        img.set_shape([None, None, 3])
+    img = tf.image.convert_image_dtype(img, tf.float32)
+    if img.shape[0] != size:
+        img = tf.image.resize(img, (size, size), method="area")
+    if augment:
+        img = tf.image.random_flip_left_right(img)
+        img = tf.image.random_flip_up_down(img)
+        img = tf.image.rot90(img, tf.random.uniform([], 0, 4, dtype=tf.int32))
+        img = tf.image.random_brightness(img, 0.08)
+        img = tf.image.random_saturation(img, 0.85, 1.15)
+        img = tf.image.random_hue(img, 0.03)
+        img = tf.clip_by_value(img, 0.0, 1.0)
+    img = tf.ensure_shape(img, (size, size, 3))
+    return img, tf.cast(ex["image/class/label"], tf.float32), tf.strings.length(raw) + 16
+
+
+def dataset(files: list[str], cfg: Train, training: bool):
+    auto = tf.data.AUTOTUNE
+    calls = auto if cfg.parallel_calls == -1 else max(1, cfg.parallel_calls)
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if training:
+        ds = ds.shuffle(len(files), seed=cfg.seed, reshuffle_each_iteration=True).repeat()
+    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(cfg.interleave_cycle, len(files)),
+                       num_parallel_calls=calls, deterministic=not training)
+    if training and cfg.shuffle_buffer:
+        ds = ds.shuffle(cfg.shuffle_buffer, seed=cfg.seed)
+    size = image_size(cfg)
+    ds = ds.map(lambda r: parse(r, size, training and cfg.augment, cfg.decode_delay_ms if training else 0.0),
+                num_parallel_calls=calls, deterministic=not training)
+    ds = ds.batch(cfg.batch_size, drop_remainder=training)
+    if cfg.prefetch:
+        ds = ds.prefetch(auto if cfg.prefetch == -1 else cfg.prefetch)
+    return ds
+
+
+def build_model(cfg: Train):
+    keras = tf.keras
+    size = image_size(cfg)
+    if cfg.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    reg = keras.regularizers.l2(cfg.weight_decay) if cfg.weight_decay else None
+    if cfg.model == "inception_v3":
+        base = keras.applications.InceptionV3(weights=None, include_top=False, input_shape=(size, size, 3), pooling="avg")
+        x = keras.layers.Dropout(0.2)(base.output)
+        out = keras.layers.Dense(1, activation="sigmoid", dtype="float32", kernel_regularizer=reg)(x)
+        model = keras.Model(base.input, out, name="inception_v3")
+        if reg is not None:  # the reference's weight decay on every convolution
+            for layer in base.layers:
+                if isinstance(layer, keras.layers.Conv2D):
+                    model.add_loss(lambda k=layer.kernel: reg(k))
+    else:
+        inp = keras.Input((size, size, 3))
+        x = inp
+        for filters in (16, 32, 64, 96):
+            x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_regularizer=reg)(x)
+            x = keras.layers.BatchNormalization(momentum=0.9)(x)
+            x = keras.layers.ReLU()(x)
+            x = keras.layers.MaxPooling2D()(x)
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        out = keras.layers.Dense(1, activation="sigmoid", dtype="float32")(x)
+        model = keras.Model(inp, out, name="small_cnn")
+    return model
+
+
+def optimizer(cfg: Train, steps_per_epoch: int):
+    keras = tf.keras
+    name = cfg.optimizer or ("rmsprop" if cfg.model == "inception_v3" else "adam")
+    lr = cfg.learning_rate or {"rmsprop": 0.01, "adam": 1e-3, "sgd": 0.01}[name]
+    sched = keras.optimizers.schedules.ExponentialDecay(lr, max(1, round(cfg.lr_decay_epochs * steps_per_epoch)),
+                                                        cfg.lr_decay, staircase=True)
+    if name == "rmsprop":  # the reference settings: decay (rho) 0.9, momentum 0.9, epsilon 1.0
+        return keras.optimizers.RMSprop(sched, rho=0.9, momentum=0.9, epsilon=1.0)
+    if name == "adam":
+        return keras.optimizers.Adam(sched)
+    return keras.optimizers.SGD(sched, momentum=0.9)
+
+
+def predict(model, ds) -> tuple[np.ndarray, np.ndarray]:
+    probs, labels = [], []
+    for x, y, _ in ds:
+        probs.append(np.asarray(model(x, training=False)).reshape(-1))
+        labels.append(y.numpy())
+    if not probs:
+        return np.zeros(0), np.zeros(0)
+    return np.concatenate(probs), np.concatenate(labels)
+
+
+def save_model(model, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp{os.getpid()}-{path.name}")  # keeps the suffix Keras wants
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def save_weights(model, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp{os.getpid()}-{path.name}")
+    model.save_weights(tmp)
+    os.replace(tmp, path)
+
+
+def run(tfrecords_dir: Path, out: Path, cfg: Train, log_name: str = "run", progress=print) -> tuple[dict, list[dict]]:
+    """Train on tfrecords_dir/splits.json; write model, checkpoints and logs under out. Returns (figures, steps)."""
+    tf.keras.utils.set_random_seed(cfg.seed)
+    splits = json.loads((tfrecords_dir / "splits.json").read_text())["splits"]
+    train_files = [str(tfrecords_dir / s["path"]) for s in splits["train"]["shards"]]
+    val_files = [str(tfrecords_dir / s["path"]) for s in splits.get("val", {}).get("shards", [])]
+    n_train = splits["train"]["records"]
+    if n_train < cfg.batch_size:
+        raise ValueError(f"{tfrecords_dir}: {n_train} training records, fewer than one batch of {cfg.batch_size}")
+    steps_per_epoch = cfg.steps_per_epoch or n_train // cfg.batch_size
+    model = build_model(cfg)
+    opt = optimizer(cfg, steps_per_epoch)
+    bce = tf.keras.losses.BinaryCrossentropy()
+
+    @tf.function
+    def train_step(x, y):
+        with tf.GradientTape() as tape:
+            p = model(x, training=True)
+            loss = bce(y[:, None], p) + (tf.add_n(model.losses) if model.losses else 0.0)
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    writer = tf.summary.create_file_writer(str(out / "logs" / log_name))
+    it = iter(dataset(train_files, cfg, training=True))
+    val_ds = dataset(val_files, cfg, training=False) if val_files else None
+    steps, epochs = [], []
+    wall_start = None
+    t_start = time.perf_counter()
+    with Sampler() as sampler, writer.as_default():
+        for epoch in range(cfg.epochs):
+            t_epoch = time.perf_counter()
+            for _ in range(steps_per_epoch):
+                t0 = time.perf_counter()
+                x, y, nbytes = next(it)
+                t1 = time.perf_counter()
+                loss = float(train_step(x, y))  # reading the loss back waits for the step to finish
+                t2 = time.perf_counter()
+                step = len(steps)
+                if step == 0:
+                    wall_start = t2  # the first step (tracing, warm-up) is not measured
+                steps.append({"step": step, "epoch": epoch, "wait_seconds": t1 - t0, "compute_seconds": t2 - t1,
+                              "batch_size": int(y.shape[0]), "bytes_read": int(tf.reduce_sum(nbytes)), "loss": loss})
+                tf.summary.scalar("loss", loss, step=step)
+                tf.summary.scalar("wait_seconds", t1 - t0, step=step)
+            wall_end = time.perf_counter()
+            save_weights(model, out / "checkpoints" / f"epoch-{epoch:03d}.weights.h5")
+            val = {}
+            if val_ds is not None:
+                probs, labels = predict(model, val_ds)
+                val = {"val_auc": auc(probs, labels), "val_images": int(len(labels))}
+                if val["val_auc"] is not None:
+                    tf.summary.scalar("val_auc", val["val_auc"], step=len(steps))
+            epochs.append({"epoch": epoch, "seconds": time.perf_counter() - t_epoch,
+                           "loss": float(np.mean([s["loss"] for s in steps[-steps_per_epoch:]])), **val})
+            progress(f"[train] epoch {epoch + 1}/{cfg.epochs}: loss {epochs[-1]['loss']:.4f}"
+                     + (f", val AUC {val['val_auc']:.3f}" if val.get("val_auc") is not None else "")
+                     + f" ({epochs[-1]['seconds']:.0f}s)")
+            # wall clock of the measured steps: validation and checkpoints excluded
+            if epoch == 0:
+                measured_wall = wall_end - wall_start
+            else:
+                measured_wall += wall_end - t_epoch
+    model_path = out / "model.keras"
+    save_model(model, model_path)
+    figs = step_figures([s["wait_seconds"] for s in steps], [s["compute_seconds"] for s in steps],
+                        [s["batch_size"] for s in steps], 0.0, measured_wall)
+    figures = {"model": cfg.model, "image_size": image_size(cfg), "steps": len(steps),
+               "images": int(sum(s["batch_size"] for s in steps)), **figs,
+               "val_auc": epochs[-1].get("val_auc"), "epochs": epochs, "model_path": str(model_path),
+               "bytes_read": int(sum(s["bytes_read"] for s in steps)), "seconds": time.perf_counter() - t_start,
+               "cpu": sampler.summary(), "log_dir": str(out / "logs" / log_name)}
+    return figures, steps

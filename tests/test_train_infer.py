@@ -1,0 +1,117 @@
+"""The quickstart end to end, and the training / inference figures it must produce."""
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from harness.config import Train
+from harness.metrics import auc
+
+from conftest import ROOT, truth
+
+
+@pytest.fixture(scope="module")
+def quickstart(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("quickstart")
+    env = dict(os.environ, WSIBENCH_LOCAL_ROOT=str(tmp / "data"))
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(ROOT / "workloads" / "quickstart.toml"),
+                        "--results", str(tmp / "results")], env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    assert r.returncode == 0, r.stderr[-3000:]
+    run_dir = tmp / "results" / json.loads(r.stdout)["run_id"]
+    return json.loads((run_dir / "summary.json").read_text()), tmp / "data" / "quickstart", run_dir, seconds
+
+
+def test_quickstart_summary_has_every_figure(quickstart):
+    s, data, run_dir, seconds = quickstart
+    assert seconds < 360
+    assert s["status"] == "ok" and set(s["stages"]) == {"masks", "patches", "tfrecords", "train", "infer"}
+    t = s["train"]
+    assert t["val_auc"] >= 0.9
+    assert t["steps"] > 100 and t["images"] == t["steps"] * 32
+    assert 0 <= t["input_wait_fraction"] < 0.5 and 0.3 < t["accelerator_utilization"] <= 1.0
+    assert t["images_per_s"] > 50 and t["bytes_read"] > t["images"] * 1000
+    assert Path(t["model_path"]).is_file() and t["model_path"].endswith("model.keras")
+    assert t["cpu"]["mean_cpu_fraction"] > 0.1
+    assert list((data / "train" / "logs").rglob("events.out.tfevents.*"))
+    assert len(list((data / "train" / "checkpoints").glob("epoch-*.weights.h5"))) == 6
+    i = s["infer"]
+    assert i["slide_auc"] >= 0.9 and i["patch_auc"] >= 0.9
+    assert i["patches"] > 500 and i["patches_per_s"] > 10 and 0 < i["input_fraction"] < 1
+    assert len(i["heatmaps"]) == 4 and all(Path(h).is_file() for h in i["heatmaps"])
+    for st in s["stages"].values():
+        assert st["seconds"] > 0 and st["items"] > 0 and not st["errors"]
+    steps = pd.read_parquet(run_dir / "train_steps.parquet")
+    assert list(steps.columns[:6]) == ["step", "epoch", "wait_seconds", "compute_seconds", "batch_size", "bytes_read"]
+    assert len(steps) == t["steps"] and (steps.compute_seconds > 0).all()
+
+
+def test_mean_colour_alone_does_clearly_worse(quickstart):
+    """A linear classifier on a patch's mean colour (fit on train slides, scored on validation slides)."""
+    s, data, _, _ = quickstart
+    splits = json.loads((data / "tfrecords" / "splits.json").read_text())["splits"]
+    m = pd.concat([pd.read_parquet(p) for p in (data / "patches" / "manifests").glob("*.parquet")])
+    colour = np.array([np.asarray(Image.open(data / p)).reshape(-1, 3).mean(0) for p in m.path])
+    y = (m.label == "tumor").to_numpy()
+    tr = m.slide.isin(splits["train"]["slides"]).to_numpy()
+    mu1, mu0 = colour[tr & y].mean(0), colour[tr & ~y].mean(0)
+    w = np.linalg.solve(np.cov(colour[tr].T), mu1 - mu0)  # Fisher's linear discriminant
+    colour_auc = auc(colour[~tr] @ w, y[~tr])
+    assert colour_auc < s["train"]["val_auc"] - 0.1, (colour_auc, s["train"]["val_auc"])
+
+
+def test_saved_model_reloads_with_same_predictions(quickstart, tmp_path):
+    import tensorflow as tf
+
+    from harness.stages import train
+
+    s, data, _, _ = quickstart
+    splits = json.loads((data / "tfrecords" / "splits.json").read_text())["splits"]
+    ds = train.dataset([str(data / "tfrecords" / x["path"]) for x in splits["val"]["shards"]],
+                       Train(model="small_cnn", image_size=64, batch_size=64), training=False)
+    x, _, _ = next(iter(ds))
+    a = tf.keras.models.load_model(s["train"]["model_path"], compile=False)
+    b = tf.keras.models.load_model(s["train"]["model_path"], compile=False)
+    pa, pb = np.asarray(a(x, training=False)), np.asarray(b(x, training=False))
+    assert np.array_equal(pa, pb) and pa.std() > 0.05
+
+
+def test_heatmaps_follow_the_lesions(quickstart):
+    s, data, _, _ = quickstart
+    for sl in s["infer"]["slides"]:
+        heat = np.load(data / "infer" / f"{sl['slide']}_heatmap.npy")
+        lay = truth(data / "dataset", sl["slide"])
+        lab = lay.label(heat.shape, 8192 / heat.shape[1])
+        if sl["label"] == "tumor":
+            inside, outside = heat[lab == 2], heat[lab == 1]
+            assert auc(np.r_[inside, outside], np.r_[np.ones(len(inside)), np.zeros(len(outside))]) >= 0.9
+            assert inside.mean() > 0.7 and outside.mean() < 0.3
+        else:
+            assert heat[lab == 1].mean() < 0.3
+    png = Image.open(s["infer"]["heatmaps"][0])
+    assert png.size == (1024, 1024)
+
+
+def _train(data: Path, out: Path, **kw):
+    from harness.stages import train
+    cfg = Train(model="small_cnn", image_size=32, batch_size=16, steps_per_epoch=25, epochs=1, augment=False, **kw)
+    return train.run(data / "tfrecords", out, cfg, progress=lambda m: None)[0]
+
+
+def test_starvation_figures_respond_to_the_input_pipeline(quickstart, tmp_path):
+    _, data, _, _ = quickstart
+    fast = _train(data, tmp_path / "fast")
+    slow = _train(data, tmp_path / "slow", decode_delay_ms=15, parallel_calls=1, prefetch=0)
+    assert fast["input_wait_fraction"] < 0.5
+    assert slow["input_wait_fraction"] > 0.8
+    assert slow["input_wait_fraction"] > fast["input_wait_fraction"] + 0.4
+    assert slow["accelerator_utilization"] < fast["accelerator_utilization"]
+    assert slow["images_per_s"] < fast["images_per_s"]

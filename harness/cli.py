@@ -6,7 +6,7 @@ import json
 import sys
 import time
 
-from .config import STAGES, ConfigError, load_workload
+from .config import ENGINES, STAGES, ConfigError, load_workload
 
 EPILOG = "Run 'wsibench COMMAND --help' for the options of each command."
 
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tumor-fraction", type=float, default=0.5, help="share of slides with lesions (default 0.5)")
     s.add_argument("--test-fraction", type=float, default=0.25, help="share of each class kept for testing/ (default 0.25)")
     s.add_argument("--mpp", type=float, default=0.25, help="microns per pixel at level 0 (default 0.25)")
-    s.add_argument("--engine", default="multiprocessing", help="engine that generates slides in parallel")
+    s.add_argument("--engine", default="multiprocessing", choices=ENGINES, help="engine that generates slides in parallel")
     s.add_argument("--workers", type=int, default=2, help="parallel slide writers (default 2)")
     s.set_defaults(fn=cmd_synth)
 
@@ -77,8 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--stages", help=f"comma-separated subset of: {','.join(STAGES)} (default: the workload's)")
     s.add_argument("--storage", help="storage profile name (storage_profiles/NAME.toml) or path (default: the workload's)")
     s.add_argument("--results", default="results", help="results folder (default ./results)")
-    s.add_argument("--engine", help="engine for every stage (local, multiprocessing; default: the workload's)")
-    s.add_argument("--workers", type=int, help="worker count (default: the workload's)")
+    s.add_argument("--engine", choices=ENGINES,
+                   help="engine for every stage, overriding the workload's (and its per-stage choices)")
+    s.add_argument("--workers", type=int, help="worker processes of embedded engines (default: the workload's)")
     s.set_defaults(fn=cmd_run)
     return p
 

@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 STAGES = ("masks", "patches", "tfrecords", "train", "infer")
-ENGINES = ("local", "multiprocessing")
+ENGINES = ("local", "multiprocessing", "dask", "spark")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -115,8 +115,13 @@ class Infer(_Strict):
 
 class Engine(_Strict):
     name: Literal[ENGINES] = "local"  # type: ignore[valid-type]
-    workers: int = Field(1, gt=0)
-    retries: int = Field(1, ge=0)
+    workers: int = Field(1, gt=0, description="worker processes (embedded engines)")
+    retries: int = Field(1, ge=0, description="retries of a failing item, by the engine's own mechanism")
+    address: str | None = Field(None, description="dask: scheduler of an existing cluster, tcp://host:8786")
+    master: str | None = Field(None, description="spark: spark://host:7077, yarn, k8s://...; default local[workers]")
+    spark_conf: dict[str, str] = {}
+    stages: dict[Literal[STAGES], Literal[ENGINES]] = Field(  # type: ignore[valid-type]
+        {}, description="engine per stage, e.g. {patches = 'spark', infer = 'dask'}")
 
 
 class Workload(_Strict):

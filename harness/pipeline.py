@@ -35,16 +35,35 @@ class Context:
     root: Path          # the storage root
     data: Path          # this workload's folder under the root
     run_dir: Path
-    engine: Engine
+    engine_override: str | None = None
+    workers_override: int | None = None
     dataset: Path | None = None
     slides: list[dict] = field(default_factory=list)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
+    engines: dict[str, Engine] = field(default_factory=dict)
+
+    def engine(self, stage: str | None = None) -> Engine:
+        """The engine of a stage (started on first use, shared by the stages that name it)."""
+        e = self.workload.engine
+        name = self.engine_override or (e.stages.get(stage) if stage else None) or e.name
+        if name not in self.engines:
+            self.engines[name] = make_engine(name, self.workers_override or e.workers, e.retries,
+                                             address=e.address, master=e.master, conf=e.spark_conf)
+        eng = self.engines[name]
+        if stage:
+            self.summary["engine"].setdefault("stages", {})[stage] = eng.topology()
+        return eng
 
     def map(self, stage: str, fn, items: list) -> tuple[list[Outcome], float]:
+        eng = self.engine(stage)
         t0 = time.perf_counter()
-        outcomes = run_all(self.engine, fn, items, label=stage)
+        outcomes = run_all(eng, fn, items, label=stage)
         return outcomes, time.perf_counter() - t0
+
+    def close(self):
+        for eng in self.engines.values():
+            eng.close()
 
 
 def check_root(profile: StorageProfile, root: Path) -> None:
@@ -76,7 +95,7 @@ def prepare_dataset(ctx: Context) -> Path:
         shutil.rmtree(out)
     print(f"[dataset] synthesising {spec['slides']} slides of {spec['size']} px under {out}", file=sys.stderr)
     synth.generate(out, spec["slides"], spec["size"], spec["seed"], spec["tumor_fraction"], spec["test_fraction"],
-                   spec["mpp"], engine=ctx.engine)
+                   spec["mpp"], engine=ctx.engine())
     marker.write_text(json.dumps(spec))
     return out
 
@@ -236,13 +255,14 @@ def run(workload: Workload, stages: list[str] | None = None, storage: str | None
     run_dir = results_dir / run_id
     run_dir.mkdir(parents=True)
     ecfg = workload.engine
-    eng = make_engine(engine or ecfg.name, workers or ecfg.workers, ecfg.retries)
-    ctx = Context(workload, profile, root, root / workload.name, run_dir, eng)
-    summary = ctx.summary = record.new_summary(run_id, workload, profile, root, eng.topology())
+    ctx = Context(workload, profile, root, root / workload.name, run_dir, engine, workers)
+    summary = ctx.summary = record.new_summary(run_id, workload, profile, root, {
+        "name": engine or ecfg.name, "workers": workers or ecfg.workers,
+        "address": ecfg.address or ecfg.master, "per_stage": dict(ecfg.stages) if not engine else {}})
     mount = mount_info(root)
     summary["storage"].update(fstype=mount["fstype"], mount=mount)
-    print(f"[run] {run_id}: stages {', '.join(stages)} on {profile.name} ({root}) with {eng.name} x{eng.workers}",
-          file=sys.stderr)
+    print(f"[run] {run_id}: stages {', '.join(stages)} on {profile.name} ({root}) with "
+          f"{engine or ecfg.name} x{workers or ecfg.workers}", file=sys.stderr)
     try:
         t0 = time.perf_counter()
         ctx.dataset = prepare_dataset(ctx)
@@ -264,7 +284,7 @@ def run(workload: Workload, stages: list[str] | None = None, storage: str | None
         summary["status"], summary["error"] = "failed", f"{type(e).__name__}: {e}"
         raise
     finally:
-        eng.close()
+        ctx.close()
         record.write(run_dir, summary, ctx.tables)
         print(f"[run] {summary['status']}: record in {run_dir}", file=sys.stderr)
     return summary

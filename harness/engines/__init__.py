@@ -36,22 +36,32 @@ def _proc_io() -> dict:
         return {}
 
 
-def call(fn: Callable, index: int, item: Any, retries: int = 0) -> Outcome:
-    """Run fn(item) with timing, I/O accounting and retries. Never raises."""
+def measure(fn: Callable, index: int, item: Any) -> Outcome:
+    """Run fn(item) in the worker, timing it and measuring the worker's own I/O. Raises what fn raises."""
     t0, io0 = time.perf_counter(), _proc_io()
-    err = None
+    value = fn(item)
+    io1 = _proc_io()
+    return Outcome(index, item, value, None, time.perf_counter() - t0, 1,
+                   {k: io1[k] - io0[k] for k in io1}, f"{os.uname().nodename}:{os.getpid()}")
+
+
+def call(fn: Callable, index: int, item: Any, retries: int = 0) -> Outcome:
+    """measure() with up to ``retries`` retries; a last failure becomes a recorded error. Never raises."""
+    t0 = time.perf_counter()
     for attempt in range(1, retries + 2):
         try:
-            value = fn(item)
-            err = None
-            break
+            o = measure(fn, index, item)
+            o.attempts = attempt
+            return o
         except Exception as e:  # noqa: BLE001 - recorded, not swallowed
-            value, err = None, f"{type(e).__name__}: {e}"
+            err = error_text(e)
             if os.environ.get("WSIBENCH_TRACEBACK"):
                 traceback.print_exc()
-    io1 = _proc_io()
-    return Outcome(index, item, value, err, time.perf_counter() - t0, attempt,
-                   {k: io1[k] - io0[k] for k in io1}, f"{os.uname().nodename}:{os.getpid()}")
+    return Outcome(index, item, None, err, time.perf_counter() - t0, attempt, {}, f"{os.uname().nodename}:{os.getpid()}")
+
+
+def error_text(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}"
 
 
 class Engine:
@@ -112,13 +122,38 @@ class ProcessEngine(Engine):
             self._pool = None
 
 
-ENGINES = {e.name: e for e in (LocalEngine, ProcessEngine)}
+def _dask(**kw):
+    from .dask_engine import DaskEngine
+    return DaskEngine(**kw)
+
+
+def _spark(**kw):
+    from .spark_engine import SparkEngine
+    return SparkEngine(**kw)
+
+
+ENGINES = {"local": LocalEngine, "multiprocessing": ProcessEngine, "dask": _dask, "spark": _spark}
 
 
 def make_engine(name: str, workers: int = 1, retries: int = 0, **options) -> Engine:
+    """An engine by name; options: ``address`` (dask), ``master`` and ``conf`` (spark)."""
     if name not in ENGINES:
         raise ValueError(f"unknown engine {name!r}; expected one of {', '.join(ENGINES)}")
     return ENGINES[name](workers=workers, retries=retries, **options)
+
+
+def package_zip() -> str:
+    """The harness package as a zip, for clusters whose workers do not have wsibench installed."""
+    import tempfile
+    import zipfile
+    from pathlib import Path
+
+    pkg = Path(__file__).resolve().parent.parent
+    path = Path(tempfile.mkdtemp(prefix="wsibench-pkg-")) / "wsibench_harness.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for f in pkg.rglob("*.py"):
+            z.write(f, f.relative_to(pkg.parent))
+    return str(path)
 
 
 def run_all(engine: Engine, fn: Callable, items: list, label: str = "", progress: bool | None = None) -> list[Outcome]:

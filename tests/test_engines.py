@@ -1,0 +1,155 @@
+"""The same pipeline under every engine, on real clusters started on 127.0.0.1."""
+import os
+import signal
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness import pipeline
+from harness.config import parse_workload
+from harness.engines import make_engine, run_all
+
+from clusters import dask_cluster, spark_standalone
+
+
+@pytest.fixture(scope="module")
+def spark_master(tmp_path_factory):
+    with spark_standalone(tmp_path_factory.mktemp("spark")) as master:
+        yield master
+
+
+@pytest.fixture(scope="module")
+def dask_address(tmp_path_factory):
+    with dask_cluster(tmp_path_factory.mktemp("dask")) as address:
+        yield address
+
+
+def run(tmp: Path, dataset: Path, engine: str, stages=("masks", "patches", "tfrecords"), per_stage=None, **engine_opts):
+    wl = parse_workload({"name": "t", "stages": list(stages), "dataset": {"kind": "camelyon16", "path": str(dataset)},
+                         "tfrecords": {"shard_mb": 2, "val_fraction": 0.5},
+                         "engine": {"name": engine, "workers": 2, "stages": per_stage or {}, **engine_opts}})
+    os.environ["WSIBENCH_LOCAL_ROOT"] = str(tmp / "data")
+    try:
+        return pipeline.run(wl, results_dir=tmp / "results"), tmp / "data" / "t"
+    finally:
+        del os.environ["WSIBENCH_LOCAL_ROOT"]
+
+
+def outputs(data: Path) -> dict:
+    """Everything the stages produced, by relative path: bytes of masks, shards, indexes, patches; manifests as rows."""
+    out = {}
+    for p in sorted(data.rglob("*")):
+        rel = str(p.relative_to(data))
+        if p.is_dir() or rel.startswith("masks/") and p.suffix == ".json":
+            continue  # mask records name the dataset path, which differs per copy
+        out[rel] = pd.read_parquet(p).to_dict("list") if p.suffix == ".parquet" else p.read_bytes()
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(dataset, tmp_path_factory):
+    summary, data = run(tmp_path_factory.mktemp("mp"), dataset, "multiprocessing")
+    assert summary["status"] == "ok"
+    return outputs(data)
+
+
+def test_dask_and_spark_clusters_give_identical_outputs(dataset, reference, dask_address, spark_master, tmp_path):
+    assert sum(k.endswith(".tfrecord") for k in reference) >= 2 and sum(k.endswith(".jpg") for k in reference) > 500
+    for engine, opts in (("dask", {"address": dask_address}), ("spark", {"master": spark_master})):
+        summary, data = run(tmp_path / engine, dataset, engine, **opts)
+        assert summary["status"] == "ok", summary
+        topo = summary["engine"]["stages"]["patches"]
+        assert topo["name"] == engine and topo["workers"] == 2
+        assert topo["address"] == (dask_address if engine == "dask" else spark_master)
+        got = outputs(data)
+        assert got.keys() == reference.keys()
+        for k in reference:
+            assert got[k] == reference[k], (engine, k)
+        workers = pd.read_parquet(next((tmp_path / engine / "results").glob("*/patches.parquet"))).worker
+        assert workers.nunique() == 2  # both workers did work
+
+
+def test_embedded_engines_and_per_stage_hybrid(dataset, reference, tmp_path):
+    summary, data = run(tmp_path, dataset, "multiprocessing", stages=("masks", "patches", "tfrecords"),
+                        per_stage={"patches": "spark", "tfrecords": "dask"})
+    assert summary["status"] == "ok"
+    st = summary["engine"]["stages"]
+    assert (st["masks"]["name"], st["patches"]["name"], st["tfrecords"]["name"]) == ("multiprocessing", "spark", "dask")
+    assert st["patches"]["address"].startswith("local[2")
+    assert outputs(data) == reference
+
+
+def test_dask_worker_killed_mid_patch_stage(dataset, reference, dask_address, tmp_path):
+    from dask.distributed import Client
+
+    with Client(dask_address) as c:
+        pids = c.run(os.getpid)
+    killed = []
+
+    def killer():
+        patches = tmp_path / "data" / "t" / "patches"
+        deadline = time.time() + 120
+        while time.time() < deadline and not list(patches.glob("*/*.jpg")):
+            time.sleep(0.005)
+        pid = next(iter(pids.values()))
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+
+    t = threading.Thread(target=killer)
+    t.start()
+    summary, data = run(tmp_path, dataset, "dask", stages=("masks", "patches", "tfrecords"), address=dask_address)
+    t.join()
+    assert killed
+    assert summary["status"] == "ok" and summary["stages"]["patches"]["items"] == 4
+    got = outputs(data)
+    assert got.keys() == reference.keys()  # every patch file exactly once, nothing extra, nothing missing
+    for k in reference:
+        assert got[k] == reference[k], k
+    with Client(dask_address) as c:  # the nanny replaced the killed worker
+        c.wait_for_workers(2, timeout=60)
+        assert killed[0] not in c.run(os.getpid).values()
+
+
+def _flaky(path: str) -> str:
+    """Fails on its first call for a path (a marker file remembers), succeeds on the second."""
+    marker = Path(path)
+    if not marker.exists():
+        marker.write_text("failed once")
+        raise RuntimeError(f"transient failure on {marker.name}")
+    return marker.read_text()
+
+
+def _always_fails(x):
+    raise ValueError(f"item {x} is broken")
+
+
+@pytest.mark.parametrize("engine", ["local", "multiprocessing", "dask", "spark"])
+def test_retries_then_recorded_failure(engine, tmp_path, monkeypatch):
+    here = str(Path(__file__).parent)  # the workers import this module's functions
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")])))
+    with make_engine(engine, workers=2, retries=1, conf={"spark.executorEnv.PYTHONPATH": here}) as eng:
+        out = run_all(eng, _flaky, [str(tmp_path / f"m{i}") for i in range(3)], progress=False)
+        assert [o.error for o in out] == [None] * 3 and [o.value for o in out] == ["failed once"] * 3
+        out = run_all(eng, _always_fails, [1, 2], progress=False)
+        assert [o.error for o in out] == ["ValueError: item 1 is broken", "ValueError: item 2 is broken"]
+
+
+@pytest.mark.parametrize("engine", ["local", "multiprocessing", "dask", "spark"])
+def test_failing_slide_is_reported_under_every_engine(engine, dataset, tmp_path_factory):
+    broken = tmp_path_factory.getbasetemp() / "broken-dataset"
+    if not broken.exists():
+        shutil.copytree(dataset, broken)
+        (broken / "training" / "tumor" / "tumor_002.tif").write_bytes(b"II*\x00garbage")
+    tmp = tmp_path_factory.mktemp(engine)
+    summary, data = run(tmp, broken, engine, stages=("masks", "patches"))
+    assert summary["status"] == "partial"
+    for stage in ("masks", "patches"):
+        errors = summary["stages"][stage]["errors"]
+        assert [e["item"] for e in errors] == ["tumor_002"]
+    assert "tumor_002.tif: cannot open slide" in summary["stages"]["masks"]["errors"][0]["error"]
+    done = sorted(p.stem for p in (data / "patches" / "manifests").glob("*.parquet"))
+    assert done == ["normal_001", "normal_002", "tumor_001"]

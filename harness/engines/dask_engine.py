@@ -24,6 +24,12 @@ class DaskEngine(Engine):
             if not _has_harness(self.client):
                 self.client.upload_file(package_zip())
         else:
+            import logging
+
+            import dask
+            logging.getLogger("distributed").setLevel(logging.ERROR)
+            # the statistical profiler samples every task's stack every 10 ms: measurable on CPU-bound tasks
+            dask.config.set({"distributed.worker.profile.enabled": False})
             self._cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                          host="127.0.0.1", dashboard_address="127.0.0.1:0", silence_logs=40)
             self.client = Client(self._cluster)

@@ -1,17 +1,21 @@
 """Spark: embedded ``local[N]`` by default, or a cluster master (spark://host:7077, yarn, k8s://...).
 
-Each item is its own Spark job with one task, submitted from a pool of driver threads, so that Spark's own
-retry mechanism (``spark.task.maxFailures``) applies per item and an item that still fails ends only its job:
-the others complete, and its error is recorded.
+A map is one Spark job with one task per item. Spark's own mechanism retries a failing task
+(``spark.task.maxFailures`` attempts; a lost executor's tasks are rescheduled); on its last attempt the task
+returns the error instead of raising it, so one bad item never aborts the job: the others complete, and its
+error is recorded.
 """
 from __future__ import annotations
 
-import concurrent.futures as cf
+import functools
 import os
 import re
 import sys
+import threading
+import time
+import uuid
 
-from . import Engine, Outcome, measure, package_zip
+from . import Engine, Outcome, error_text, measure, package_zip
 
 
 class SparkEngine(Engine):
@@ -44,17 +48,43 @@ class SparkEngine(Engine):
         if self.sc.uiWebUrl:
             print(f"[spark] UI: {self.sc.uiWebUrl} (master {self.master})", file=sys.stderr)
 
-    def _one(self, fn, i, item) -> Outcome:
-        try:
-            return self.sc.parallelize([(i, item)], 1).map(lambda iv: measure(fn, iv[0], iv[1])).collect()[0]
-        except Exception as e:  # noqa: BLE001 - the job failed after spark.task.maxFailures attempts
-            return Outcome(i, item, None, python_error(e), 0.0, self.retries + 1)
-
     def map(self, fn, items):
-        with cf.ThreadPoolExecutor(max(1, self.workers) * 2) as pool:
-            futures = [pool.submit(self._one, fn, i, item) for i, item in enumerate(items)]
-            for fut in cf.as_completed(futures):
-                yield fut.result()
+        group = f"wsibench-{uuid.uuid4().hex[:8]}"
+        task = functools.partial(_task, fn, self.retries + 1)
+        box: dict = {}
+
+        def job():
+            self.sc.setJobGroup(group, f"wsibench map of {len(items)} items")
+            try:
+                box["out"] = self.sc.parallelize(list(enumerate(items)), max(1, len(items))).map(task).collect()
+            except Exception as e:  # noqa: BLE001 - the job itself failed (driver, cluster)
+                box["error"] = python_error(e)
+
+        t = threading.Thread(target=job, daemon=True)
+        t.start()
+        self._report_progress(t, group, len(items))
+        if "error" in box:
+            raise RuntimeError(f"Spark job failed: {box['error']}")
+        yield from box["out"]
+
+    def _report_progress(self, thread, group: str, n: int) -> None:
+        """A line every few seconds while the job runs (outcomes only come back when it ends)."""
+        quiet = os.environ.get("WSIBENCH_QUIET")
+        last, t0 = -1, time.perf_counter()
+        while thread.is_alive():
+            thread.join(5)
+            if quiet or not thread.is_alive():
+                continue
+            tracker = self.sc.statusTracker()
+            done = 0
+            for jid in tracker.getJobIdsForGroup(group):
+                job = tracker.getJobInfo(jid)
+                for sid in job.stageIds if job else []:
+                    info = tracker.getStageInfo(sid)
+                    done += info.numCompletedTasks if info else 0
+            if done != last:
+                print(f"[spark] {done}/{n} tasks done ({time.perf_counter() - t0:.0f}s)", file=sys.stderr, flush=True)
+                last = done
 
     def topology(self) -> dict:
         return {"name": self.name, "workers": self.workers, "address": self.master, "ui": self.sc.uiWebUrl,
@@ -62,6 +92,21 @@ class SparkEngine(Engine):
 
     def close(self):
         self.session.stop()
+
+
+def _task(fn, max_failures: int, iv) -> Outcome:
+    """One item in a Spark task: raise to let Spark retry it, but return the error on the last attempt."""
+    from pyspark import TaskContext
+
+    i, item = iv
+    try:
+        return measure(fn, i, item)
+    except Exception as e:  # noqa: BLE001
+        ctx = TaskContext.get()
+        attempt = ctx.attemptNumber() + 1 if ctx else max_failures
+        if attempt < max_failures:
+            raise
+        return Outcome(i, item, None, error_text(e), 0.0, attempt, {}, f"{os.uname().nodename}:{os.getpid()}")
 
 
 def python_error(e: Exception) -> str:

@@ -68,6 +68,8 @@ class TileReader:
         self.tiles_decoded = 0
         self._cache: dict[tuple[int, int], np.ndarray] = {}
         self._forgot = -1
+        self._pool: list[np.ndarray] = []  # tile buffers to reuse: allocation churn costs more than decoding
+        self._jpeg = None
         self._page = self._tiff_page()
         self._fd = os.open(self.path, os.O_RDONLY) if self._page is not None else None
 
@@ -83,6 +85,11 @@ class TileReader:
                 self._tf = tf
                 self.tw, self.th = page.tilewidth, page.tilelength
                 self.cols = -(-self.width // self.tw)
+                if page.compression == 7 and page.bitspersample == 8 and page.planarconfig == 1:
+                    import imagecodecs  # JPEG: decode straight into pooled buffers (no allocation per tile)
+                    from tifffile.tifffile import jpeg_decode_colorspace
+                    cs = jpeg_decode_colorspace(page.photometric, page.planarconfig, page.extrasamples, page.is_jfif)
+                    self._jpeg = (imagecodecs.jpeg8_decode, page.jpegtables, *cs)
                 return page
         tf.close()
         return None
@@ -102,15 +109,21 @@ class TileReader:
             if len(data) != n or n == 0:
                 raise SlideError(f"{self.path}: level {self.level} tile ({tx}, {ty}) is truncated")
             try:
-                t = page.decode(data, i, jpegtables=page.jpegtables)[0]
+                if self._jpeg is not None:
+                    decode, tables, cs, out_cs = self._jpeg
+                    buf = self._pool.pop() if self._pool else None
+                    t = decode(data, tables=tables, colorspace=cs, outcolorspace=out_cs, out=buf)
+                else:
+                    t = page.decode(data, i, jpegtables=page.jpegtables)[0]
             except Exception as e:  # noqa: BLE001 - codec errors come in many types
                 raise SlideError(f"{self.path}: level {self.level} tile ({tx}, {ty}) cannot be decoded: {e}") from None
-            t = t.reshape(t.shape[-3:])[..., :3]
+            t = t.reshape(t.shape[-3:])
             self._cache[key] = t
             self.tiles_decoded += 1
         return t
 
-    def region(self, x: int, y: int, w: int, h: int) -> np.ndarray:
+    def region(self, x: int, y: int, w: int, h: int, out: np.ndarray | None = None) -> np.ndarray:
+        """RGB pixels of the level region; written into ``out`` (h, w, 3) when given."""
         if self._page is None:
             try:
                 ds = self.slide.level_downsamples[self.level]
@@ -120,14 +133,17 @@ class TileReader:
             return _flatten(rgba)
         x1, y1 = min(x + w, self.width), min(y + h, self.height)
         inside = x >= 0 and y >= 0 and x1 == x + w and y1 == y + h
-        out = np.empty((h, w, 3), np.uint8) if inside else np.full((h, w, 3), 255, np.uint8)
+        if out is None:
+            out = np.empty((h, w, 3), np.uint8)
+        if not inside:
+            out[:] = 255
         for ty in range(max(y, 0) // self.th, (y1 - 1) // self.th + 1):
             for tx in range(max(x, 0) // self.tw, (x1 - 1) // self.tw + 1):
                 tile = self._tile(ty, tx)
                 ox, oy = tx * self.tw, ty * self.th
                 sx0, sy0 = max(x, ox), max(y, oy)
                 sx1, sy1 = min(x1, ox + self.tw), min(y1, oy + self.th)
-                out[sy0 - y: sy1 - y, sx0 - x: sx1 - x] = tile[sy0 - oy: sy1 - oy, sx0 - ox: sx1 - ox]
+                out[sy0 - y: sy1 - y, sx0 - x: sx1 - x] = tile[sy0 - oy: sy1 - oy, sx0 - ox: sx1 - ox, :3]
         return out
 
     def forget_above(self, y: int) -> None:
@@ -137,7 +153,7 @@ class TileReader:
             if row != self._forgot:
                 self._forgot = row
                 for key in [k for k in self._cache if k[0] < row]:
-                    del self._cache[key]
+                    self._pool.append(self._cache.pop(key))
 
     def close(self):
         if self._fd is not None:

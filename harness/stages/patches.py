@@ -188,6 +188,7 @@ def _extract(reader: TileReader, p: dict, cfg: Patches, item: dict, out: Path) -
     rows = []
     written: list[str] = []
     folder = {label: os.path.join(out, label) for label in LABELS}
+    buf = np.empty((read, read, 3), np.uint8)  # reused: no allocation per patch
     try:
         with contextlib.ExitStack() as stack:
             records = None
@@ -196,7 +197,7 @@ def _extract(reader: TileReader, p: dict, cfg: Patches, item: dict, out: Path) -
                 records = stack.enter_context(open(stack.enter_context(atomic_path(path)), "wb"))
             for y, x, label, tfrac, tisfrac in p["patches"]:
                 reader.forget_above(y)
-                px = reader.region(x, y, read, read)
+                px = reader.region(x, y, read, read, out=buf)
                 if read != cfg.size:
                     px = cv2.resize(px, (cfg.size, cfg.size), interpolation=cv2.INTER_AREA)
                 jpeg = imagecodecs.jpeg8_encode(px, level=cfg.jpeg_quality)

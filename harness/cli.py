@@ -37,12 +37,43 @@ def cmd_run(a) -> int:
 
     w = load_workload(a.workload)
     stages = [s.strip() for s in a.stages.split(",") if s.strip()] if a.stages else None
-    summary = pipeline.run(w, stages, a.storage, a.results, a.engine, a.workers)
+    summary = pipeline.run(w, stages, a.storage, a.results, a.engine, a.workers, a.strict, a.drop_caches)
     print(json.dumps({"run_id": summary["run_id"], "status": summary["status"],
                       "record": f"{a.results}/{summary['run_id']}",
                       "stages": {k: {f: v.get(f) for f in ("seconds", "items", "patches", "status")}
                                  for k, v in summary["stages"].items()}}, indent=1))
     return 0 if summary["status"] == "ok" else 3
+
+
+def cmd_fio(a) -> int:
+    import datetime as dt
+    from pathlib import Path
+
+    from .config import load_profile
+    from .fsutil import write_json
+    from .storage import attach
+    from .storage import fio
+
+    profile = load_profile(a.profile)
+    with attach(profile, Path(a.results), a.strict) as (root, storage):
+        direct = a.direct if a.direct is not None else profile.emulate is None
+        print(f"[fio] {profile.name}: {root} ({storage['fstype']}{', emulated' if profile.emulated else ''}), "
+              f"{len(fio.JOBS)} jobs of about {a.runtime:g}s", file=sys.stderr)
+        result = fio.run(root, a.size, a.runtime, a.small_files, a.streams, direct)
+    stamp = dt.datetime.now().strftime("%Y%m%dT%H%M%S")
+    doc = {"profile": profile.name, "created_at": stamp, "storage": storage, **result}
+    out = Path(a.results) / "fio" / f"{profile.name}-{stamp}.json"
+    write_json(out, doc)
+    rows = []
+    for name, j in doc["jobs"].items():
+        bw = j.get("read_bw_bytes_per_s") or j.get("write_bw_bytes_per_s") or 0
+        p99 = j.get("read_p99_latency_s") or j.get("write_p99_latency_s")
+        rows.append(f"  {name:<18} {bw / 2**20:9.1f} MiB/s  {j.get('read_iops') or j.get('write_iops') or 0:9.0f} IOPS"
+                    + (f"  p99 {p99 * 1e3:.2f} ms" if p99 else "")
+                    + (f"  {j['files_per_s']:.0f} files/s" if "files_per_s" in j else ""))
+    print("\n".join(rows))
+    print(f"[fio] characterisation: {out}", file=sys.stderr)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,7 +111,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--engine", choices=ENGINES,
                    help="engine for every stage, overriding the workload's (and its per-stage choices)")
     s.add_argument("--workers", type=int, help="worker processes of embedded engines (default: the workload's)")
+    s.add_argument("--strict", action="store_true",
+                   help="refuse to run when the storage root is not the file-system type the profile claims")
+    s.add_argument("--drop-caches", action="store_true",
+                   help="drop the page cache before each stage (root only), so reads come from storage")
     s.set_defaults(fn=cmd_run)
+
+    s = sub.add_parser("fio", help="characterise a storage profile's root with fio jobs that mirror the pipeline",
+                       description="Run fio jobs that mirror this pipeline's I/O (slide reads, small JPEG writes, "
+                                   "TFRecord streaming, checkpoint writes) on a profile's root; the result is stored "
+                                   "under RESULTS/fio/ and attached to later runs on that profile.")
+    s.add_argument("profile", help="storage profile name or path")
+    s.add_argument("--results", default="results", help="results folder (default ./results)")
+    s.add_argument("--size", type=int, default=256, help="MiB per file for the large jobs (default 256)")
+    s.add_argument("--runtime", type=float, default=5.0, help="seconds per time-based job (default 5)")
+    s.add_argument("--small-files", type=int, default=2000, help="files in the small-file job (default 2000)")
+    s.add_argument("--streams", type=int, default=4, help="parallel TFRecord readers (default 4)")
+    s.add_argument("--direct", action=argparse.BooleanOptionalAction, default=None,
+                   help="O_DIRECT I/O (default: on for real roots, off for emulated ones, which never cache)")
+    s.add_argument("--strict", action="store_true", help="refuse a root whose type differs from the profile's claim")
+    s.set_defaults(fn=cmd_fio)
     return p
 
 

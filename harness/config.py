@@ -186,6 +186,16 @@ def load_workload(path: str | Path) -> Workload:
     return parse_workload(data, str(path))
 
 
+class Emulate(_Strict):
+    backing: str = Field(description="folder the throttled mount passes through to; '{results}' allowed")
+    read_mb_s: float | None = Field(None, gt=0)
+    write_mb_s: float | None = Field(None, gt=0)
+    iops: float | None = Field(None, gt=0)
+    latency_ms: float = Field(0.0, ge=0, description="per read or write operation")
+    metadata_ms: float = Field(0.0, ge=0, description="per create, open, mkdir, unlink, rename")
+    read_only: bool = False
+
+
 class StorageProfile(_Strict):
     name: str
     description: str = ""
@@ -195,6 +205,7 @@ class StorageProfile(_Strict):
     emulated: bool = False
     create: bool = Field(False, description="create the root when missing (only for folders the harness owns)")
     reference: dict[str, float | str] = {}
+    emulate: Emulate | None = Field(None, description="mount a throttled FUSE passthrough at root for the run")
 
     def resolve_root(self, results_dir: Path) -> Path:
         raw = os.environ.get(self.root_env, "") if self.root_env else ""

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import shutil
 import sys
 import time
@@ -18,14 +17,9 @@ from .engines import Engine, Outcome, make_engine, run_all
 from .fsutil import remove_temporaries
 from .results import record
 from .slides import synth
-from .storage import mount_info
+from .storage import attach, drop_caches, folder_bytes
 from .slides.dataset import list_slides
 from .stages import masks, patches, tfrecords
-
-
-
-class StorageError(RuntimeError):
-    pass
 
 
 @dataclass
@@ -64,22 +58,6 @@ class Context:
     def close(self):
         for eng in self.engines.values():
             eng.close()
-
-
-def check_root(profile: StorageProfile, root: Path) -> None:
-    """Fail before any work when the storage root is missing or not writable."""
-    if not root.exists():
-        if not profile.create:
-            raise StorageError(f"storage profile {profile.name!r}: root {root} does not exist (is it mounted?)")
-        root.mkdir(parents=True, exist_ok=True)
-    if not root.is_dir():
-        raise StorageError(f"storage profile {profile.name!r}: root {root} is not a folder")
-    probe = root / f".wsibench-probe-{os.getpid()}"
-    try:
-        probe.write_bytes(b"ok")
-        probe.unlink()
-    except OSError as e:
-        raise StorageError(f"storage profile {profile.name!r}: root {root} is not writable: {e.strerror}") from None
 
 
 def prepare_dataset(ctx: Context) -> Path:
@@ -241,7 +219,8 @@ DRIVERS = {"masks": stage_masks, "patches": stage_patches, "tfrecords": stage_tf
 
 
 def run(workload: Workload, stages: list[str] | None = None, storage: str | None = None,
-        results_dir: str | Path = "results", engine: str | None = None, workers: int | None = None) -> dict:
+        results_dir: str | Path = "results", engine: str | None = None, workers: int | None = None,
+        strict: bool = False, drop_caches: bool = False) -> dict:
     """Run the workload; return the summary (also written to <results>/<run_id>/summary.json)."""
     stages = list(stages or workload.stages)
     unknown = [s for s in stages if s not in STAGES]
@@ -249,20 +228,24 @@ def run(workload: Workload, stages: list[str] | None = None, storage: str | None
         raise ValueError(f"unknown stage {unknown[0]!r}; expected some of {', '.join(STAGES)}")
     results_dir = Path(results_dir).resolve()
     profile = load_profile(storage or workload.storage)
-    root = profile.resolve_root(results_dir)
-    check_root(profile, root)
+    with attach(profile, results_dir, strict) as (root, storage_record):
+        return _run(workload, stages, profile, root, storage_record, results_dir, engine, workers, drop_caches)
+
+
+def _run(workload, stages, profile, root, storage_record, results_dir, engine, workers, drop) -> dict:
     run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{workload.name}-{uuid.uuid4().hex[:6]}"
     run_dir = results_dir / run_id
     run_dir.mkdir(parents=True)
     ecfg = workload.engine
     ctx = Context(workload, profile, root, root / workload.name, run_dir, engine, workers)
-    summary = ctx.summary = record.new_summary(run_id, workload, profile, root, {
+    summary = ctx.summary = record.new_summary(run_id, workload, storage_record, {
         "name": engine or ecfg.name, "workers": workers or ecfg.workers,
         "address": ecfg.address or ecfg.master, "per_stage": dict(ecfg.stages) if not engine else {}})
-    mount = mount_info(root)
-    summary["storage"].update(fstype=mount["fstype"], mount=mount)
-    print(f"[run] {run_id}: stages {', '.join(stages)} on {profile.name} ({root}) with "
-          f"{engine or ecfg.name} x{workers or ecfg.workers}", file=sys.stderr)
+    summary["storage"]["fio"] = latest_fio(results_dir, profile.name)
+    print(f"[run] {run_id}: stages {', '.join(stages)} on {profile.name} ({root}"
+          f"{', emulated' if profile.emulated else ''}) with {engine or ecfg.name} x{workers or ecfg.workers}",
+          file=sys.stderr)
+    dropped = []
     try:
         t0 = time.perf_counter()
         ctx.dataset = prepare_dataset(ctx)
@@ -271,6 +254,8 @@ def run(workload: Workload, stages: list[str] | None = None, storage: str | None
         ctx.slides = list_slides(ctx.dataset)
         summary["dataset"]["slides"] = len(ctx.slides)
         for stage in [s for s in STAGES if s in stages]:
+            if drop:
+                dropped.append(drop_caches())
             rec, outcomes = DRIVERS[stage](ctx)
             summary["stages"][stage] = rec
             if outcomes:
@@ -285,6 +270,23 @@ def run(workload: Workload, stages: list[str] | None = None, storage: str | None
         raise
     finally:
         ctx.close()
+        summary["page_cache"] = page_cache(ctx, bool(dropped) and all(dropped))
         record.write(run_dir, summary, ctx.tables)
         print(f"[run] {summary['status']}: record in {run_dir}", file=sys.stderr)
     return summary
+
+
+def page_cache(ctx: Context, dropped: bool) -> dict:
+    """MLPerf Storage's rule: a dataset under 5x RAM may be served from the page cache unless caches are dropped."""
+    data = folder_bytes(ctx.dataset) if ctx.dataset and ctx.dataset.exists() else 0
+    data += folder_bytes(ctx.data / "tfrecords")
+    mem = ctx.summary["environment"]["memory_bytes"]
+    return {"dataset_bytes": data, "memory_bytes": mem, "dataset_to_memory": data / mem if mem else None,
+            "caches_dropped": dropped, "emulated_direct_io": ctx.profile.emulate is not None,
+            "potential_caching": data < 5 * mem and not dropped and ctx.profile.emulate is None}
+
+
+def latest_fio(results_dir: Path, profile: str) -> dict | None:
+    """The newest fio characterisation of this profile under results/fio, if one was made."""
+    files = sorted((results_dir / "fio").glob(f"{profile}-*.json"))
+    return json.loads(files[-1].read_text()) if files else None

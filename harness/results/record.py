@@ -49,13 +49,11 @@ def _gpus() -> list[dict]:
         return []
 
 
-def new_summary(run_id: str, workload, profile, root: Path, engine: dict) -> dict:
+def new_summary(run_id: str, workload, storage: dict, engine: dict) -> dict:
     return {"run_id": run_id, "workload": workload.name, "workload_file": workload.source,
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "status": "running",
-            "engine": engine,
-            "storage": {"profile": profile.name, "root": str(root), "fstype": None, "fstype_expected": profile.fstype,
-                        "emulated": profile.emulated},
-            "environment": environment(), "settings": workload.model_dump(), "stages": {}}
+            "engine": engine, "storage": dict(storage), "environment": environment(),
+            "settings": workload.model_dump(), "stages": {}}
 
 
 def write(run_dir: Path, summary: dict, tables: dict[str, pd.DataFrame]) -> None:

@@ -59,8 +59,9 @@ def dataset(files: list[str], cfg: Train, training: bool):
     ds = tf.data.Dataset.from_tensor_slices(files)
     if training:
         ds = ds.shuffle(len(files), seed=cfg.seed, reshuffle_each_iteration=True).repeat()
-    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(cfg.interleave_cycle, len(files)),
-                       num_parallel_calls=calls, deterministic=not training)
+    cycle = min(cfg.interleave_cycle, len(files))
+    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=cycle, deterministic=not training,
+                       num_parallel_calls=calls if calls == auto else min(calls, cycle))
     if training and cfg.shuffle_buffer:
         ds = ds.shuffle(cfg.shuffle_buffer, seed=cfg.seed)
     size = image_size(cfg)

@@ -1,7 +1,9 @@
 """Storage: where a path lives (the mount table), so that a run records what it really ran on."""
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from pathlib import Path
 
 
@@ -22,3 +24,84 @@ def mount_info(path: str | Path) -> dict:
             opts = dict((o.split("=", 1) + [True])[:2] for o in parts[3].split(","))
             best = {"mountpoint": mnt, "fstype": parts[2], "source": parts[0], "options": opts}
     return best
+
+
+class StorageError(RuntimeError):
+    """A storage root that cannot be used; raised before any work starts."""
+
+
+def check_claim(profile, mount: dict) -> str | None:
+    """A message when the mount's real type is not what the profile claims, else None."""
+    want = profile.fstype
+    got = mount.get("fstype") or ""
+    if not want or got == want or got.startswith(want + ".") or (want == "nfs" and got in ("nfs", "nfs4")):
+        return None
+    return (f"storage profile {profile.name!r} claims {want!r} but {mount['mountpoint']} is {got!r}"
+            f" (source {mount.get('source')})")
+
+
+def nfs_options(mount: dict) -> dict:
+    o = mount.get("options", {})
+    return {k: o[k] for k in ("vers", "rsize", "wsize", "nconnect", "proto", "hard", "soft") if k in o}
+
+
+def check_writable(profile, root: Path) -> None:
+    if not root.exists():
+        if not profile.create:
+            raise StorageError(f"storage profile {profile.name!r}: root {root} does not exist (is it mounted?)")
+        root.mkdir(parents=True, exist_ok=True)
+    if not root.is_dir():
+        raise StorageError(f"storage profile {profile.name!r}: root {root} is not a folder")
+    probe = root / f".wsibench-probe-{os.getpid()}"
+    try:
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as e:
+        raise StorageError(f"storage profile {profile.name!r}: root {root} is not writable: {e.strerror}") from None
+
+
+@contextlib.contextmanager
+def attach(profile, results_dir: Path, strict: bool = False):
+    """Mount the profile's root when it is emulated, check it, and yield (root, storage record)."""
+    results_dir = Path(results_dir).resolve()
+    root = profile.resolve_root(results_dir)
+    with contextlib.ExitStack() as stack:
+        if profile.emulate is not None:
+            from .emulate import mounted
+
+            e = profile.emulate
+            backing = Path(e.backing.replace("{results}", str(results_dir))).resolve()
+            stack.enter_context(mounted(backing, root, e.model_dump() | {"name": profile.name}))
+        check_writable(profile, root)
+        mount = mount_info(root)
+        record = {"profile": profile.name, "root": str(root), "fstype": mount["fstype"],
+                  "fstype_expected": profile.fstype, "emulated": profile.emulated, "mount": mount,
+                  "reference": dict(profile.reference)}
+        if profile.emulate is not None:
+            record["emulation"] = profile.emulate.model_dump()
+        if mount["fstype"] and mount["fstype"].startswith("nfs"):
+            record["nfs"] = nfs_options(mount)
+        problem = check_claim(profile, mount)
+        if problem:
+            if strict:
+                raise StorageError(problem + "; refusing (--strict)")
+            print(f"[storage] warning: {problem}", file=sys.stderr)
+            record["claim_mismatch"] = problem
+        yield root, record
+
+
+def drop_caches() -> bool:
+    """Drop the page cache (root only); False, with a warning, where that is not possible."""
+    try:
+        os.sync()
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+        return True
+    except OSError as e:
+        print(f"[storage] warning: cannot drop the page cache ({e.strerror}); figures may come from memory",
+              file=sys.stderr)
+        return False
+
+
+def folder_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) if Path(path).exists() else 0

@@ -1,0 +1,142 @@
+"""Storage profiles, emulated (throttled FUSE) backends, fio characterisation, I/O accounting."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness import pipeline
+from harness.config import Train, load_profile, load_workload, parse_workload
+from harness.storage import StorageError, attach, fio
+from harness.storage.emulate import mounted
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse") or os.geteuid() != 0,
+                                reason="emulated storage needs FUSE and root (the CI machine has both)")
+
+
+def profile(tmp: Path, name: str, **emulate) -> str:
+    """A profile file for an emulated root under tmp; emulate=None for a plain folder."""
+    p = tmp / f"{name}.toml"
+    lines = [f'name = "{name}"', f'root = "{tmp}/{name}/mnt"', "create = true"]
+    if emulate:
+        lines += ['fstype = "fuse"', "emulated = true", "[emulate]", f'backing = "{tmp}/{name}/backing"']
+        lines += [f"{k} = {json.dumps(v)}" for k, v in emulate.items()]
+    p.write_text("\n".join(lines) + "\n")
+    return str(p)
+
+
+def test_fio_on_emulated_50_mb_s(tmp_path):
+    prof = load_profile(profile(tmp_path, "slow50", read_mb_s=50, write_mb_s=400))
+    with attach(prof, tmp_path / "results") as (root, rec):
+        assert rec["emulated"] and rec["fstype"].startswith("fuse")
+        result = fio.run(root, size_mb=48, runtime_s=3, small_files=50, streams=2)
+    bw = result["jobs"]["slide_seq_read"]["read_bw_bytes_per_s"]
+    assert abs(bw - 50e6) / 50e6 < 0.2, bw
+    assert set(result["jobs"]) == set(fio.JOBS)
+    assert result["jobs"]["jpeg_small_writes"]["files_per_s"] > 0
+    assert result["jobs"]["checkpoint_write"]["write_bw_bytes_per_s"] > 50e6
+
+
+def test_fio_missing_says_how_to_install(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(fio.FioError, match="fio is not installed: apt-get install fio"):
+        fio.run(tmp_path)
+
+
+def test_fio_cli_stores_a_characterisation(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "harness.cli", "fio", profile(tmp_path, "plain"), "--results",
+                        str(tmp_path / "results"), "--size", "16", "--runtime", "0.5", "--small-files", "50",
+                        "--no-direct"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(next((tmp_path / "results" / "fio").glob("plain-*.json")).read_text())
+    assert doc["jobs"]["tfrecord_stream"]["read_bw_bytes_per_s"] > 0 and doc["storage"]["profile"] == "plain"
+    assert "tfrecord_stream" in r.stdout and "files/s" in r.stdout
+
+
+def test_missing_or_read_only_root_fails_before_any_work(tmp_path):
+    wl = load_workload(ROOT / "workloads" / "quickstart.toml")
+    missing = tmp_path / "missing.toml"
+    missing.write_text(f'root = "{tmp_path}/not/mounted"\nfstype = "nfs"\n')
+    with pytest.raises(StorageError, match=r"'missing': root .*/not/mounted does not exist \(is it mounted\?\)"):
+        pipeline.run(wl, storage=str(missing), results_dir=tmp_path / "results")
+    ro = profile(tmp_path, "ro", read_only=True)
+    with pytest.raises(StorageError, match=r"'ro': root .*/ro/mnt is not writable: Read-only file system"):
+        pipeline.run(wl, storage=ro, results_dir=tmp_path / "results")
+    assert not list((tmp_path / "results").glob("*quickstart*"))  # no run was started
+    r = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(ROOT / "workloads" / "quickstart.toml"),
+                        "--storage", str(missing), "--results", str(tmp_path / "results")], capture_output=True, text=True)
+    assert r.returncode == 1 and "does not exist (is it mounted?)" in r.stderr
+
+
+def test_claim_is_checked_against_the_mount_table(tmp_path):
+    p = tmp_path / "liar.toml"
+    p.write_text(f'root = "{tmp_path}/liar"\ncreate = true\nfstype = "beegfs"\n')
+    prof = load_profile(str(p))
+    with attach(prof, tmp_path) as (root, rec):
+        assert rec["fstype"] not in (None, "beegfs") and "claims 'beegfs'" in rec["claim_mismatch"]
+    with pytest.raises(StorageError, match="claims 'beegfs'.*refusing"):
+        with attach(prof, tmp_path, strict=True):
+            pass
+
+
+@pytest.fixture(scope="module")
+def local_run(dataset, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("local")
+    wl = parse_workload({"name": "t", "stages": ["masks", "patches", "tfrecords"],
+                         "dataset": {"kind": "camelyon16", "path": str(dataset)},
+                         "tfrecords": {"shard_mb": 1, "val_fraction": 0.5}, "engine": {"name": "multiprocessing", "workers": 2}})
+    os.environ["WSIBENCH_LOCAL_ROOT"] = str(tmp / "data")
+    try:
+        return pipeline.run(wl, results_dir=tmp / "results"), tmp / "data" / "t"
+    finally:
+        del os.environ["WSIBENCH_LOCAL_ROOT"]
+
+
+def test_io_accounting_of_tfrecords_matches_shard_bytes(local_run):
+    summary, data = local_run
+    st = summary["stages"]["tfrecords"]
+    shards = sum(p.stat().st_size for p in (data / "tfrecords").glob("*.tfrecord"))
+    assert shards > 1e6 and abs(st["bytes_written"] - shards) / shards < 0.05, (st["bytes_written"], shards)
+    jpegs = sum(p.stat().st_size for p in (data / "patches").glob("*/*.jpg"))
+    assert st["bytes_read"] >= jpegs  # the shards are built from the JPEG files
+    p = summary["stages"]["patches"]
+    assert p["bytes_written"] >= jpegs and p["write_calls"] >= p["files_written"] - 4
+    assert summary["page_cache"]["potential_caching"] is True  # a tiny dataset on local disk: RAM serves it
+
+
+def _train(tfrecords: Path, out: Path) -> dict:
+    from harness.stages import train
+    cfg = Train(model="small_cnn", image_size=32, batch_size=32, steps_per_epoch=15, augment=False,
+                interleave_cycle=1, prefetch=1, parallel_calls=2)
+    return train.run(tfrecords, out, cfg, progress=lambda m: None)[0]
+
+
+def test_slow_storage_starves_training(local_run, tmp_path):
+    _, data = local_run
+    fast = _train(data / "tfrecords", tmp_path / "fast")
+    backing, mnt = tmp_path / "backing", tmp_path / "mnt"
+    shutil.copytree(data / "tfrecords", backing / "tfrecords")
+    with mounted(backing, mnt, {"read_mb_s": 2, "latency_ms": 5}):
+        slow = _train(mnt / "tfrecords", tmp_path / "slow")
+    assert slow["input_wait_fraction"] > fast["input_wait_fraction"] + 0.3, (slow["input_wait_fraction"], fast["input_wait_fraction"])
+    assert slow["images_per_s"] < fast["images_per_s"]
+
+
+def test_quickstart_on_an_emulated_profile(tmp_path):
+    prof = profile(tmp_path, "emu", read_mb_s=400, write_mb_s=300, latency_ms=0.05, metadata_ms=0.1)
+    r = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(ROOT / "workloads" / "quickstart.toml"),
+                        "--storage", prof, "--results", str(tmp_path / "results")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    s = json.loads((tmp_path / "results" / json.loads(r.stdout)["run_id"] / "summary.json").read_text())
+    assert s["status"] == "ok" and set(s["stages"]) == {"masks", "patches", "tfrecords", "train", "infer"}
+    assert s["storage"]["emulated"] is True and s["storage"]["fstype"].startswith("fuse")
+    assert s["storage"]["mount"]["source"] == "wsibench-emu"
+    assert s["storage"]["emulation"]["read_mb_s"] == 400
+    assert s["train"]["val_auc"] >= 0.9
+    assert not os.path.ismount(tmp_path / "emu" / "mnt")  # unmounted after the run
+    assert (tmp_path / "emu" / "backing" / "quickstart" / "tfrecords" / "splits.json").is_file()

@@ -76,6 +76,54 @@ def cmd_fio(a) -> int:
     return 0
 
 
+def cmd_matrix(a) -> int:
+    from pathlib import Path
+
+    from .results import matrix
+
+    w = load_workload(a.workload)
+    measure = [x.strip() for x in a.measure.split(",")] if a.measure else None
+    doc = matrix.run(w, Path(a.results), measure, a.repetitions, a.strict, a.drop_caches)
+    print(f"{'configuration':<44} {'stage':<10} {'n':>2} {'mean':>10} {'std':>8} {'min':>10} {'max':>10}  spread")
+    for r in doc["results"]:
+        if not r["n"]:
+            print(f"{r['config']:<44} {r['stage']:<10}  0   (all repetitions failed)")
+            continue
+        print(f"{r['config']:<44} {r['stage']:<10} {r['n']:>2} {r['mean']:>10.1f} {r['std']:>8.1f} {r['min']:>10.1f} "
+              f"{r['max']:>10.1f}  {r['spread']:.1%}{'  FLAGGED: > 5%' if r['flagged'] else ''}")
+    print(f"[matrix] {Path(a.results) / doc['matrix_id'] / 'matrix.json'}", file=sys.stderr)
+    return 0 if all(r["n"] for r in doc["results"]) else 3
+
+
+def cmd_report(a) -> int:
+    from .report import build
+
+    info = build(a.runs, a.output, a.csv, a.title)
+    print(f"[report] {info['runs']} runs, {info['configurations']} configurations: {info['out']}"
+          + (f" (table: {a.csv})" if a.csv else ""))
+    return 0
+
+
+def cmd_runs(a) -> int:
+    from .results import find_runs, load, table
+
+    runs = [load(p) for p in find_runs([a.results])]
+    if not runs:
+        print(f"no runs under {a.results}")
+        return 0
+    df = table(runs)
+    head = ["run_id", "workload", "engine", "workers", "storage", "status"]
+    extra = [c for c in ("patches_patches_per_s", "train_images_per_s", "train_input_wait_fraction",
+                         "train_val_auc", "infer_slide_auc") if c in df]
+    out = df[head + extra].copy()
+    out["storage"] = [f"{s} (emulated)" if e else s for s, e in zip(df.storage, df.emulated)]
+    out["status"] = [f"{st}: {err}" if st == "failed" and err else st for st, err in zip(df.status, df.error)]
+    with __import__("pandas").option_context("display.max_colwidth", 60, "display.width", 200):
+        print(out.rename(columns=lambda c: c.replace("_patches_per_s", " patches/s").replace("_images_per_s", " images/s"))
+              .to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="wsibench", epilog=EPILOG,
                                 description="Benchmark the whole digital-pathology pipeline (annotations -> masks -> "
@@ -131,6 +179,35 @@ def build_parser() -> argparse.ArgumentParser:
                    help="O_DIRECT I/O (default: on for real roots, off for emulated ones, which never cache)")
     s.add_argument("--strict", action="store_true", help="refuse a root whose type differs from the profile's claim")
     s.set_defaults(fn=cmd_fio)
+
+    s = sub.add_parser("matrix", help="run engines x workers x storage x repetitions of a workload's measured stages",
+                       description="Run the product of the workload's [matrix] (engines, workers, storage, repetitions). "
+                                   "Stages not under measurement are prepared once per storage root and reused; the "
+                                   "measured stages start fresh each time. Repetitions give mean, std, min and max; "
+                                   "configurations spreading by more than 5% are flagged.")
+    s.add_argument("workload", help="workload TOML file with a [matrix] table")
+    s.add_argument("--measure", help="comma-separated stages to measure (default: the workload's matrix.measure)")
+    s.add_argument("--repetitions", type=int, help="repetitions per configuration (default: the workload's)")
+    s.add_argument("--results", default="results", help="results folder (default ./results)")
+    s.add_argument("--strict", action="store_true", help="refuse roots whose type differs from the profile's claim")
+    s.add_argument("--drop-caches", action="store_true", help="drop the page cache before each stage (root only)")
+    s.set_defaults(fn=cmd_matrix)
+
+    s = sub.add_parser("report", help="write a self-contained HTML report comparing runs side by side",
+                       description="Build one HTML file (plots inline, no network) from run folders, or folders of "
+                                   "runs: summary per configuration, throughput, scaling, time per stage, starvation "
+                                   "and AU, fio characterisation, model quality, heatmaps, environment.")
+    s.add_argument("runs", nargs="+", help="run folders (results/<run_id>) or folders holding them (results/)")
+    s.add_argument("-o", "--output", default="report.html", help="HTML file to write (default report.html)")
+    s.add_argument("--csv", help="also write the comparison table as CSV, for pandas")
+    s.add_argument("--title", default="wsibench comparison report")
+    s.set_defaults(fn=cmd_report)
+
+    s = sub.add_parser("runs", help="list recorded runs with their headline figures",
+                       description="List the runs under a results folder: id, workload, engine, workers, storage, "
+                                   "status (with the error of failed runs) and headline figures.")
+    s.add_argument("--results", default="results", help="results folder (default ./results)")
+    s.set_defaults(fn=cmd_runs)
     return p
 
 

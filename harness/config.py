@@ -101,6 +101,7 @@ class Train(_Strict):
     parallel_calls: int = Field(-1, ge=-1, description="decode threads; -1 = AUTOTUNE")
     prefetch: int = Field(-1, ge=-1, description="batches prefetched; -1 = AUTOTUNE, 0 = none")
     augment: bool = True
+    balance_classes: bool = Field(True, description="weigh the loss so each class counts half")
     mixed_precision: bool = False
     decode_delay_ms: float = Field(0.0, ge=0, description="artificial delay per image in the decode map (starvation experiments)")
     seed: int = 0
@@ -124,6 +125,14 @@ class Engine(_Strict):
         {}, description="engine per stage, e.g. {patches = 'spark', infer = 'dask'}")
 
 
+class Matrix(_Strict):
+    engines: list[Literal[ENGINES]] = []  # type: ignore[valid-type]
+    workers: list[int] = []
+    storage: list[str] = []
+    repetitions: int = Field(1, gt=0)
+    measure: list[Literal[STAGES]] = ["patches"]  # type: ignore[valid-type]
+
+
 class Workload(_Strict):
     name: str
     description: str = ""
@@ -136,6 +145,7 @@ class Workload(_Strict):
     tfrecords: TFRecords = TFRecords()
     train: Train = Train()
     infer: Infer = Infer()
+    matrix: Matrix = Matrix()
 
     @property
     def source(self) -> str:

@@ -220,8 +220,11 @@ DRIVERS = {"masks": stage_masks, "patches": stage_patches, "tfrecords": stage_tf
 
 def run(workload: Workload, stages: list[str] | None = None, storage: str | None = None,
         results_dir: str | Path = "results", engine: str | None = None, workers: int | None = None,
-        strict: bool = False, drop_caches: bool = False) -> dict:
-    """Run the workload; return the summary (also written to <results>/<run_id>/summary.json)."""
+        strict: bool = False, drop_caches: bool = False, fresh: bool = False, tags: dict | None = None) -> dict:
+    """Run the workload; return the summary (also written to <results>/<run_id>/summary.json).
+
+    fresh: remove the outputs of the stages run before running them (a measurement, not a resume).
+    tags: recorded as they are (matrix id, configuration, repetition)."""
     stages = list(stages or workload.stages)
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
@@ -229,10 +232,14 @@ def run(workload: Workload, stages: list[str] | None = None, storage: str | None
     results_dir = Path(results_dir).resolve()
     profile = load_profile(storage or workload.storage)
     with attach(profile, results_dir, strict) as (root, storage_record):
-        return _run(workload, stages, profile, root, storage_record, results_dir, engine, workers, drop_caches)
+        return _run(workload, stages, profile, root, storage_record, results_dir, engine, workers, drop_caches,
+                    fresh, tags or {})
 
 
-def _run(workload, stages, profile, root, storage_record, results_dir, engine, workers, drop) -> dict:
+OUTPUTS = {"masks": "masks", "patches": "patches", "tfrecords": "tfrecords", "train": "train", "infer": "infer"}
+
+
+def _run(workload, stages, profile, root, storage_record, results_dir, engine, workers, drop, fresh, tags) -> dict:
     run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{workload.name}-{uuid.uuid4().hex[:6]}"
     run_dir = results_dir / run_id
     run_dir.mkdir(parents=True)
@@ -242,6 +249,7 @@ def _run(workload, stages, profile, root, storage_record, results_dir, engine, w
         "name": engine or ecfg.name, "workers": workers or ecfg.workers,
         "address": ecfg.address or ecfg.master, "per_stage": dict(ecfg.stages) if not engine else {}})
     summary["storage"]["fio"] = latest_fio(results_dir, profile.name)
+    summary["tags"] = tags
     print(f"[run] {run_id}: stages {', '.join(stages)} on {profile.name} ({root}"
           f"{', emulated' if profile.emulated else ''}) with {engine or ecfg.name} x{workers or ecfg.workers}",
           file=sys.stderr)
@@ -254,6 +262,8 @@ def _run(workload, stages, profile, root, storage_record, results_dir, engine, w
         ctx.slides = list_slides(ctx.dataset)
         summary["dataset"]["slides"] = len(ctx.slides)
         for stage in [s for s in STAGES if s in stages]:
+            if fresh:
+                shutil.rmtree(ctx.data / OUTPUTS[stage], ignore_errors=True)
             if drop:
                 dropped.append(drop_caches())
             rec, outcomes = DRIVERS[stage](ctx)

@@ -42,7 +42,7 @@ def test_quickstart_summary_has_every_figure(quickstart):
     assert Path(t["model_path"]).is_file() and t["model_path"].endswith("model.keras")
     assert t["cpu"]["mean_cpu_fraction"] > 0.1
     assert list((data / "train" / "logs").rglob("events.out.tfevents.*"))
-    assert len(list((data / "train" / "checkpoints").glob("epoch-*.weights.h5"))) == 6
+    assert len(list((data / "train" / "checkpoints").glob("epoch-*.weights.h5"))) == 8
     i = s["infer"]
     assert i["slide_auc"] >= 0.9 and i["patch_auc"] >= 0.9
     assert i["patches"] > 500 and i["patches_per_s"] > 10 and 0 < i["input_fraction"] < 1
@@ -93,9 +93,9 @@ def test_heatmaps_follow_the_lesions(quickstart):
         if sl["label"] == "tumor":
             inside, outside = heat[lab == 2], heat[lab == 1]
             assert auc(np.r_[inside, outside], np.r_[np.ones(len(inside)), np.zeros(len(outside))]) >= 0.9
-            assert inside.mean() > 0.7 and outside.mean() < 0.3
+            assert inside.mean() > outside.mean() + 0.1 and outside.mean() < 0.2
         else:
-            assert heat[lab == 1].mean() < 0.3
+            assert heat[lab == 1].mean() < 0.2
     png = Image.open(s["infer"]["heatmaps"][0])
     assert png.size == (1024, 1024)
 

@@ -91,10 +91,8 @@ def build_model(cfg: Train):
     else:
         inp = keras.Input((size, size, 3))
         x = inp
-        for filters in (16, 32, 64, 96):
-            x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_regularizer=reg)(x)
-            x = keras.layers.BatchNormalization(momentum=0.9)(x)
-            x = keras.layers.ReLU()(x)
+        for filters in (16, 32, 64, 96):  # no batch norm: its moving statistics made small runs miscalibrated
+            x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu", kernel_regularizer=reg)(x)
             x = keras.layers.MaxPooling2D()(x)
         x = keras.layers.GlobalAveragePooling2D()(x)
         out = keras.layers.Dense(1, activation="sigmoid", dtype="float32")(x)
@@ -149,6 +147,10 @@ def run(tfrecords_dir: Path, out: Path, cfg: Train, log_name: str = "run", progr
     if n_train < cfg.batch_size:
         raise ValueError(f"{tfrecords_dir}: {n_train} training records, fewer than one batch of {cfg.batch_size}")
     steps_per_epoch = cfg.steps_per_epoch or n_train // cfg.batch_size
+    n_tumor = sum(s["tumor"] for s in splits["train"]["shards"])
+    # class weights: each class weighs half of the loss, whatever its share of the patches
+    w_pos, w_neg = ((n_train / (2 * n_tumor), n_train / (2 * (n_train - n_tumor)))
+                    if cfg.balance_classes and 0 < n_tumor < n_train else (1.0, 1.0))
     model = build_model(cfg)
     opt = optimizer(cfg, steps_per_epoch)
     bce = tf.keras.losses.BinaryCrossentropy()
@@ -157,7 +159,8 @@ def run(tfrecords_dir: Path, out: Path, cfg: Train, log_name: str = "run", progr
     def train_step(x, y):
         with tf.GradientTape() as tape:
             p = model(x, training=True)
-            loss = bce(y[:, None], p) + (tf.add_n(model.losses) if model.losses else 0.0)
+            weights = tf.where(y > 0.5, w_pos, w_neg)
+            loss = bce(y[:, None], p, sample_weight=weights) + (tf.add_n(model.losses) if model.losses else 0.0)
         grads = tape.gradient(loss, model.trainable_variables)
         opt.apply_gradients(zip(grads, model.trainable_variables))
         return loss

@@ -25,7 +25,7 @@ def write(tmp_path, text: str) -> Path:
     ('[dataset]\nkind = "camelyon16"\npath = "no/such/folder"\n', "dataset", "does not exist"),
     ('[dataset]\nkind = "camelyon16"\n', "dataset", "dataset.path is required"),
     ('[dataset]\nkind = "tcga"\n', "dataset.kind", "'synthetic' or 'camelyon16'"),
-    ('[engine]\nname = "ray"\n', "engine.name", "'local' or 'multiprocessing'"),
+    ('[engine]\nname = "ray"\n', "engine.name", "'local', 'multiprocessing', 'dask' or 'spark'"),
     ("[masks]\nmedian_blur = 4\n", "masks", "odd number"),
     ("[tfrecords]\nval_fraction = 1.5\n", "tfrecords.val_fraction", "less than 1"),
 ])

@@ -60,6 +60,11 @@ def call(fn: Callable, index: int, item: Any, retries: int = 0) -> Outcome:
     return Outcome(index, item, None, err, time.perf_counter() - t0, attempt, {}, f"{os.uname().nodename}:{os.getpid()}")
 
 
+def echo(x):
+    """The trivial work item: for warm-ups and for measuring an engine's own overhead."""
+    return x
+
+
 def error_text(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 

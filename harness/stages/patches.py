@@ -50,6 +50,8 @@ def _params(cfg: Patches, mask_rec: dict) -> str:
 def verify(manifest: Path, params: str | None = None) -> bool:
     """True when the manifest exists, matches params, and every patch it lists is on disk, intact."""
     base = manifest.parent.parent.parent  # paths are relative to the workload's data folder
+    if not manifest.is_file():
+        return False
     try:
         table = pq.read_table(manifest)
     except (OSError, pa.ArrowException):
@@ -74,14 +76,21 @@ def verify(manifest: Path, params: str | None = None) -> bool:
     return True
 
 
-def _fractions(mask: np.ndarray, ds: float, xs: np.ndarray, ys: np.ndarray, size0: float, margin: int = 0):
+def _sat(mask: np.ndarray) -> np.ndarray:
+    """Summed-area table of a bool mask (one row and column of zeros in front)."""
+    sat = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int32)
+    np.cumsum(mask, axis=0, dtype=np.int32, out=sat[1:, 1:])
+    np.cumsum(sat[1:, 1:], axis=1, out=sat[1:, 1:])
+    return sat
+
+
+def _fractions(sat: np.ndarray, ds: float, xs: np.ndarray, ys: np.ndarray, size0: float, margin: int = 0):
     """Share of True mask pixels under each footprint (level-0 x, y, side size0) of the grid ys x xs.
 
-    The mask is at downsample ds; every mask pixel the footprint touches counts, plus ``margin`` pixels around.
+    ``sat`` is the summed-area table of a mask at downsample ds; every mask pixel the footprint touches counts,
+    plus ``margin`` pixels around.
     """
-    h, w = mask.shape
-    sat = np.zeros((h + 1, w + 1), np.int64)
-    sat[1:, 1:] = mask.astype(np.int64).cumsum(0).cumsum(1)
+    h, w = sat.shape[0] - 1, sat.shape[1] - 1
     x0 = np.clip(np.floor(xs / ds).astype(int) - margin, 0, w)
     y0 = np.clip(np.floor(ys / ds).astype(int) - margin, 0, h)
     x1 = np.clip(np.ceil((xs + size0) / ds).astype(int) + margin, 0, w)
@@ -111,10 +120,14 @@ def grid(item: dict, cfg: Patches, mask_rec: dict, tumor_m: np.ndarray, tissue_m
     gx = np.arange(0, W - read + 1, stride)
     gy = np.arange(0, H - read + 1, stride)
     xs0, ys0, size0 = gx * ds, gy * ds, read * ds  # level-0 footprint
-    tissue = _fractions(tissue_m, mask_rec["tissue_downsample"], xs0, ys0, size0)
+    tissue = _fractions(_sat(tissue_m), mask_rec["tissue_downsample"], xs0, ys0, size0)
     mds = mask_rec["downsample"]
-    tumor = _fractions(tumor_m, mds, xs0, ys0, size0)
-    near = _fractions(tumor_m, mds, xs0, ys0, size0, margin=1)
+    if tumor_m.any():
+        tumor_sat = _sat(tumor_m)
+        tumor = _fractions(tumor_sat, mds, xs0, ys0, size0)
+        near = _fractions(tumor_sat, mds, xs0, ys0, size0, margin=1)
+    else:  # a slide without lesions
+        tumor = near = np.zeros((len(ys0), len(xs0)))
     any_near, all_near = near > 0, near >= 1
     tumor = np.where(any_near, tumor, 0.0)
     tumor = np.where(all_near, 1.0, tumor)

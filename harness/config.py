@@ -105,6 +105,12 @@ class Train(_Strict):
     mixed_precision: bool = False
     decode_delay_ms: float = Field(0.0, ge=0, description="artificial delay per image in the decode map (starvation experiments)")
     seed: int = 0
+    distribution: Literal["none", "multiworker", "horovod"] = Field(
+        "none", description="several training processes: tf.distribute MultiWorkerMirroredStrategy or Horovod (Gloo)")
+    processes: int = Field(1, gt=0, description="training processes (ranks): distributed workers or emulated accelerators")
+    accelerator: str | None = Field(None, description="emulate this accelerator (a name from `wsibench feed --help`, "
+                                                      "or 'calibrated' for the newest `wsibench calibrate` result)")
+    step_time_s: float | None = Field(None, gt=0, description="emulated step time in seconds (instead of an accelerator)")
 
 
 class Infer(_Strict):

@@ -159,20 +159,80 @@ def stage_tfrecords(ctx: Context) -> tuple[dict, list[Outcome]]:
 
 
 def stage_train(ctx: Context) -> tuple[dict, list[Outcome]]:
-    from .stages import train
-
     tfr = ctx.data / "tfrecords"
     if not (tfr / "splits.json").is_file():
         raise RuntimeError(f"train: {tfr / 'splits.json'} not found; run the tfrecords stage first")
-    figures, steps = train.run(tfr, ctx.data / "train", ctx.workload.train, log_name=ctx.run_dir.name,
-                               progress=lambda m: print(m, file=sys.stderr, flush=True))
-    ctx.tables["train_steps"] = pd.DataFrame(steps)
-    ctx.summary["train"] = {k: v for k, v in figures.items() if k != "epochs"}
-    ctx.tables["train_epochs"] = pd.DataFrame(figures["epochs"])
-    rec = {"seconds": figures["seconds"], "items": figures["steps"], "items_per_s": figures["steps"] / figures["seconds"],
+    cfg = ctx.workload.train
+    t0 = time.perf_counter()
+    if cfg.accelerator or cfg.step_time_s or cfg.distribution != "none":
+        figures = _train_processes(ctx, tfr, cfg)
+    else:
+        from .stages import train
+
+        figures, steps = train.run(tfr, ctx.data / "train", cfg, log_name=ctx.run_dir.name,
+                                   progress=lambda m: print(m, file=sys.stderr, flush=True))
+        ctx.tables["train_steps"] = pd.DataFrame(steps)
+        ctx.tables["train_epochs"] = pd.DataFrame(figures.pop("epochs"))
+    ctx.summary["train"] = figures
+    secs = time.perf_counter() - t0
+    rec = {"seconds": secs, "items": figures["steps"], "items_per_s": figures["steps"] / secs,
            "images": figures["images"], "images_per_s": figures["images_per_s"], "bytes_read": figures["bytes_read"],
-           "files_written": len(figures["epochs"]) + 1, "errors": [], "status": "ok"}
+           "files_written": 0 if figures.get("emulated") else 1, "errors": [], "status": "ok"}
     return rec, []
+
+
+def emulated_step(cfg, results_dir: Path) -> tuple[float, int, str] | None:
+    """(step seconds, batch, source) of the emulated accelerator, or None when training is real."""
+    from .stages.distributed import ACCELERATORS
+
+    if cfg.step_time_s:
+        return cfg.step_time_s, cfg.batch_size, "step_time_s in the workload"
+    if cfg.accelerator == "calibrated":
+        found = sorted((results_dir / "calibration").glob(f"{cfg.model}-b{cfg.batch_size}-*.json"))
+        if not found:
+            raise RuntimeError(f"train.accelerator = 'calibrated' but no calibration of {cfg.model} at batch "
+                               f"{cfg.batch_size} under {results_dir / 'calibration'}; run `wsibench calibrate` first")
+        c = json.loads(found[-1].read_text())
+        return c["step_s"], c["batch"], f"wsibench calibrate: {found[-1].name}"
+    if cfg.accelerator:
+        if cfg.accelerator not in ACCELERATORS:
+            raise ValueError(f"unknown accelerator {cfg.accelerator!r}; known: {', '.join(ACCELERATORS)}, calibrated")
+        a = ACCELERATORS[cfg.accelerator]
+        return a["step_s"], a["batch"], a["source"]
+    return None
+
+
+def _train_processes(ctx: Context, tfr: Path, cfg) -> dict:
+    """Distributed training, or emulated accelerators, in cfg.processes processes."""
+    from .stages import distributed
+
+    splits = json.loads((tfr / "splits.json").read_text())["splits"]
+    files = [str(tfr / s["path"]) for s in splits["train"]["shards"]]
+    emu = emulated_step(cfg, ctx.run_dir.parent)
+    if emu:
+        cfg = cfg.model_copy(update={"batch_size": emu[1], "augment": False})
+    steps = (cfg.steps_per_epoch or max(1, splits["train"]["records"] // (cfg.batch_size * cfg.processes))) * cfg.epochs
+    mode = "emulated" if emu else cfg.distribution
+    print(f"[train] {mode}: {cfg.processes} processes x {steps} steps"
+          + (f", step {emu[0]} s ({emu[2]})" if emu else ""), file=sys.stderr)
+    res = distributed.run(files, ctx.data / "train", cfg, mode, cfg.processes, steps, emu[0] if emu else None)
+    ctx.tables["train_steps"] = pd.DataFrame(res.pop("steps_table"))
+    figures = {"model": cfg.model, "mode": mode, "emulated": bool(emu), "steps": steps * cfg.processes,
+               "bytes_read": sum(r["bytes_read"] for r in res["ranks"]), **res}
+    if emu:
+        figures["accelerator"] = {"step_s": emu[0], "batch": emu[1], "source": emu[2], "name": cfg.accelerator}
+    else:
+        from .metrics import auc
+        from .stages import train
+        import tensorflow as tf
+
+        figures["model_path"] = str(ctx.data / "train" / "model.keras")
+        model = tf.keras.models.load_model(figures["model_path"], compile=False)
+        val = [str(tfr / s["path"]) for s in splits.get("val", {}).get("shards", [])]
+        if val:
+            probs, labels = train.predict(model, train.dataset(val, cfg, training=False))
+            figures["val_auc"] = auc(probs, labels)
+    return figures
 
 
 def stage_infer(ctx: Context) -> tuple[dict, list[Outcome]]:

@@ -124,6 +124,39 @@ def cmd_runs(a) -> int:
     return 0
 
 
+def cmd_calibrate(a) -> int:
+    import datetime as dt
+    import socket
+    from pathlib import Path
+
+    from .fsutil import write_json
+    from .stages import train
+
+    w = load_workload(a.workload)
+    cfg = w.train.model_copy(update={k: v for k, v in (("model", a.model), ("batch_size", a.batch)) if v})
+    print(f"[calibrate] {cfg.model}, batch {cfg.batch_size}: {a.steps} steps after 3 warm-up steps", file=sys.stderr)
+    result = train.calibrate(cfg, a.steps)
+    result.update(host=socket.gethostname(), created_at=dt.datetime.now().isoformat(timespec="seconds"))
+    out = Path(a.results) / "calibration" / f"{cfg.model}-b{cfg.batch_size}-{dt.datetime.now():%Y%m%dT%H%M%S}.json"
+    write_json(out, result)
+    print(json.dumps(result, indent=1))
+    print(f"[calibrate] {out}; use it with train.accelerator = \"calibrated\"", file=sys.stderr)
+    return 0
+
+
+def cmd_feed(a) -> int:
+    from . import pipeline
+
+    w = load_workload(a.workload)
+    s = pipeline.feed(w, a.storage, a.results, a.threshold, a.max, a.steps, a.strict)
+    f = s["feed"]
+    print(f"{'accelerators':>12} {'AU':>7} {'samples/s':>10} {'MiB/s':>8}")
+    for p in f["probes"]:
+        print(f"{p['accelerators']:>12} {p['au']:>7.3f} {p['samples_per_s']:>10.0f} {p['mib_per_s']:>8.1f}")
+    print(f"max accelerators at AU >= {f['threshold']}: {f['max_accelerators']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="wsibench", epilog=EPILOG,
                                 description="Benchmark the whole digital-pathology pipeline (annotations -> masks -> "
@@ -184,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run the product of the workload's [matrix] (engines, workers, storage, repetitions). "
                                    "Stages not under measurement are prepared once per storage root and reused; the "
                                    "measured stages start fresh each time. Repetitions give mean, std, min and max; "
-                                   "configurations spreading by more than 5% are flagged.")
+                                   "configurations spreading by more than 5%% are flagged.")
     s.add_argument("workload", help="workload TOML file with a [matrix] table")
     s.add_argument("--measure", help="comma-separated stages to measure (default: the workload's matrix.measure)")
     s.add_argument("--repetitions", type=int, help="repetitions per configuration (default: the workload's)")
@@ -202,6 +235,33 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--csv", help="also write the comparison table as CSV, for pandas")
     s.add_argument("--title", default="wsibench comparison report")
     s.set_defaults(fn=cmd_report)
+
+    from .stages.distributed import ACCELERATORS
+    accel = "; ".join(f"{k}: {v['step_s']} s per batch of {v['batch']} ({v['source']})" for k, v in ACCELERATORS.items())
+    s = sub.add_parser("feed", help="find how many emulated accelerators a storage keeps at AU >= 90%%",
+                       description="Emulated accelerators (a real tf.data pipeline per process, the model step "
+                                   "replaced by a sleep of the accelerator's step time; train.accelerator or "
+                                   "train.step_time_s in the workload) are added, doubling then bisecting, until AU "
+                                   f"falls below the threshold. Accelerators known: {accel}; or 'calibrated'.")
+    s.add_argument("workload", help="workload TOML file (its [train] names the accelerator)")
+    s.add_argument("--storage", help="storage profile (default: the workload's)")
+    s.add_argument("--results", default="results", help="results folder (default ./results)")
+    s.add_argument("--threshold", type=float, default=0.9, help="AU to sustain (default 0.9)")
+    s.add_argument("--max", type=int, default=16, help="most accelerators to try (default 16)")
+    s.add_argument("--steps", type=int, default=30, help="steps per accelerator and probe (default 30)")
+    s.add_argument("--strict", action="store_true", help="refuse a root whose type differs from the profile's claim")
+    s.set_defaults(fn=cmd_feed)
+
+    s = sub.add_parser("calibrate", help="measure the real training step time of the workload's model here",
+                       description="Time training steps of the workload's model (random data, synchronised) on this "
+                                   "machine's device; stored under RESULTS/calibration/ for train.accelerator = "
+                                   "'calibrated'.")
+    s.add_argument("workload", help="workload TOML file")
+    s.add_argument("--model", choices=["inception_v3", "small_cnn"], help="override the workload's model")
+    s.add_argument("--batch", type=int, help="override the workload's batch size")
+    s.add_argument("--steps", type=int, default=10, help="measured steps (default 10)")
+    s.add_argument("--results", default="results", help="results folder (default ./results)")
+    s.set_defaults(fn=cmd_calibrate)
 
     s = sub.add_parser("runs", help="list recorded runs with their headline figures",
                        description="List the runs under a results folder: id, workload, engine, workers, storage, "

@@ -360,3 +360,46 @@ def latest_fio(results_dir: Path, profile: str) -> dict | None:
     """The newest fio characterisation of this profile under results/fio, if one was made."""
     files = sorted((results_dir / "fio").glob(f"{profile}-*.json"))
     return json.loads(files[-1].read_text()) if files else None
+
+
+def feed(workload: Workload, storage: str | None = None, results_dir: str | Path = "results", threshold: float = 0.9,
+         max_accelerators: int = 16, steps: int = 30, strict: bool = False) -> dict:
+    """How many emulated accelerators does this storage keep busy? Records the AU curve as a run."""
+    from .stages import distributed
+
+    results_dir = Path(results_dir).resolve()
+    cfg = workload.train
+    emu = emulated_step(cfg, results_dir)
+    if emu is None:
+        raise ValueError(f"{workload.source}: feed needs train.accelerator or train.step_time_s (the emulated step)")
+    profile = load_profile(storage or workload.storage)
+    with attach(profile, results_dir, strict) as (root, storage_record):
+        tfr = root / workload.name / "tfrecords"
+        if not (tfr / "splits.json").is_file():
+            print(f"[feed] preparing TFRecords on {profile.name}", file=sys.stderr)
+            _run(workload, ["masks", "patches", "tfrecords"], profile, root, storage_record, results_dir, None, None,
+                 False, False, {"role": "prepare"})
+        run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{workload.name}-feed-{uuid.uuid4().hex[:6]}"
+        run_dir = results_dir / run_id
+        run_dir.mkdir(parents=True)
+        summary = record.new_summary(run_id, workload, storage_record, {"name": "emulated-accelerators",
+                                                                        "workers": None, "address": None})
+        summary["storage"]["fio"] = latest_fio(results_dir, profile.name)
+        splits = json.loads((tfr / "splits.json").read_text())["splits"]
+        files = [str(tfr / s["path"]) for s in splits["train"]["shards"]]
+        ecfg = cfg.model_copy(update={"batch_size": emu[1], "augment": False})
+        try:
+            result = distributed.feed(files, root / workload.name / "feed", ecfg, emu[0], threshold, max_accelerators,
+                                      steps, progress=lambda m: print(m, file=sys.stderr, flush=True))
+            summary["status"] = "ok"
+        except Exception as e:
+            summary["status"], summary["error"] = "failed", f"{type(e).__name__}: {e}"
+            raise
+        finally:
+            summary["feed"] = locals().get("result") or {}
+            summary["feed"]["accelerator"] = {"name": cfg.accelerator, "step_s": emu[0], "batch": emu[1], "source": emu[2]}
+            tables = {"feed_probes": pd.DataFrame(summary["feed"].get("probes", []))}
+            record.write(run_dir, summary, tables)
+    print(f"[feed] {profile.name}: at most {result['max_accelerators']} accelerators at AU >= {threshold} "
+          f"(record {run_dir})", file=sys.stderr)
+    return summary

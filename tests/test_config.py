@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -74,7 +75,13 @@ def test_cli_validate(tmp_path):
     assert r.returncode == 0 and "ok" in r.stdout
 
 
-def test_cli_help_lists_every_command():
+COMMANDS = ("synth", "validate", "run", "fio", "matrix", "report", "feed", "calibrate", "runs")
+
+
+def test_cli_help_lists_and_explains_every_command():
     r = subprocess.run([sys.executable, "-m", "harness.cli", "--help"], capture_output=True, text=True)
-    for cmd in ("synth", "validate", "run"):
-        assert cmd in r.stdout
+    assert r.returncode == 0
+    for cmd in COMMANDS:
+        assert re.search(rf"^\s+{cmd}\s+\S", r.stdout, flags=re.M) or re.search(rf"^\s+{cmd}\n\s+\S", r.stdout, flags=re.M), cmd
+        h = subprocess.run([sys.executable, "-m", "harness.cli", cmd, "--help"], capture_output=True, text=True)
+        assert h.returncode == 0 and len(h.stdout) > 200, cmd

@@ -171,6 +171,25 @@ def build(paths, out: str | Path, csv: str | Path | None = None, title: str = "w
         parts["starvation"] = _svg(fig) + _table(t, left=("run_id", "config"))
     else:
         parts["starvation"] = "<p>No training in these runs.</p>"
+    feeds = [s for s in runs if (s.get("feed") or {}).get("probes")]
+    if feeds:  # how many emulated accelerators each storage keeps busy
+        fig, ax = plt.subplots(figsize=(5, 3))
+        for s in feeds:
+            p = pd.DataFrame(s["feed"]["probes"])
+            ax.plot(p["accelerators"], p["au"], marker="o",
+                    label=f"{s['storage']['profile']}{' (emulated)' if s['storage'].get('emulated') else ''}: "
+                          f"max {s['feed']['max_accelerators']}")
+        ax.axhline(s["feed"]["threshold"], color="k", lw=0.8, ls="--")
+        ax.set_xlabel("emulated accelerators")
+        ax.set_ylabel("AU")
+        ax.legend(fontsize=7)
+        rows = pd.DataFrame([{"run_id": s["run_id"], "storage": s["storage"]["profile"],
+                              "accelerator": f"{s['feed']['accelerator']['step_s']} s / batch {s['feed']['accelerator']['batch']}",
+                              "max accelerators": s["feed"]["max_accelerators"], **{f"AU@{p['accelerators']}": p["au"]
+                              for p in s["feed"]["probes"]}} for s in feeds])
+        if parts["starvation"].startswith("<p>No training"):
+            parts["starvation"] = ""
+        parts["starvation"] += "<h3>Emulated accelerators per storage</h3>" + _svg(fig) + _table(rows, left=("run_id", "storage", "accelerator"))
 
     # storage: fio characterisation of each profile seen
     fio_rows = []

@@ -50,6 +50,8 @@ def row(s: dict) -> dict:
     for k in ("images_per_s", "input_wait_fraction", "accelerator_utilization", "val_auc", "steps"):
         if (s.get("train") or {}).get(k) is not None:
             r[f"train_{k}"] = s["train"][k]
+    if (s.get("feed") or {}).get("max_accelerators") is not None:
+        r["feed_max_accelerators"] = s["feed"]["max_accelerators"]
     for k in ("patch_auc", "slide_auc", "patches_per_s", "input_fraction"):
         if (s.get("infer") or {}).get(k) is not None:
             r[f"infer_{k}"] = s["infer"][k]

@@ -56,16 +56,14 @@ def _rank_main(spec: dict) -> dict:
     from . import train as tr
 
     cfg = Train.model_validate(spec["train"])
-    files = spec["files"][rank::world]
-    if not files:
-        raise ValueError(f"rank {rank}: no shard for this rank ({len(spec['files'])} shards, {world} ranks)")
+    files = _subset(spec["files"], rank, world)
     steps_n = spec["steps"]
     hvd = strategy = None
     if mode == "horovod":
         import horovod.tensorflow as hvd
         hvd.init()
         rank, world = hvd.rank(), hvd.size()
-        files = spec["files"][rank::world]
+        files = _subset(spec["files"], rank, world)
     elif mode == "multiworker":
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
     tf.keras.utils.set_random_seed(cfg.seed + rank)
@@ -131,10 +129,18 @@ def _rank_main(spec: dict) -> dict:
         saved = str(Path(spec["model_dir"]) / "model.keras")
         tr.save_model(model, Path(saved))
     losses = [r["loss"] for r in rows if r["loss"] is not None]
+    checksum = float(sum(float(tf.reduce_sum(tf.cast(v, tf.float64))) for v in model.trainable_variables)) \
+        if mode != "emulated" else None  # equal on every rank when gradients are really synchronised
     return {"rank": rank, "world": world, "host": socket.gethostname(), "pid": os.getpid(), "shards": files,
             **figs, "bytes_read": int(sum(r["bytes_read"] for r in rows[1:])), "steps": rows,
             "loss_first": float(np.mean(losses[:5])) if losses else None,
-            "loss_last": float(np.mean(losses[-5:])) if losses else None, "model_path": saved}
+            "loss_last": float(np.mean(losses[-5:])) if losses else None, "model_path": saved,
+            "weights_checksum": checksum}
+
+
+def _subset(files: list[str], rank: int, world: int) -> list[str]:
+    """This rank's shards: every world-th one; ranks share shards only when there are fewer shards than ranks."""
+    return files[rank::world] or [files[rank % len(files)]]
 
 
 class _null:
@@ -225,6 +231,43 @@ def run(files: list[str], out: Path, train_cfg, mode: str, world: int, steps: in
     agg = aggregate(ranks)
     return {"mode": mode, **agg, "ranks": [{k: v for k, v in r.items() if k != "steps"} for r in ranks],
             "steps_table": [dict(s, rank=r["rank"]) for r in ranks for s in r["steps"]]}
+
+
+def feed(files: list[str], out: Path, train_cfg, step_s: float, threshold: float = 0.9, max_n: int = 16,
+         steps: int = 30, progress=print) -> dict:
+    """The largest number of emulated accelerators whose AU stays >= threshold: doubling, then bisection."""
+    probes: dict[int, dict] = {}
+
+    def probe(n: int) -> bool:
+        r = run(files, out, train_cfg, "emulated", n, steps, step_s)
+        probes[n] = {"accelerators": n, "au": r["accelerator_utilization"], "au_min_rank": min(r["au_per_rank"]),
+                     "input_wait_fraction": r["input_wait_fraction"], "samples_per_s": r["images_per_s"],
+                     "mib_per_s": r["mib_per_s"]}
+        progress(f"[feed] {n} accelerators: AU {r['accelerator_utilization']:.3f}, "
+                 f"{r['images_per_s']:.0f} samples/s, {r['mib_per_s']:.1f} MiB/s")
+        return r["accelerator_utilization"] >= threshold
+
+    good, bad, n = 0, None, 1
+    while n <= max_n:
+        if probe(n):
+            good, n = n, n * 2
+        else:
+            bad = n
+            break
+    if bad is None and good < max_n and max_n not in probes:  # between the last doubling and the cap
+        if probe(max_n):
+            good = max_n
+        else:
+            bad = max_n
+    while bad is not None and bad - good > 1:
+        mid = (good + bad) // 2
+        if probe(mid):
+            good = mid
+        else:
+            bad = mid
+    return {"threshold": threshold, "max_accelerators": good, "first_failing": bad, "step_s": step_s,
+            "batch": train_cfg.batch_size, "steps_per_probe": steps,
+            "probes": [probes[k] for k in sorted(probes)]}
 
 
 def main(argv=None):

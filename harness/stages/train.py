@@ -137,6 +137,35 @@ def save_weights(model, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def calibrate(cfg: Train, steps: int = 10, warmup: int = 3) -> dict:
+    """The real step time of the workload's model on this machine's device (random data, synchronised steps)."""
+    tf.keras.utils.set_random_seed(cfg.seed)
+    size = image_size(cfg)
+    model = build_model(cfg)
+    opt = optimizer(cfg, 100)
+    bce = tf.keras.losses.BinaryCrossentropy()
+    x = tf.random.uniform((cfg.batch_size, size, size, 3))
+    y = tf.cast(tf.random.uniform((cfg.batch_size,)) > 0.5, tf.float32)
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            loss = bce(y[:, None], model(x, training=True))
+        opt.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+        return loss
+
+    times = []
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        float(step())
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    gpus = tf.config.list_physical_devices("GPU")
+    return {"model": cfg.model, "batch": cfg.batch_size, "image_size": size, "mixed_precision": cfg.mixed_precision,
+            "step_s": float(np.median(times)), "step_s_min": float(np.min(times)), "step_s_max": float(np.max(times)),
+            "steps": steps, "device": gpus[0].name if gpus else "CPU"}
+
+
 def run(tfrecords_dir: Path, out: Path, cfg: Train, log_name: str = "run", progress=print) -> tuple[dict, list[dict]]:
     """Train on tfrecords_dir/splits.json; write model, checkpoints and logs under out. Returns (figures, steps)."""
     tf.keras.utils.set_random_seed(cfg.seed)

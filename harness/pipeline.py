@@ -118,7 +118,8 @@ def _training_items(ctx: Context) -> list[dict]:
 
 def stage_patches(ctx: Context) -> tuple[dict, list[Outcome]]:
     out = ctx.data / "patches"
-    remove_temporaries(out) if out.exists() else None
+    if out.exists():
+        remove_temporaries(out)
     fn = functools.partial(patches.run_slide, cfg=ctx.workload.patches, masks_dir=str(ctx.data / "masks"),
                            out=str(out))
     outcomes, secs = ctx.map("patches", fn, _training_items(ctx))

@@ -20,6 +20,9 @@ def atomic_path(path: str | Path):
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise _named(e, path) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -43,12 +46,21 @@ def write_bytes(path: str | Path, data: bytes) -> None:
         os.close(fd)
         fd = -1
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if fd >= 0:
             os.close(fd)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise _named(e, path) from None
         raise
+
+
+def _named(e: OSError, path) -> OSError:
+    """The same error, naming the file being written (a full disk says which file and where)."""
+    if e.filename:
+        return e
+    return type(e)(e.errno, f"{e.strerror} (writing {path})")
 
 
 def write_json(path: str | Path, obj) -> None:

@@ -140,3 +140,29 @@ def test_quickstart_on_an_emulated_profile(tmp_path):
     assert s["train"]["val_auc"] >= 0.9
     assert not os.path.ismount(tmp_path / "emu" / "mnt")  # unmounted after the run
     assert (tmp_path / "emu" / "backing" / "quickstart" / "tfrecords" / "splits.json").is_file()
+
+
+def test_full_disk_names_the_file_and_leaves_nothing_half_written(dataset, tmp_path):
+    """A storage root too small for the patches: the slides that do not fit fail naming the file; no temporaries."""
+    root = tmp_path / "tiny"
+    root.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3M", "tmpfs", str(root)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {r.stderr.strip()}")
+    try:
+        wl = parse_workload({"name": "t", "stages": ["masks", "patches"],
+                             "dataset": {"kind": "camelyon16", "path": str(dataset)}})
+        os.environ["WSIBENCH_LOCAL_ROOT"] = str(root)
+        try:
+            s = pipeline.run(wl, results_dir=tmp_path / "results")
+        finally:
+            del os.environ["WSIBENCH_LOCAL_ROOT"]
+        assert s["status"] == "partial" and s["stages"]["masks"]["status"] == "ok"
+        errors = s["stages"]["patches"]["errors"]
+        assert errors and all("No space left on device (writing " in e["error"] and ".jpg" in e["error"] for e in errors)
+        data = root / "t" / "patches"
+        assert not list(data.rglob(".*.tmp*"))
+        for e in errors:  # a failed slide leaves none of its patches and no manifest
+            assert not list(data.rglob(f"{e['item']}_*.jpg")) and not (data / "manifests" / f"{e['item']}.parquet").exists()
+    finally:
+        subprocess.run(["umount", str(root)], capture_output=True)

@@ -4,7 +4,6 @@ Data are made once per benchmark run (setup_cache) in asv's cache folder. `time_
 `track_*` report a throughput measured inside the benchmark, so that ratios between approaches are visible in
 one run (for example patches/s of the patch stage against the reference read_region + PIL approach).
 """
-import functools
 import os
 import shutil
 import tempfile

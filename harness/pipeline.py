@@ -297,9 +297,6 @@ def run(workload: Workload, stages: list[str] | None = None, storage: str | None
                     fresh, tags or {})
 
 
-OUTPUTS = {"masks": "masks", "patches": "patches", "tfrecords": "tfrecords", "train": "train", "infer": "infer"}
-
-
 def _run(workload, stages, profile, root, storage_record, results_dir, engine, workers, drop, fresh, tags) -> dict:
     run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{workload.name}-{uuid.uuid4().hex[:6]}"
     run_dir = results_dir / run_id
@@ -324,7 +321,7 @@ def _run(workload, stages, profile, root, storage_record, results_dir, engine, w
         summary["dataset"]["slides"] = len(ctx.slides)
         for stage in [s for s in STAGES if s in stages]:
             if fresh:
-                shutil.rmtree(ctx.data / OUTPUTS[stage], ignore_errors=True)
+                shutil.rmtree(ctx.data / stage, ignore_errors=True)  # each stage's outputs: <data>/<stage>/
             if drop:
                 dropped.append(drop_caches())
             rec, outcomes = DRIVERS[stage](ctx)

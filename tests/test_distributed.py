@@ -1,9 +1,7 @@
 """Distributed training (tf.distribute multi-worker, Horovod) and emulated accelerators (AU, feed)."""
 import importlib.util
-import json
 import os
 import shutil
-from pathlib import Path
 
 import pandas as pd
 import pytest

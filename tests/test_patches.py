@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from harness import pipeline, tfrecord
+from harness import pipeline
 from harness.config import Masks, Patches, parse_workload
 from harness.slides.annotations import rasterize
 from harness.stages import masks, patches
 
-from conftest import ROOT, shared, truth
+from conftest import shared, truth
 
 
 def workload(dataset, **sections):

@@ -16,7 +16,6 @@ from harness import pipeline
 from harness.config import parse_workload
 from harness.results import find_runs, load, matrix, table
 
-from conftest import ROOT
 
 
 def workload(dataset, **kw):

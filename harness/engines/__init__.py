@@ -10,7 +10,7 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterator
 
 IO_KEYS = {"rchar": "bytes_read", "wchar": "bytes_written", "syscr": "read_calls", "syscw": "write_calls"}
 

@@ -8,7 +8,6 @@ TensorBoard logs are written under the storage root.
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from pathlib import Path

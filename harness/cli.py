@@ -38,8 +38,14 @@ def cmd_run(a) -> int:
     w = load_workload(a.workload)
     stages = [s.strip() for s in a.stages.split(",") if s.strip()] if a.stages else None
     summary = pipeline.run(w, stages, a.storage, a.results, a.engine, a.workers, a.strict, a.drop_caches)
+    from pathlib import Path
+
+    from .report import build
+
+    run_dir = Path(a.results) / summary["run_id"]
+    build([run_dir], run_dir / "report.html", title=f"wsibench run {summary['run_id']}")
     print(json.dumps({"run_id": summary["run_id"], "status": summary["status"],
-                      "record": f"{a.results}/{summary['run_id']}",
+                      "record": str(run_dir), "report": str(run_dir / "report.html"),
                       "stages": {k: {f: v.get(f) for f in ("seconds", "items", "patches", "status")}
                                  for k, v in summary["stages"].items()}}, indent=1))
     return 0 if summary["status"] == "ok" else 3

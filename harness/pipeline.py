@@ -110,10 +110,11 @@ def stage_masks(ctx: Context) -> tuple[dict, list[Outcome]]:
     return _stage_record(outcomes, secs), outcomes
 
 
-def _training_items(ctx: Context) -> list[dict]:
+def _items(ctx: Context, split: str) -> list[dict]:
+    """The slides of a split, each with the annotation groups the stages label by."""
     m = ctx.workload.masks
     return [dict(s, tumor_groups=m.tumor_groups, exclusion_groups=m.exclusion_groups)
-            for s in ctx.slides if s["split"] == "training"]
+            for s in ctx.slides if s["split"] == split]
 
 
 def stage_patches(ctx: Context) -> tuple[dict, list[Outcome]]:
@@ -122,7 +123,7 @@ def stage_patches(ctx: Context) -> tuple[dict, list[Outcome]]:
         remove_temporaries(out)
     fn = functools.partial(patches.run_slide, cfg=ctx.workload.patches, masks_dir=str(ctx.data / "masks"),
                            out=str(out))
-    outcomes, secs = ctx.map("patches", fn, _training_items(ctx))
+    outcomes, secs = ctx.map("patches", fn, _items(ctx, "training"))
     n = sum(o.value["patches"] for o in outcomes if not o.error)
     return _stage_record(outcomes, secs, patches=n, patches_per_s=n / secs if secs else None,
                          skipped=sum(bool(o.value and o.value.get("skipped")) for o in outcomes)), outcomes
@@ -131,7 +132,7 @@ def stage_patches(ctx: Context) -> tuple[dict, list[Outcome]]:
 def stage_tfrecords(ctx: Context) -> tuple[dict, list[Outcome]]:
     src, out = ctx.data / "patches", ctx.data / "tfrecords"
     frames = []
-    for s in _training_items(ctx):
+    for s in _items(ctx, "training"):
         mp = patches.manifest_path(src, s["slide"])
         if not mp.is_file():
             print(f"[tfrecords] {s['slide']}: no patch manifest (slide failed or not cut); left out", file=sys.stderr)
@@ -243,8 +244,7 @@ def stage_infer(ctx: Context) -> tuple[dict, list[Outcome]]:
     model = ctx.data / "train" / "model.keras"
     if not model.is_file():
         raise RuntimeError(f"infer: no model at {model}; run the train stage first")
-    items = [dict(s, tumor_groups=ctx.workload.masks.tumor_groups, exclusion_groups=ctx.workload.masks.exclusion_groups)
-             for s in ctx.slides if s["split"] == "testing"]
+    items = _items(ctx, "testing")
     if not items:
         raise RuntimeError(f"infer: no test slides under {ctx.dataset / 'testing' / 'images'}")
     fn = functools.partial(infer.run_slide, model_path=str(model), image_size=train.image_size(ctx.workload.train),

@@ -256,3 +256,14 @@ def test_sigkill_then_rerun_equals_uninterrupted(dataset, jpeg_run, tmp_path):
     for name in names:
         assert (ref / "tfrecords" / name).read_bytes() == (data / "tfrecords" / name).read_bytes()
     assert len(list(patches_dir.glob("*/*.jpg"))) == len(manifests(ref))
+
+
+def test_shards_of_another_plan_are_not_reused(dataset, jpeg_run, tmp_path):
+    """Same shard names and counts, another seed: the shards must be written again, not taken as complete."""
+    shutil.copytree(jpeg_run[1], tmp_path / "data" / "t")
+    old = {p.name: p.read_bytes() for p in (tmp_path / "data" / "t" / "tfrecords").glob("*.tfrecord")}
+    summary, data = run(tmp_path, dataset, tfrecords={"seed": 1})
+    st = summary["stages"]["tfrecords"]
+    assert summary["stages"]["patches"]["skipped"] == 4 and st["files_written"] == 2 * st["shards"]
+    new = {p.name: p.read_bytes() for p in (data / "tfrecords").glob("*.tfrecord")}
+    assert any(new[k] != old.get(k) for k in new)

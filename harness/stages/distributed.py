@@ -43,7 +43,7 @@ def _barrier(folder: Path, rank: int, world: int, timeout: float = 300) -> None:
 
 
 def _rank_main(spec: dict) -> dict:
-    mode, rank, world = spec["mode"], spec["rank"], spec["world"]
+    mode, rank, world = spec["mode"], spec.get("rank", 0), spec["world"]
     if mode == "multiworker":
         os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": spec["addresses"]},
                                               "task": {"type": "worker", "index": rank}})
@@ -56,16 +56,15 @@ def _rank_main(spec: dict) -> dict:
     from . import train as tr
 
     cfg = Train.model_validate(spec["train"])
-    files = _subset(spec["files"], rank, world)
     steps_n = spec["steps"]
     hvd = strategy = None
-    if mode == "horovod":
+    if mode == "horovod":  # horovodrun starts the ranks: each learns its rank here
         import horovod.tensorflow as hvd
         hvd.init()
         rank, world = hvd.rank(), hvd.size()
-        files = _subset(spec["files"], rank, world)
     elif mode == "multiworker":
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    files = _subset(spec["files"], rank, world)
     tf.keras.utils.set_random_seed(cfg.seed + rank)
     ds = tr.dataset(files, cfg, training=True)
     if mode != "emulated":
@@ -272,10 +271,6 @@ def feed(files: list[str], out: Path, train_cfg, step_s: float, threshold: float
 
 def main(argv=None):
     spec = json.loads(Path((argv or sys.argv[1:])[0]).read_text())
-    if spec["mode"] == "horovod":
-        import horovod.tensorflow as hvd
-        hvd.init()
-        spec["rank"] = hvd.rank()
     result = _rank_main(spec)
     out = Path(spec["out"]) / f"rank-{result['rank']}.json"
     tmp = out.with_suffix(".tmp")

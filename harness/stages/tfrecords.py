@@ -63,13 +63,18 @@ def plan(manifests: pd.DataFrame, slide_class: dict[str, str], cfg: TFRecords, o
 
 
 def complete(item: dict) -> bool:
-    """The shard and its index exist, hold the planned record count, and every record passes its CRC."""
+    """The shard and its index exist and hold exactly the planned records, in order, each passing its CRC.
+
+    Comparing (slide, x, y) record by record, not just counts, keeps a shard of an earlier plan with the same
+    name and size (another seed, another split) from being taken for this one."""
     try:
-        index = Path(item["index"]).read_text().split("\n")
-        if len([l for l in index if l]) != len(item["rows"]):
+        index = [l for l in Path(item["index"]).read_text().split("\n") if l]
+        if len(index) != len(item["rows"]):
             return False
-        return sum(1 for _ in tfrecord.read_records(item["path"])) == len(item["rows"])
-    except (OSError, tfrecord.CorruptRecord):
+        got = [(e["slide"].decode(), e["loc_x"], e["loc_y"])
+               for e in (tfrecord.parse_example(d) for _, d in tfrecord.read_records(item["path"]))]
+        return got == [(r["slide"], r["x"], r["y"]) for r in item["rows"]]
+    except (OSError, KeyError, tfrecord.CorruptRecord):
         return False
 
 

@@ -6,7 +6,8 @@ import json
 import sys
 import time
 
-from .config import ENGINES, STAGES, ConfigError, load_workload
+from .config import ENGINES, STAGES, load_workload
+from .errors import WsibenchError
 
 EPILOG = "Run 'wsibench COMMAND --help' for the options of each command."
 
@@ -37,7 +38,8 @@ def cmd_run(a) -> int:
 
     w = load_workload(a.workload)
     stages = [s.strip() for s in a.stages.split(",") if s.strip()] if a.stages else None
-    summary = pipeline.run(w, stages, a.storage, a.results, a.engine, a.workers, a.strict, a.drop_caches)
+    summary = pipeline.run(w, stages=stages, storage=a.storage, results_dir=a.results, engine=a.engine,
+                           workers=a.workers, strict=a.strict, drop_caches=a.drop_caches)
     from pathlib import Path
 
     from .report import build
@@ -52,13 +54,10 @@ def cmd_run(a) -> int:
 
 
 def cmd_fio(a) -> int:
-    import datetime as dt
     from pathlib import Path
 
     from .config import load_profile
-    from .fsutil import write_json
-    from .storage import attach
-    from .storage import fio
+    from .storage import attach, fio
 
     profile = load_profile(a.profile)
     with attach(profile, Path(a.results), a.strict) as (root, storage):
@@ -66,12 +65,9 @@ def cmd_fio(a) -> int:
         print(f"[fio] {profile.name}: {root} ({storage['fstype']}{', emulated' if profile.emulated else ''}), "
               f"{len(fio.JOBS)} jobs of about {a.runtime:g}s", file=sys.stderr)
         result = fio.run(root, a.size, a.runtime, a.small_files, a.streams, direct)
-    stamp = dt.datetime.now().strftime("%Y%m%dT%H%M%S")
-    doc = {"profile": profile.name, "created_at": stamp, "storage": storage, **result}
-    out = Path(a.results) / "fio" / f"{profile.name}-{stamp}.json"
-    write_json(out, doc)
+    out = fio.save(Path(a.results), profile.name, {"storage": storage, **result})
     rows = []
-    for name, j in doc["jobs"].items():
+    for name, j in result["jobs"].items():
         bw = j.get("read_bw_bytes_per_s") or j.get("write_bw_bytes_per_s") or 0
         p99 = j.get("read_p99_latency_s") or j.get("write_p99_latency_s")
         rows.append(f"  {name:<18} {bw / 2**20:9.1f} MiB/s  {j.get('read_iops') or j.get('write_iops') or 0:9.0f} IOPS"
@@ -85,7 +81,7 @@ def cmd_fio(a) -> int:
 def cmd_matrix(a) -> int:
     from pathlib import Path
 
-    from .results import matrix
+    from . import matrix
 
     w = load_workload(a.workload)
     measure = [x.strip() for x in a.measure.split(",")] if a.measure else None
@@ -133,9 +129,8 @@ def cmd_runs(a) -> int:
 def cmd_calibrate(a) -> int:
     import datetime as dt
     import socket
-    from pathlib import Path
 
-    from .fsutil import write_json
+    from .accelerators import save_calibration
     from .stages import train
 
     w = load_workload(a.workload)
@@ -143,18 +138,17 @@ def cmd_calibrate(a) -> int:
     print(f"[calibrate] {cfg.model}, batch {cfg.batch_size}: {a.steps} steps after 3 warm-up steps", file=sys.stderr)
     result = train.calibrate(cfg, a.steps)
     result.update(host=socket.gethostname(), created_at=dt.datetime.now().isoformat(timespec="seconds"))
-    out = Path(a.results) / "calibration" / f"{cfg.model}-b{cfg.batch_size}-{dt.datetime.now():%Y%m%dT%H%M%S}.json"
-    write_json(out, result)
+    out = save_calibration(a.results, result)
     print(json.dumps(result, indent=1))
     print(f"[calibrate] {out}; use it with train.accelerator = \"calibrated\"", file=sys.stderr)
     return 0
 
 
 def cmd_feed(a) -> int:
-    from . import pipeline
+    from .feed import feed
 
     w = load_workload(a.workload)
-    s = pipeline.feed(w, a.storage, a.results, a.threshold, a.max, a.steps, a.strict)
+    s = feed(w, a.storage, a.results, a.threshold, a.max, a.steps, a.strict)
     f = s["feed"]
     print(f"{'accelerators':>12} {'AU':>7} {'samples/s':>10} {'MiB/s':>8}")
     for p in f["probes"]:
@@ -163,15 +157,40 @@ def cmd_feed(a) -> int:
     return 0
 
 
+def _options() -> dict[str, argparse.ArgumentParser]:
+    """Options shared by several commands, defined once (argparse parents)."""
+    def parent(*args, **kw):
+        p = argparse.ArgumentParser(add_help=False)
+        p.add_argument(*args, **kw)
+        return p
+    return {
+        "results": parent("--results", default="results", help="results folder (default ./results)"),
+        "storage": parent("--storage", help="storage profile name (storage_profiles/NAME.toml) or path "
+                                            "(default: the workload's)"),
+        "strict": parent("--strict", action="store_true",
+                         help="refuse a storage root whose file-system type differs from the profile's claim"),
+        "drop_caches": parent("--drop-caches", action="store_true",
+                              help="drop the page cache before each stage (root only), so reads come from storage"),
+        "workload": parent("workload", help="workload TOML file"),
+    }
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .accelerators import describe as accelerators
+    from .models import MODELS
+
+    o = _options()
     p = argparse.ArgumentParser(prog="wsibench", epilog=EPILOG,
                                 description="Benchmark the whole digital-pathology pipeline (annotations -> masks -> "
                                             "patches -> TFRecords -> training -> inference) on real engines and storage.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("synth", help="generate a synthetic CAMELYON16-like dataset (pyramidal TIFFs + ASAP XML)",
-                       description="Generate pyramidal, tiled, JPEG-compressed slides with lesion annotations in the "
-                                   "CAMELYON16 folder layout. Deterministic for a seed.")
+    def command(name, parents=(), **kw):
+        return sub.add_parser(name, parents=[o[k] for k in parents], **kw)
+
+    s = command("synth", help="generate a synthetic CAMELYON16-like dataset (pyramidal TIFFs + ASAP XML)",
+                description="Generate pyramidal, tiled, JPEG-compressed slides with lesion annotations in the "
+                            "CAMELYON16 folder layout. Deterministic for a seed.")
     s.add_argument("--out", required=True, help="output folder")
     s.add_argument("--slides", type=int, default=8, help="number of slides in all (default 8)")
     s.add_argument("--size", type=int, default=8192, help="level-0 width and height in pixels (default 8192)")
@@ -183,96 +202,77 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=2, help="parallel slide writers (default 2)")
     s.set_defaults(fn=cmd_synth)
 
-    s = sub.add_parser("validate", help="check a workload file and report every problem",
-                       description="Parse and validate a workload TOML; errors name the file, the key and what was expected.")
-    s.add_argument("workload", help="workload TOML file")
+    s = command("validate", ["workload"], help="check a workload file and report every problem",
+                description="Parse and validate a workload TOML; errors name the file, the key and what was expected.")
     s.set_defaults(fn=cmd_validate)
 
-    s = sub.add_parser("run", help="run a workload's stages and write a run record",
-                       description=f"Run the pipeline stages ({', '.join(STAGES)}) of a workload and record "
-                                   "throughput, I/O and errors per stage under the results folder.")
-    s.add_argument("workload", help="workload TOML file")
+    s = command("run", ["workload", "storage", "results", "strict", "drop_caches"],
+                help="run a workload's stages and write a run record",
+                description=f"Run the pipeline stages ({', '.join(STAGES)}) of a workload and record "
+                            "throughput, I/O and errors per stage under the results folder.")
     s.add_argument("--stages", help=f"comma-separated subset of: {','.join(STAGES)} (default: the workload's)")
-    s.add_argument("--storage", help="storage profile name (storage_profiles/NAME.toml) or path (default: the workload's)")
-    s.add_argument("--results", default="results", help="results folder (default ./results)")
     s.add_argument("--engine", choices=ENGINES,
                    help="engine for every stage, overriding the workload's (and its per-stage choices)")
     s.add_argument("--workers", type=int, help="worker processes of embedded engines (default: the workload's)")
-    s.add_argument("--strict", action="store_true",
-                   help="refuse to run when the storage root is not the file-system type the profile claims")
-    s.add_argument("--drop-caches", action="store_true",
-                   help="drop the page cache before each stage (root only), so reads come from storage")
     s.set_defaults(fn=cmd_run)
 
-    s = sub.add_parser("fio", help="characterise a storage profile's root with fio jobs that mirror the pipeline",
-                       description="Run fio jobs that mirror this pipeline's I/O (slide reads, small JPEG writes, "
-                                   "TFRecord streaming, checkpoint writes) on a profile's root; the result is stored "
-                                   "under RESULTS/fio/ and attached to later runs on that profile.")
+    s = command("fio", ["results", "strict"],
+                help="characterise a storage profile's root with fio jobs that mirror the pipeline",
+                description="Run fio jobs that mirror this pipeline's I/O (slide reads, small JPEG writes, "
+                            "TFRecord streaming, checkpoint writes) on a profile's root; the result is stored "
+                            "under RESULTS/fio/ and attached to later runs on that profile.")
     s.add_argument("profile", help="storage profile name or path")
-    s.add_argument("--results", default="results", help="results folder (default ./results)")
     s.add_argument("--size", type=int, default=256, help="MiB per file for the large jobs (default 256)")
     s.add_argument("--runtime", type=float, default=5.0, help="seconds per time-based job (default 5)")
     s.add_argument("--small-files", type=int, default=2000, help="files in the small-file job (default 2000)")
     s.add_argument("--streams", type=int, default=4, help="parallel TFRecord readers (default 4)")
     s.add_argument("--direct", action=argparse.BooleanOptionalAction, default=None,
                    help="O_DIRECT I/O (default: on for real roots, off for emulated ones, which never cache)")
-    s.add_argument("--strict", action="store_true", help="refuse a root whose type differs from the profile's claim")
     s.set_defaults(fn=cmd_fio)
 
-    s = sub.add_parser("matrix", help="run engines x workers x storage x repetitions of a workload's measured stages",
-                       description="Run the product of the workload's [matrix] (engines, workers, storage, repetitions). "
-                                   "Stages not under measurement are prepared once per storage root and reused; the "
-                                   "measured stages start fresh each time. Repetitions give mean, std, min and max; "
-                                   "configurations spreading by more than 5%% are flagged.")
-    s.add_argument("workload", help="workload TOML file with a [matrix] table")
+    s = command("matrix", ["workload", "results", "strict", "drop_caches"],
+                help="run engines x workers x storage x repetitions of a workload's measured stages",
+                description="Run the product of the workload's [matrix] (engines, workers, storage, repetitions). "
+                            "Stages not under measurement are prepared once per storage root and reused; the "
+                            "measured stages start fresh each time. Repetitions give mean, std, min and max; "
+                            "configurations spreading by more than 5%% are flagged.")
     s.add_argument("--measure", help="comma-separated stages to measure (default: the workload's matrix.measure)")
     s.add_argument("--repetitions", type=int, help="repetitions per configuration (default: the workload's)")
-    s.add_argument("--results", default="results", help="results folder (default ./results)")
-    s.add_argument("--strict", action="store_true", help="refuse roots whose type differs from the profile's claim")
-    s.add_argument("--drop-caches", action="store_true", help="drop the page cache before each stage (root only)")
     s.set_defaults(fn=cmd_matrix)
 
-    s = sub.add_parser("report", help="write a self-contained HTML report comparing runs side by side",
-                       description="Build one HTML file (plots inline, no network) from run folders, or folders of "
-                                   "runs: summary per configuration, throughput, scaling, time per stage, starvation "
-                                   "and AU, fio characterisation, model quality, heatmaps, environment.")
+    s = command("report", help="write a self-contained HTML report comparing runs side by side",
+                description="Build one HTML file (plots inline, no network) from run folders, or folders of "
+                            "runs: summary per configuration, throughput, scaling, time per stage, starvation "
+                            "and AU, fio characterisation, model quality, heatmaps, environment.")
     s.add_argument("runs", nargs="+", help="run folders (results/<run_id>) or folders holding them (results/)")
     s.add_argument("-o", "--output", default="report.html", help="HTML file to write (default report.html)")
     s.add_argument("--csv", help="also write the comparison table as CSV, for pandas")
     s.add_argument("--title", default="wsibench comparison report")
     s.set_defaults(fn=cmd_report)
 
-    from .stages.distributed import ACCELERATORS
-    accel = "; ".join(f"{k}: {v['step_s']} s per batch of {v['batch']} ({v['source']})" for k, v in ACCELERATORS.items())
-    s = sub.add_parser("feed", help="find how many emulated accelerators a storage keeps at AU >= 90%%",
-                       description="Emulated accelerators (a real tf.data pipeline per process, the model step "
-                                   "replaced by a sleep of the accelerator's step time; train.accelerator or "
-                                   "train.step_time_s in the workload) are added, doubling then bisecting, until AU "
-                                   f"falls below the threshold. Accelerators known: {accel}; or 'calibrated'.")
-    s.add_argument("workload", help="workload TOML file (its [train] names the accelerator)")
-    s.add_argument("--storage", help="storage profile (default: the workload's)")
-    s.add_argument("--results", default="results", help="results folder (default ./results)")
+    s = command("feed", ["workload", "storage", "results", "strict"],
+                help="find how many emulated accelerators a storage keeps at AU >= 90%%",
+                description="Emulated accelerators (a real tf.data pipeline per process, the model step "
+                            "replaced by a sleep of the accelerator's step time; train.accelerator or "
+                            "train.step_time_s in the workload) are added, doubling then bisecting, until AU "
+                            f"falls below the threshold. Accelerators known: {accelerators()}; or 'calibrated'.")
     s.add_argument("--threshold", type=float, default=0.9, help="AU to sustain (default 0.9)")
     s.add_argument("--max", type=int, default=16, help="most accelerators to try (default 16)")
     s.add_argument("--steps", type=int, default=30, help="steps per accelerator and probe (default 30)")
-    s.add_argument("--strict", action="store_true", help="refuse a root whose type differs from the profile's claim")
     s.set_defaults(fn=cmd_feed)
 
-    s = sub.add_parser("calibrate", help="measure the real training step time of the workload's model here",
-                       description="Time training steps of the workload's model (random data, synchronised) on this "
-                                   "machine's device; stored under RESULTS/calibration/ for train.accelerator = "
-                                   "'calibrated'.")
-    s.add_argument("workload", help="workload TOML file")
-    s.add_argument("--model", choices=["inception_v3", "small_cnn"], help="override the workload's model")
+    s = command("calibrate", ["workload", "results"], help="measure the real training step time of the workload's model here",
+                description="Time training steps of the workload's model (random data, synchronised) on this "
+                            "machine's device; stored under RESULTS/calibration/ for train.accelerator = "
+                            "'calibrated'.")
+    s.add_argument("--model", choices=list(MODELS), help="override the workload's model")
     s.add_argument("--batch", type=int, help="override the workload's batch size")
     s.add_argument("--steps", type=int, default=10, help="measured steps (default 10)")
-    s.add_argument("--results", default="results", help="results folder (default ./results)")
     s.set_defaults(fn=cmd_calibrate)
 
-    s = sub.add_parser("runs", help="list recorded runs with their headline figures",
-                       description="List the runs under a results folder: id, workload, engine, workers, storage, "
-                                   "status (with the error of failed runs) and headline figures.")
-    s.add_argument("--results", default="results", help="results folder (default ./results)")
+    s = command("runs", ["results"], help="list recorded runs with their headline figures",
+                description="List the runs under a results folder: id, workload, engine, workers, storage, "
+                            "status (with the error of failed runs) and headline figures.")
     s.set_defaults(fn=cmd_runs)
     return p
 
@@ -281,17 +281,11 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except ConfigError as e:
+    except WsibenchError as e:  # the user's to fix: one line; anything else is a bug and keeps its traceback
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
     except KeyboardInterrupt:
         return 130
-    except Exception as e:  # noqa: BLE001 - one clear line; WSIBENCH_TRACEBACK=1 for the stack
-        import os
-        if os.environ.get("WSIBENCH_TRACEBACK"):
-            raise
-        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
 
 
 if __name__ == "__main__":

@@ -11,13 +11,19 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-STAGES = ("masks", "patches", "tfrecords", "train", "infer")
-ENGINES = ("local", "multiprocessing", "dask", "spark")
+from .errors import WsibenchError
+from .models import LEARNING_RATES as OPTIMIZERS, MODELS
+from .registry import ENGINES as _ENGINES, STAGES as _STAGES
+
+STAGES = tuple(_STAGES)    # allowed values come from the registries
+ENGINES = tuple(_ENGINES)
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-class ConfigError(ValueError):
+class ConfigError(WsibenchError, ValueError):
     """A workload or profile that cannot be used; the message names file, key and expectation."""
+
+    exit_code = 2
 
 
 class _Strict(BaseModel):
@@ -86,12 +92,13 @@ class TFRecords(_Strict):
 
 
 class Train(_Strict):
-    model: Literal["inception_v3", "small_cnn"] = "inception_v3"
+    model: Literal[tuple(MODELS)] = "inception_v3"  # type: ignore[valid-type]
     image_size: int | None = Field(None, gt=0, description="input side in px; default 224 (inception_v3), 96 (small_cnn)")
     batch_size: int = Field(32, gt=0)
     epochs: int = Field(1, gt=0)
     steps_per_epoch: int | None = Field(None, gt=0, description="default: one pass over the training shards")
-    optimizer: Literal["rmsprop", "adam", "sgd"] | None = Field(None, description="default: rmsprop (inception_v3), adam (small_cnn)")
+    optimizer: Literal[tuple(OPTIMIZERS)] | None = Field(  # type: ignore[valid-type]
+        None, description="default: rmsprop (inception_v3), adam (small_cnn)")
     learning_rate: float | None = Field(None, gt=0, description="default: 0.01 (rmsprop), 0.001 (adam)")
     lr_decay: float = Field(0.94, gt=0, le=1, description="learning-rate factor every lr_decay_epochs")
     lr_decay_epochs: float = Field(30.0, gt=0)

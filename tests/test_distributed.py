@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from harness import pipeline
+from harness.feed import feed
 from harness.config import parse_workload
 from harness.metrics import step_figures
 from harness.stages.distributed import aggregate
@@ -91,7 +92,7 @@ def _feed(prepared, dataset, storage: str, max_n: int):
     wl = _workload(dataset, step_time_s=0.1)
     os.environ["WSIBENCH_LOCAL_ROOT"] = str(prepared / "data")
     try:
-        return pipeline.feed(wl, storage, prepared / "results", 0.9, max_n, steps=16)
+        return feed(wl, storage, prepared / "results", 0.9, max_n, steps=16)
     finally:
         del os.environ["WSIBENCH_LOCAL_ROOT"]
 

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from harness import pipeline
 from harness.config import parse_workload
-from harness.results import find_runs, load, matrix, table
+from harness import matrix, pipeline
+from harness.results import find_runs, load, table
 
 
 
@@ -109,11 +109,11 @@ def test_records_round_trip_and_a_failed_run_is_listed(results, dataset, tmp_pat
     finally:
         del os.environ["WSIBENCH_LOCAL_ROOT"]
     failed = [s for s in (load(p) for p in find_runs([res])) if s["status"] == "failed"]
-    assert len(failed) == 1 and "RuntimeError: infer: no model at" in failed[0]["error"]
+    assert len(failed) == 1 and "StageInputError: infer: no model at" in failed[0]["error"]
     r = subprocess.run([sys.executable, "-m", "harness.cli", "runs", "--results", str(res)], capture_output=True, text=True)
     assert r.returncode == 0
     line = next(l for l in r.stdout.splitlines() if failed[0]["run_id"] in l)
-    assert "failed: RuntimeError: infer: no model" in line
+    assert "failed: StageInputError: infer: no model" in line
     assert sum(a["run_id"] in l and " ok" in l for l in r.stdout.splitlines()) == 1
 
 

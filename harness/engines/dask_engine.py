@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from . import Engine, Outcome, error_text, measure, package_zip
+from .base import Engine, Outcome, error_text, measure, package_zip
 
 
 class DaskEngine(Engine):

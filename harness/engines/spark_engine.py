@@ -15,7 +15,8 @@ import threading
 import time
 import uuid
 
-from . import Engine, Outcome, error_text, measure, package_zip
+from ..errors import RunError
+from .base import Engine, Outcome, error_text, measure, package_zip
 
 
 class SparkEngine(Engine):
@@ -64,7 +65,7 @@ class SparkEngine(Engine):
         t.start()
         self._report_progress(t, group, len(items))
         if "error" in box:
-            raise RuntimeError(f"Spark job failed: {box['error']}")
+            raise RunError(f"Spark job failed: {box['error']}")
         yield from box["out"]
 
     def _report_progress(self, thread, group: str, n: int) -> None:

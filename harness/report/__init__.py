@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..errors import DataError
 from ..results import HEADLINE, config_key, find_runs, load, table
 
 SECTIONS = [("summary", "Summary per configuration"), ("throughput", "Per-stage throughput"),
@@ -72,7 +73,7 @@ def _label(s: dict) -> str:
 def build(paths, out: str | Path, csv: str | Path | None = None, title: str = "wsibench comparison report") -> dict:
     runs = [load(p) for p in find_runs(paths)]
     if not runs:
-        raise FileNotFoundError(f"no runs (folders with summary.json) under {', '.join(map(str, paths))}")
+        raise DataError(f"no runs (folders with summary.json) under {', '.join(map(str, paths))}")
     df = table(runs)
     if csv:
         df.to_csv(csv, index=False)

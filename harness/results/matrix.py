@@ -1,16 +1,12 @@
-"""Matrix runs: engines x workers x storage profiles x repetitions of a workload's measured stages."""
+"""Matrix expansion (engines x workers x storage profiles) and the statistics of repeated runs.
+Running a matrix is ``harness.matrix``'s."""
 from __future__ import annotations
 
 import itertools
-import sys
-import time
-import uuid
-from pathlib import Path
 
 import numpy as np
 
-from ..config import STAGES, Workload
-from ..fsutil import write_json
+from ..config import Workload
 from . import HEADLINE, config_key
 
 SPREAD_LIMIT = 0.05
@@ -42,37 +38,3 @@ def aggregate(summaries: list[dict], measure: list[str]) -> list[dict]:
                         "max": float(a.max()), "spread": spread, "flagged": spread > SPREAD_LIMIT,
                         "runs": [r["run_id"] for r in runs], "failed": len(runs) - len(a)})
     return out
-
-
-def run(w: Workload, results_dir: Path, measure: list[str] | None = None, repetitions: int | None = None,
-        strict: bool = False, drop_caches: bool = False) -> dict:
-    from .. import pipeline
-
-    measure = [s for s in STAGES if s in (measure or w.matrix.measure)]
-    reps = repetitions or w.matrix.repetitions
-    last = max(STAGES.index(s) for s in measure)
-    prepare = [s for s in STAGES[:last] if s not in measure]  # prerequisites, made once per storage root
-    matrix_id = f"matrix-{time.strftime('%Y%m%dT%H%M%S')}-{w.name}-{uuid.uuid4().hex[:4]}"
-    configs = expand(w)
-    summaries, prepared = [], set()
-    print(f"[matrix] {matrix_id}: {len(configs)} configurations x {reps} repetitions of {', '.join(measure)}",
-          file=sys.stderr)
-    for c in configs:
-        if prepare and c["storage"] not in prepared:
-            pipeline.run(w, prepare, c["storage"], results_dir, strict=strict,
-                         tags={"matrix": matrix_id, "role": "prepare"})
-            prepared.add(c["storage"])
-        for rep in range(reps):
-            tags = {"matrix": matrix_id, "role": "measure", "repetition": rep, **c}
-            try:
-                s = pipeline.run(w, measure, c["storage"], results_dir, c["engine"], c["workers"], strict,
-                                 drop_caches, fresh=True, tags=tags)
-            except Exception as e:  # recorded by the run itself; the matrix goes on
-                print(f"[matrix] {c}: repetition {rep} failed: {e}", file=sys.stderr)
-                continue
-            summaries.append(s)
-    doc = {"matrix_id": matrix_id, "workload": w.name, "measure": measure, "repetitions": reps,
-           "configurations": configs, "runs": [s["run_id"] for s in summaries],
-           "results": aggregate(summaries, measure), "spread_limit": SPREAD_LIMIT}
-    write_json(Path(results_dir) / matrix_id / "matrix.json", doc)
-    return doc

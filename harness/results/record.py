@@ -1,11 +1,21 @@
-"""The run record of design.md: summary.json plus one Parquet table per stage, written atomically."""
+"""The run record of design.md: summary.json plus one Parquet table per stage, written atomically.
+
+``recording`` owns a run's record from its first line to its last: it names the run, makes its folder, and
+writes the record on every way out, with the status the run reached (``failed`` with the error when an
+exception ends it).
+"""
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import importlib.metadata as md
 import json
 import os
 import platform
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -65,3 +75,32 @@ def write(run_dir: Path, summary: dict, tables: dict[str, pd.DataFrame]) -> None
 
 def read(run_dir: str | Path) -> dict:
     return json.loads((Path(run_dir) / "summary.json").read_text())
+
+
+@dataclass
+class Run:
+    run_id: str
+    dir: Path
+    summary: dict
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def recording(results_dir: Path, workload, storage: dict, engine: dict, tags: dict | None = None, kind: str = ""):
+    """A new run under results_dir: yields a Run whose summary the caller fills in; the record is written when the
+    block ends, however it ends. A block that ends normally with the status still ``running`` is ``ok``."""
+    run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{workload.name}{'-' + kind if kind else ''}-{uuid.uuid4().hex[:6]}"
+    run_dir = Path(results_dir) / run_id
+    run_dir.mkdir(parents=True)
+    run = Run(run_id, run_dir, new_summary(run_id, workload, storage, engine))
+    run.summary["tags"] = dict(tags or {})
+    try:
+        yield run
+        if run.summary["status"] == "running":
+            run.summary["status"] = "ok"
+    except Exception as e:  # recorded, then raised
+        run.summary["status"], run.summary["error"] = "failed", f"{type(e).__name__}: {e}"
+        raise
+    finally:
+        write(run_dir, run.summary, run.tables)
+        print(f"[{kind or 'run'}] {run.summary['status']}: record in {run_dir}", file=sys.stderr)

@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..errors import WsibenchError
 
-class AnnotationError(ValueError):
+
+class AnnotationError(WsibenchError, ValueError):
     """Malformed annotation file; the message names the file and the annotation."""
 
 

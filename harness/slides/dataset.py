@@ -6,7 +6,12 @@ testing/images/*.tif, testing/lesion_annotations/<slide>.xml, testing/reference.
 from __future__ import annotations
 
 import csv
+import json
+import shutil
+import sys
 from pathlib import Path
+
+from ..errors import DataError
 
 SLIDE_SUFFIXES = (".tif", ".tiff", ".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".bif")
 FOLDERS = {("training", "normal"): "normal", ("training", "tumor"): "tumor", ("testing", "images"): None}
@@ -40,5 +45,27 @@ def list_slides(root: str | Path) -> list[dict]:
                         "label": label if label else ref.get(p.stem),
                         "annotation": str(ann) if ann.is_file() else None})
     if not out:
-        raise FileNotFoundError(f"{root}: no slides in the CAMELYON16 layout (training/normal, training/tumor, testing/images)")
+        raise DataError(f"{root}: no slides in the CAMELYON16 layout (training/normal, training/tumor, testing/images)")
+    return out
+
+
+def prepare(workload, data: Path, engine) -> Path:
+    """The dataset's folder: the workload's CAMELYON16 folder, or synthetic slides under ``data``/dataset, made
+    once per specification (a marker file records it) with ``engine``."""
+    from . import synth
+
+    ds = workload.dataset
+    if ds.kind == "camelyon16":
+        return Path(ds.path)
+    spec = ds.synthetic.model_dump() | {"generator": synth.VERSION}
+    out = data / "dataset"
+    marker = out / ".complete.json"
+    if marker.is_file() and json.loads(marker.read_text()) == spec:
+        return out
+    if out.exists():
+        shutil.rmtree(out)
+    print(f"[dataset] synthesising {spec['slides']} slides of {spec['size']} px under {out}", file=sys.stderr)
+    synth.generate(out, spec["slides"], spec["size"], spec["seed"], spec["tumor_fraction"], spec["test_fraction"],
+                   spec["mpp"], engine=engine())
+    marker.write_text(json.dumps(spec))
     return out

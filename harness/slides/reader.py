@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import openslide
 
+from ..errors import WsibenchError
 
-class SlideError(RuntimeError):
+
+class SlideError(WsibenchError, RuntimeError):
     """A slide that cannot be opened or read; the message names the file."""
 
 

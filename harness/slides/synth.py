@@ -23,6 +23,7 @@ import imagecodecs
 import numpy as np
 import tifffile
 
+from ..errors import RunError
 from .annotations import polygon_area, rasterize, smooth_blob, write_asap
 
 VERSION = 3       # bump when the output of a given seed changes
@@ -271,7 +272,7 @@ def generate(out: str | Path, slides: int, size: int, seed: int, tumor_fraction:
             engine.close()
     failed = [r for r in results if r.error]
     if failed:
-        raise RuntimeError(f"synthetic generation failed: {failed[0].item[2]}: {failed[0].error}")
+        raise RunError(f"synthetic generation failed: {failed[0].item[2]}: {failed[0].error}")
     records = [r.value for r in results]
     rows = [f"{r['slide']},{'Tumor' if r['tumor'] else 'Normal'}" for r in records if r["split"] == "testing"]
     (out / "testing").mkdir(exist_ok=True)

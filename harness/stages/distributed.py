@@ -18,13 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-# Accelerator step times for emulation, with their sources. batch: images per step.
-ACCELERATORS = {
-    "h100-resnet50": {"step_s": 0.224, "batch": 400, "source": "MLPerf Storage resnet50 workload: 0.224 s per batch of 400 on H100"},
-    "a100-resnet50": {"step_s": 0.435, "batch": 400, "source": "MLPerf Storage resnet50 workload: 0.435 s per batch of 400 on A100"},
-    "cpu2-inception_v3": {"step_s": 1.8, "batch": 16, "source": "measured on this project's 2-core CI machine: Inception-v3, 224 px, batch 16 (domain.md)"},
-}
-
+from ..errors import MissingExtra, RunError
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -51,6 +45,7 @@ def _rank_main(spec: dict) -> dict:
     import numpy as np
     import tensorflow as tf
 
+    from .. import models
     from ..config import Train
     from ..metrics import step_figures
     from . import train as tr
@@ -70,8 +65,8 @@ def _rank_main(spec: dict) -> dict:
     if mode != "emulated":
         scope = strategy.scope() if strategy else _null()
         with scope:
-            model = tr.build_model(cfg)
-            opt = tr.optimizer(cfg, steps_n)
+            model = models.build(cfg)
+            opt = models.optimizer(cfg, steps_n)
         bce = tf.keras.losses.BinaryCrossentropy(reduction="sum_over_batch_size")
 
         def grads_of(x, y):
@@ -180,7 +175,7 @@ def launch(specs: list[dict], out: Path, timeout: float = 900) -> list[dict]:
         for p, _, _ in procs:
             p.kill()
         tail = (out / f"rank-{failed[0]}.log").read_text()[-2500:]
-        raise RuntimeError(f"rank {failed[0]} failed ({failed[1]}):\n{tail}")
+        raise RunError(f"rank {failed[0]} failed ({failed[1]}):\n{tail}")
     return [json.loads((out / f"rank-{s['rank']}.json").read_text()) for s in specs]
 
 
@@ -189,7 +184,7 @@ def horovod_launch(spec: dict, world: int, out: Path, timeout: float = 900) -> l
     import shutil
     hr = shutil.which("horovodrun") or str(Path(sys.executable).parent / "horovodrun")
     if not Path(hr).exists():
-        raise RuntimeError("horovod is not installed: run scripts/install-horovod (builds Horovod against TensorFlow)")
+        raise MissingExtra("horovod is not installed: run scripts/install-horovod (builds Horovod against TensorFlow)")
     out.mkdir(parents=True, exist_ok=True)
     f = out / "spec-horovod.json"
     f.write_text(json.dumps(spec))
@@ -198,7 +193,7 @@ def horovod_launch(spec: dict, world: int, out: Path, timeout: float = 900) -> l
                             sys.executable, "-m", "harness.stages.distributed", str(f)],
                            stdout=log, stderr=subprocess.STDOUT, timeout=timeout)
     if r.returncode != 0:
-        raise RuntimeError(f"horovodrun failed ({r.returncode}):\n{(out / 'horovodrun.log').read_text()[-2500:]}")
+        raise RunError(f"horovodrun failed ({r.returncode}):\n{(out / 'horovodrun.log').read_text()[-2500:]}")
     return [json.loads((out / f"rank-{i}.json").read_text()) for i in range(world)]
 
 

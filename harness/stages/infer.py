@@ -7,6 +7,7 @@ probabilities with their true tumor shares, and a slide score (mean of the top-k
 """
 from __future__ import annotations
 
+import functools
 import os
 import time
 from pathlib import Path
@@ -16,9 +17,13 @@ import numpy as np
 import pandas as pd
 
 from ..config import Infer, Patches
+from ..errors import StageInputError
 from ..fsutil import atomic_path, write_bytes
+from ..metrics import auc, roc_curve
+from ..models import image_size
 from ..slides.reader import TileReader, open_slide, read_level
 from . import masks as masks_stage
+from .common import StageContext, stage_record
 from .patches import grid
 
 _MODELS: dict = {}
@@ -105,3 +110,40 @@ def overlay(thumb_rgb: np.ndarray, heat: np.ndarray, tissue: np.ndarray) -> np.n
     out = base.copy()
     out[t] = (0.5 * base[t] + 0.5 * colour[t]).astype(np.uint8)
     return out
+
+
+def drive(ctx: StageContext) -> dict:
+    """Heatmaps of the test slides; patch AUC against the masks, slide AUC against the reference labels."""
+    model = ctx.data / "train" / "model.keras"
+    if not model.is_file():
+        raise StageInputError(f"infer: no model at {model}; run the train stage first")
+    items = ctx.items("testing")
+    if not items:
+        raise StageInputError(f"infer: no test slides under {ctx.dataset / 'testing' / 'images'}")
+    fn = functools.partial(run_slide, model_path=str(model), image_size=image_size(ctx.workload.train),
+                           patches=ctx.workload.patches, cfg=ctx.workload.infer, masks_dir=str(ctx.data / "masks"),
+                           out=str(ctx.data / "infer"))
+    outcomes, secs = ctx.map("infer", fn, items)
+    ok = [o.value for o in outcomes if not o.error]
+    n = sum(v["patches"] for v in ok)
+    rec = stage_record(ctx, "infer", outcomes, secs, patches=n, patches_per_s=n / secs if secs else None,
+                       input_seconds=sum(v["input_seconds"] for v in ok),
+                       model_seconds=sum(v["model_seconds"] for v in ok))
+    # patch AUC: patches of slides whose truth is known (annotated, or a normal slide), labelled as in training
+    thr = ctx.workload.patches.tumor_threshold
+    known = [pd.read_parquet(v["table"]) for v in ok if v["annotated"] or v["label"] == "normal"]
+    patch_auc = roc = None
+    if known:
+        t = pd.concat(known)
+        t = t[(t.tumor_fraction >= thr) | (t.tumor_fraction == 0)]
+        patch_auc = auc(t.prob, t.tumor_fraction >= thr)
+        roc = roc_curve(t.prob, t.tumor_fraction >= thr) if patch_auc is not None else None
+    scored = [v for v in ok if v["label"] in ("tumor", "normal")]
+    slide_auc = auc([v["score"] for v in scored], [v["label"] == "tumor" for v in scored]) if scored else None
+    ctx.summary["infer"] = {"patches": n, "patches_per_s": rec["patches_per_s"], "patch_auc": patch_auc,
+                            "slide_auc": slide_auc, "input_seconds": rec["input_seconds"],
+                            "model_seconds": rec["model_seconds"],
+                            "input_fraction": rec["input_seconds"] / max(rec["input_seconds"] + rec["model_seconds"], 1e-9),
+                            "heatmaps": [v["overlay"] for v in ok], "roc": roc,
+                            "slides": [{k: v[k] for k in ("slide", "label", "score", "patches")} for v in ok]}
+    return rec

@@ -6,6 +6,7 @@ The tissue mask is HSV saturation, median blur, then an Otsu threshold (with a f
 """
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -13,9 +14,11 @@ import cv2
 import numpy as np
 
 from ..config import Masks
+from ..errors import StageInputError
 from ..fsutil import write_bytes, write_json
 from ..slides.annotations import read_asap, rasterize
 from ..slides.reader import SlideError, nearest_level, open_slide, read_level
+from .common import StageContext, stage_record
 
 
 def tissue_mask(rgb: np.ndarray, median_blur: int = 7, min_saturation: int = 20) -> np.ndarray:
@@ -74,6 +77,13 @@ def load(out: str | Path, slide: str) -> tuple[dict, np.ndarray, np.ndarray]:
     """The record, tumor mask and tissue mask (bool arrays) of one slide."""
     p = paths(Path(out), slide)
     if not p["record"].is_file():
-        raise FileNotFoundError(f"{p['record']}: no masks for slide {slide!r} (the masks stage failed for it, or has not run)")
+        raise StageInputError(f"{p['record']}: no masks for slide {slide!r} (the masks stage failed for it, or has not run)")
     rec = json.loads(p["record"].read_text())
     return rec, cv2.imread(str(p["tumor"]), cv2.IMREAD_GRAYSCALE) > 0, cv2.imread(str(p["tissue"]), cv2.IMREAD_GRAYSCALE) > 0
+
+
+def drive(ctx: StageContext) -> dict:
+    """Masks of every slide, training and testing."""
+    fn = functools.partial(run_slide, cfg=ctx.workload.masks, out=str(ctx.data / "masks"))
+    outcomes, secs = ctx.map("masks", fn, ctx.slides)
+    return stage_record(ctx, "masks", outcomes, secs)

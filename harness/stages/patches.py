@@ -14,6 +14,7 @@ to the workload's data folder, so the data stays valid wherever the storage is m
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -28,10 +29,11 @@ import pyarrow.parquet as pq
 
 from .. import tfrecord
 from ..config import Patches
-from ..fsutil import atomic_path, write_bytes
+from ..fsutil import atomic_path, remove_temporaries, write_bytes
 from ..slides.annotations import rasterize, read_asap
 from ..slides.reader import SlideError, TileReader, mpp, open_slide
 from . import masks as masks_stage
+from .common import StageContext, stage_record
 
 LABELS = {"normal": 0, "tumor": 1}
 
@@ -233,3 +235,15 @@ def _extract(reader: TileReader, p: dict, cfg: Patches, item: dict, out: Path) -
             os.unlink(f)
         raise
     return rows
+
+
+def drive(ctx: StageContext) -> dict:
+    """Patches of the training slides."""
+    out = ctx.data / "patches"
+    if out.exists():
+        remove_temporaries(out)
+    fn = functools.partial(run_slide, cfg=ctx.workload.patches, masks_dir=str(ctx.data / "masks"), out=str(out))
+    outcomes, secs = ctx.map("patches", fn, ctx.items("training"))
+    n = sum(o.value["patches"] for o in outcomes if not o.error)
+    return stage_record(ctx, "patches", outcomes, secs, patches=n, patches_per_s=n / secs if secs else None,
+                        skipped=sum(bool(o.value and o.value.get("skipped")) for o in outcomes))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +18,10 @@ import pandas as pd
 
 from .. import tfrecord
 from ..config import TFRecords
-from ..fsutil import atomic_path, write_bytes, write_json
-from .patches import LABELS
+from ..errors import StageInputError
+from ..fsutil import atomic_path, remove_temporaries, write_bytes, write_json
+from .common import StageContext, stage_record
+from .patches import LABELS, manifest_path
 
 
 def split_slides(slides: pd.DataFrame, val_fraction: float, seed: int) -> dict[str, str]:
@@ -119,3 +122,35 @@ def write_split_manifest(out: Path, results: list[dict], cfg: TFRecords) -> dict
                        for r in shards]}
     write_json(out / "splits.json", doc)
     return doc
+
+
+def drive(ctx: StageContext) -> dict:
+    """Shards from the patch manifests of the training slides; splits.json when every shard is written."""
+    src, out = ctx.data / "patches", ctx.data / "tfrecords"
+    frames = []
+    for s in ctx.items("training"):
+        mp = manifest_path(src, s["slide"])
+        if not mp.is_file():
+            print(f"[tfrecords] {s['slide']}: no patch manifest (slide failed or not cut); left out", file=sys.stderr)
+            continue
+        frames.append(pd.read_parquet(mp))
+    if not frames:
+        raise StageInputError(f"tfrecords: no patch manifests under {src / 'manifests'}; run the patches stage first")
+    manifests = pd.concat(frames, ignore_index=True)
+    classes = {s["slide"]: s.get("label") for s in ctx.slides}
+    items = plan(manifests, classes, ctx.workload.tfrecords, out, ctx.workload.patches.size)
+    out.mkdir(parents=True, exist_ok=True)
+    remove_temporaries(out)
+    planned = {Path(i[k]).name for i in items for k in ("path", "index")} | {"splits.json"}
+    for p in out.iterdir():  # shards of an earlier, different plan
+        if p.name not in planned:
+            p.unlink()
+    (out / "splits.json").unlink(missing_ok=True)
+    outcomes, secs = ctx.map("tfrecords", write_shard, items)
+    n = sum(o.value["records"] for o in outcomes if not o.error)
+    rec = stage_record(ctx, "tfrecords", outcomes, secs, patches=n, patches_per_s=n / secs if secs else None,
+                       shards=len(items), bytes=sum(o.value["bytes"] for o in outcomes if not o.error))
+    if not rec["errors"]:
+        doc = write_split_manifest(out, [o.value for o in outcomes], ctx.workload.tfrecords)
+        rec["records"] = {k: v["records"] for k, v in doc["splits"].items()}
+    return rec

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -17,15 +18,12 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402 - after the log level; this module is imported only to train
 
+from ..accelerators import resolve as resolve_accelerator
 from ..config import Train
+from ..errors import DataError, StageInputError
 from ..metrics import Sampler, auc, step_figures
-
-DEFAULT_SIZE = {"inception_v3": 224, "small_cnn": 96}
-
-
-def image_size(cfg: Train) -> int:
-    return cfg.image_size or DEFAULT_SIZE[cfg.model]
-
+from ..models import build as build_model, image_size, optimizer
+from .common import StageContext
 
 
 def parse(raw, size: int, augment: bool, delay_ms: float = 0.0, seed: int = 0):
@@ -70,46 +68,6 @@ def dataset(files: list[str], cfg: Train, training: bool):
     if cfg.prefetch:
         ds = ds.prefetch(auto if cfg.prefetch == -1 else cfg.prefetch)
     return ds
-
-
-def build_model(cfg: Train):
-    keras = tf.keras
-    size = image_size(cfg)
-    if cfg.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
-    reg = keras.regularizers.l2(cfg.weight_decay) if cfg.weight_decay else None
-    if cfg.model == "inception_v3":
-        base = keras.applications.InceptionV3(weights=None, include_top=False, input_shape=(size, size, 3), pooling="avg")
-        x = keras.layers.Dropout(0.2)(base.output)
-        out = keras.layers.Dense(1, activation="sigmoid", dtype="float32", kernel_regularizer=reg)(x)
-        model = keras.Model(base.input, out, name="inception_v3")
-        if reg is not None:  # the reference's weight decay on every convolution
-            for layer in base.layers:
-                if isinstance(layer, keras.layers.Conv2D):
-                    model.add_loss(lambda k=layer.kernel: reg(k))
-    else:
-        inp = keras.Input((size, size, 3))
-        x = inp
-        for filters in (16, 32, 64, 96):  # no batch norm: its moving statistics made small runs miscalibrated
-            x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu", kernel_regularizer=reg)(x)
-            x = keras.layers.MaxPooling2D()(x)
-        x = keras.layers.GlobalAveragePooling2D()(x)
-        out = keras.layers.Dense(1, activation="sigmoid", dtype="float32")(x)
-        model = keras.Model(inp, out, name="small_cnn")
-    return model
-
-
-def optimizer(cfg: Train, steps_per_epoch: int):
-    keras = tf.keras
-    name = cfg.optimizer or ("rmsprop" if cfg.model == "inception_v3" else "adam")
-    lr = cfg.learning_rate or {"rmsprop": 0.01, "adam": 1e-3, "sgd": 0.01}[name]
-    sched = keras.optimizers.schedules.ExponentialDecay(lr, max(1, round(cfg.lr_decay_epochs * steps_per_epoch)),
-                                                        cfg.lr_decay, staircase=True)
-    if name == "rmsprop":  # the reference settings: decay (rho) 0.9, momentum 0.9, epsilon 1.0
-        return keras.optimizers.RMSprop(sched, rho=0.9, momentum=0.9, epsilon=1.0)
-    if name == "adam":
-        return keras.optimizers.Adam(sched)
-    return keras.optimizers.SGD(sched, momentum=0.9)
 
 
 def predict(model, ds) -> tuple[np.ndarray, np.ndarray]:
@@ -173,7 +131,7 @@ def run(tfrecords_dir: Path, out: Path, cfg: Train, log_name: str = "run", progr
     val_files = [str(tfrecords_dir / s["path"]) for s in splits.get("val", {}).get("shards", [])]
     n_train = splits["train"]["records"]
     if n_train < cfg.batch_size:
-        raise ValueError(f"{tfrecords_dir}: {n_train} training records, fewer than one batch of {cfg.batch_size}")
+        raise DataError(f"{tfrecords_dir}: {n_train} training records, fewer than one batch of {cfg.batch_size}")
     steps_per_epoch = cfg.steps_per_epoch or n_train // cfg.batch_size
     n_tumor = sum(s["tumor"] for s in splits["train"]["shards"])
     # class weights: each class weighs half of the loss, whatever its share of the patches
@@ -243,3 +201,57 @@ def run(tfrecords_dir: Path, out: Path, cfg: Train, log_name: str = "run", progr
                "bytes_read": int(sum(s["bytes_read"] for s in steps)), "seconds": time.perf_counter() - t_start,
                "cpu": sampler.summary(), "log_dir": str(out / "logs" / log_name)}
     return figures, steps
+
+
+def drive(ctx: StageContext) -> dict:
+    """Train on the shards of splits.json: in this process, or in ranks (distributed, emulated accelerators)."""
+    import pandas as pd
+
+    tfr = ctx.data / "tfrecords"
+    if not (tfr / "splits.json").is_file():
+        raise StageInputError(f"train: {tfr / 'splits.json'} not found; run the tfrecords stage first")
+    cfg = ctx.workload.train
+    t0 = time.perf_counter()
+    if cfg.accelerator or cfg.step_time_s or cfg.distribution != "none":
+        figures = _train_processes(ctx, tfr, cfg)
+    else:
+        figures, steps = run(tfr, ctx.data / "train", cfg, log_name=ctx.run_dir.name,
+                             progress=lambda m: print(m, file=sys.stderr, flush=True))
+        ctx.tables["train_steps"] = pd.DataFrame(steps)
+        ctx.tables["train_epochs"] = pd.DataFrame(figures.pop("epochs"))
+    ctx.summary["train"] = figures
+    secs = time.perf_counter() - t0
+    return {"seconds": secs, "items": figures["steps"], "items_per_s": figures["steps"] / secs,
+            "images": figures["images"], "images_per_s": figures["images_per_s"], "bytes_read": figures["bytes_read"],
+            "files_written": 0 if figures.get("emulated") else 1, "errors": [], "status": "ok"}
+
+
+def _train_processes(ctx: StageContext, tfr: Path, cfg: Train) -> dict:
+    """Distributed training, or emulated accelerators, in cfg.processes processes."""
+    import pandas as pd
+
+    from . import distributed
+
+    splits = json.loads((tfr / "splits.json").read_text())["splits"]
+    files = [str(tfr / s["path"]) for s in splits["train"]["shards"]]
+    emu = resolve_accelerator(cfg, ctx.run_dir.parent)
+    if emu:
+        cfg = cfg.model_copy(update={"batch_size": emu.batch, "augment": False})
+    steps = (cfg.steps_per_epoch or max(1, splits["train"]["records"] // (cfg.batch_size * cfg.processes))) * cfg.epochs
+    mode = "emulated" if emu else cfg.distribution
+    print(f"[train] {mode}: {cfg.processes} processes x {steps} steps"
+          + (f", step {emu.step_s} s ({emu.source})" if emu else ""), file=sys.stderr)
+    res = distributed.run(files, ctx.data / "train", cfg, mode, cfg.processes, steps, emu.step_s if emu else None)
+    ctx.tables["train_steps"] = pd.DataFrame(res.pop("steps_table"))
+    figures = {"model": cfg.model, "mode": mode, "emulated": bool(emu), "steps": steps * cfg.processes,
+               "bytes_read": sum(r["bytes_read"] for r in res["ranks"]), **res}
+    if emu:
+        figures["accelerator"] = {"step_s": emu.step_s, "batch": emu.batch, "source": emu.source, "name": cfg.accelerator}
+    else:
+        figures["model_path"] = str(ctx.data / "train" / "model.keras")
+        model = tf.keras.models.load_model(figures["model_path"], compile=False)
+        val = [str(tfr / s["path"]) for s in splits.get("val", {}).get("shards", [])]
+        if val:
+            probs, labels = predict(model, dataset(val, cfg, training=False))
+            figures["val_auc"] = auc(probs, labels)
+    return figures

@@ -6,6 +6,8 @@ import os
 import sys
 from pathlib import Path
 
+from ..errors import WsibenchError
+
 
 def mount_info(path: str | Path) -> dict:
     """The mount holding ``path``: {mountpoint, fstype, source, options} from /proc/mounts."""
@@ -26,7 +28,7 @@ def mount_info(path: str | Path) -> dict:
     return best
 
 
-class StorageError(RuntimeError):
+class StorageError(WsibenchError, RuntimeError):
     """A storage root that cannot be used; raised before any work starts."""
 
 

@@ -22,8 +22,10 @@ import threading
 import time
 from pathlib import Path
 
+from ..errors import WsibenchError
 
-class EmulationError(RuntimeError):
+
+class EmulationError(WsibenchError, RuntimeError):
     pass
 
 

@@ -11,16 +11,20 @@ characterisation: bandwidths, IOPS, p99 latencies and files per second.
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shutil
 import subprocess
 import time
 from pathlib import Path
 
+from ..errors import WsibenchError
+from ..fsutil import write_json
+
 JOBS = ("slide_seq_read", "slide_tile_read", "jpeg_small_writes", "tfrecord_stream", "checkpoint_write")
 
 
-class FioError(RuntimeError):
+class FioError(WsibenchError, RuntimeError):
     pass
 
 
@@ -113,3 +117,18 @@ def run(root: Path, size_mb: int = 256, runtime_s: float = 5.0, small_files: int
         jobs.unlink(missing_ok=True)
     return {"fio_version": doc.get("fio version"), "size_mb": size_mb, "runtime_s": runtime_s, "direct": direct,
             "jobs": summarise(doc, small_files)}
+
+
+def save(results_dir: Path, profile: str, doc: dict) -> Path:
+    """Store a characterisation under <results>/fio/, where later runs on the profile find it."""
+    stamp = dt.datetime.now().strftime("%Y%m%dT%H%M%S")
+    doc = {"profile": profile, "created_at": stamp, **doc}
+    out = Path(results_dir) / "fio" / f"{profile}-{stamp}.json"
+    write_json(out, doc)
+    return out
+
+
+def latest(results_dir: Path, profile: str) -> dict | None:
+    """The newest fio characterisation of this profile under <results>/fio, if one was made."""
+    files = sorted((Path(results_dir) / "fio").glob(f"{profile}-*.json"))
+    return json.loads(files[-1].read_text()) if files else None

@@ -1,0 +1,129 @@
+"""What every engine shares: the interface (map a function over items, report topology, close) and the
+per-item wrapper that runs in the worker.
+
+A stage never knows which engine runs it. ``call`` runs in the worker: it times the item, measures the
+worker's own I/O (/proc/self/io) around it, retries it, and turns an exception into a recorded error.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+IO_KEYS = {"rchar": "bytes_read", "wchar": "bytes_written", "syscr": "read_calls", "syscw": "write_calls"}
+
+
+@dataclass
+class Outcome:
+    index: int
+    item: Any
+    value: Any = None
+    error: str | None = None
+    seconds: float = 0.0
+    attempts: int = 1
+    io: dict = field(default_factory=dict)
+    worker: str = ""
+
+
+def _proc_io() -> dict:
+    try:
+        with open("/proc/self/io") as f:
+            raw = dict(line.split(": ") for line in f.read().splitlines())
+        return {v: int(raw[k]) for k, v in IO_KEYS.items()}
+    except OSError:
+        return {}
+
+
+def measure(fn: Callable, index: int, item: Any) -> Outcome:
+    """Run fn(item) in the worker, timing it and measuring the worker's own I/O. Raises what fn raises."""
+    t0, io0 = time.perf_counter(), _proc_io()
+    value = fn(item)
+    io1 = _proc_io()
+    return Outcome(index, item, value, None, time.perf_counter() - t0, 1,
+                   {k: io1[k] - io0[k] for k in io1}, f"{os.uname().nodename}:{os.getpid()}")
+
+
+def call(fn: Callable, index: int, item: Any, retries: int = 0) -> Outcome:
+    """measure() with up to ``retries`` retries; a last failure becomes a recorded error. Never raises."""
+    t0 = time.perf_counter()
+    for attempt in range(1, retries + 2):
+        try:
+            o = measure(fn, index, item)
+            o.attempts = attempt
+            return o
+        except Exception as e:  # noqa: BLE001 - recorded, not swallowed
+            err = error_text(e)
+            if os.environ.get("WSIBENCH_TRACEBACK"):
+                traceback.print_exc()
+    return Outcome(index, item, None, err, time.perf_counter() - t0, attempt, {}, f"{os.uname().nodename}:{os.getpid()}")
+
+
+def echo(x):
+    """The trivial work item: for warm-ups and for measuring an engine's own overhead."""
+    return x
+
+
+def error_text(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}"
+
+
+class Engine:
+    name = "base"
+
+    def __init__(self, workers: int = 1, retries: int = 0, **_):
+        self.workers, self.retries = workers, retries
+
+    def map(self, fn: Callable, items: list) -> Iterator[Outcome]:
+        raise NotImplementedError
+
+    def topology(self) -> dict:
+        return {"name": self.name, "workers": self.workers, "address": None}
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def package_zip() -> str:
+    """The harness package as a zip, for clusters whose workers do not have wsibench installed."""
+    import tempfile
+    import zipfile
+    from pathlib import Path
+
+    pkg = Path(__file__).resolve().parent.parent
+    path = Path(tempfile.mkdtemp(prefix="wsibench-pkg-")) / "wsibench_harness.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for f in pkg.rglob("*.py"):
+            z.write(f, f.relative_to(pkg.parent))
+    return str(path)
+
+
+def run_all(engine: Engine, fn: Callable, items: list, label: str = "", progress: bool | None = None) -> list[Outcome]:
+    """Map fn over items; print a progress line per item done; return outcomes in item order."""
+    if progress is None:
+        progress = not os.environ.get("WSIBENCH_QUIET")
+    out: list[Outcome | None] = [None] * len(items)
+    t0 = time.perf_counter()
+    for done, o in enumerate(engine.map(fn, items), 1):
+        out[o.index] = o
+        if progress or o.error:
+            status = f"FAILED {o.error}" if o.error else f"{o.seconds:.1f}s"
+            print(f"[{label}] {done}/{len(items)} ({time.perf_counter() - t0:.0f}s) {_name(o.item)}: {status}",
+                  file=sys.stderr, flush=True)
+    return out  # type: ignore[return-value]
+
+
+def _name(item) -> str:
+    if isinstance(item, dict):
+        return str(item.get("slide") or item.get("name") or item.get("shard") or "")
+    if isinstance(item, (tuple, list)):
+        return str(item[2] if len(item) > 2 else item[0])
+    return str(item)

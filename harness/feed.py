@@ -1,0 +1,56 @@
+"""How many emulated accelerators does a storage keep busy? The AU curve of ``wsibench feed``, recorded as a run.
+
+Prepares the workload's TFRecords on the storage when they are missing (a run of its own), then probes with
+``stages.distributed.feed``: doubling the number of emulated accelerators until AU falls below the threshold,
+then bisecting.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from . import accelerators
+from .config import ConfigError, Workload, load_profile
+from .pipeline import RunOptions, run_attached
+from .results import record
+from .storage import attach, fio
+
+
+def feed(workload: Workload, storage: str | None = None, results_dir: str | Path = "results",
+         threshold: float = 0.9, max_accelerators: int = 16, steps: int = 30, strict: bool = False) -> dict:
+    from .stages import distributed
+
+    results_dir = Path(results_dir).resolve()
+    cfg = workload.train
+    emu = accelerators.resolve(cfg, results_dir)
+    if emu is None:
+        raise ConfigError(f"{workload.source}: feed needs train.accelerator or train.step_time_s (the emulated step)")
+    profile = load_profile(storage or workload.storage)
+    with attach(profile, results_dir, strict) as (root, storage_record):
+        tfr = root / workload.name / "tfrecords"
+        if not (tfr / "splits.json").is_file():
+            print(f"[feed] preparing TFRecords on {profile.name}", file=sys.stderr)
+            run_attached(workload, RunOptions(stages=("masks", "patches", "tfrecords"), results_dir=results_dir,
+                                              tags={"role": "prepare"}), profile, root, storage_record)
+        engine = {"name": "emulated-accelerators", "workers": None, "address": None}
+        with record.recording(results_dir, workload, storage_record, engine, kind="feed") as rec:
+            summary = rec.summary
+            summary["storage"]["fio"] = fio.latest(results_dir, profile.name)
+            summary["feed"] = {"accelerator": {"name": cfg.accelerator, "step_s": emu.step_s, "batch": emu.batch,
+                                               "source": emu.source}}
+            splits = json.loads((tfr / "splits.json").read_text())["splits"]
+            files = [str(tfr / s["path"]) for s in splits["train"]["shards"]]
+            ecfg = cfg.model_copy(update={"batch_size": emu.batch, "augment": False})
+            try:
+                result = distributed.feed(files, root / workload.name / "feed", ecfg, emu.step_s, threshold,
+                                          max_accelerators, steps,
+                                          progress=lambda m: print(m, file=sys.stderr, flush=True))
+                summary["feed"] = result | summary["feed"]
+            finally:
+                rec.tables["feed_probes"] = pd.DataFrame(summary["feed"].get("probes", []))
+    print(f"[feed] {profile.name}: at most {result['max_accelerators']} accelerators at AU >= {threshold} "
+          f"(record {rec.dir})", file=sys.stderr)
+    return summary

@@ -7,11 +7,12 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import WsibenchError
+from .fsutil import check_name
 from .models import LEARNING_RATES as OPTIMIZERS, MODELS
 from .registry import ENGINES as _ENGINES, STAGES as _STAGES
 
@@ -146,8 +147,18 @@ class Matrix(_Strict):
     measure: list[Literal[STAGES]] = ["patches"]  # type: ignore[valid-type]
 
 
+def _safe(value: str) -> str:
+    try:
+        return check_name(value, "")
+    except OSError as e:  # as a ValueError, pydantic reports it under its key
+        raise ValueError(str(e)) from None
+
+
+SafeName = Annotated[str, AfterValidator(_safe)]
+
+
 class Workload(_Strict):
-    name: str
+    name: SafeName = Field(description="the workload's folder under the storage root and part of every run id")
     description: str = ""
     stages: list[Literal[STAGES]] = ["masks", "patches", "tfrecords"]  # type: ignore[valid-type]
     storage: str = "local"
@@ -220,7 +231,7 @@ class Emulate(_Strict):
 
 
 class StorageProfile(_Strict):
-    name: str
+    name: SafeName
     description: str = ""
     root: str = Field(description="root folder; '{results}' stands for the results directory")
     root_env: str | None = Field(None, description="environment variable that overrides root")
@@ -237,8 +248,13 @@ class StorageProfile(_Strict):
 
 
 def load_profile(name_or_path: str) -> StorageProfile:
+    """A profile by name (storage_profiles/NAME.toml) or by the path of a TOML file."""
     p = Path(name_or_path)
     if not p.suffix:
+        try:
+            check_name(name_or_path, "storage profile")
+        except OSError as e:
+            raise ConfigError(str(e)) from None
         p = PROJECT_ROOT / "storage_profiles" / f"{name_or_path}.toml"
     data = load_toml(p)
     data.setdefault("name", p.stem)

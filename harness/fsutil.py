@@ -1,10 +1,50 @@
-"""Atomic outputs: every file is written under a temporary name and renamed when complete."""
+"""Files: atomic outputs (written under a temporary name, renamed when complete), safe names, guarded removal.
+
+Every removal the harness makes goes through ``remove``, which resolves the path and refuses anything that is
+not strictly inside the folder it is allowed to clean (a workload's own folder under the storage root).
+Names from configuration become paths only after ``check_name``.
+"""
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
+import shutil
 from pathlib import Path
+
+from .errors import WsibenchError
+
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+class UnsafePath(WsibenchError, PermissionError):
+    """A name or path that would reach outside the folders the harness owns."""
+
+
+def check_name(name: str, what: str = "name") -> str:
+    """``name`` if it is a safe slug (letters, digits, '-', '_', '.'; no '/', no '..'); else UnsafePath."""
+    if not isinstance(name, str) or not SAFE_NAME.fullmatch(name) or ".." in name:
+        raise UnsafePath(f"{what + ' ' if what else ''}{name!r} is not a safe name: use letters, digits, '-', '_' and '.', starting "
+                         "with a letter or digit, without '/' or '..'")
+    return name
+
+
+def inside(path: str | Path, folder: str | Path) -> Path:
+    """The resolved ``path``, which must lie strictly inside the resolved ``folder`` (symbolic links followed)."""
+    p, f = Path(path).resolve(), Path(folder).resolve()
+    if p == f or f not in p.parents:
+        raise UnsafePath(f"refusing to remove {path}: it is not inside {folder}")
+    return p
+
+
+def remove(path: str | Path, within: str | Path) -> None:
+    """Delete a file or a folder tree, only if it lies inside ``within``; missing is fine."""
+    p = inside(path, within)
+    if p.is_dir():
+        shutil.rmtree(p)
+    else:
+        p.unlink(missing_ok=True)
 
 
 def tmp_name(path: Path) -> Path:
@@ -67,11 +107,11 @@ def write_json(path: str | Path, obj) -> None:
     write_bytes(path, json.dumps(obj, indent=1, default=str).encode())
 
 
-def remove_temporaries(folder: str | Path) -> int:
-    """Delete leftovers of killed writers (``.<name>.tmp<pid>``) under folder; returns how many."""
+def remove_temporaries(folder: str | Path, within: str | Path) -> int:
+    """Delete leftovers of killed writers (``.<name>.tmp<pid>``) under folder (inside ``within``); how many."""
     n = 0
     for p in Path(folder).rglob(".*.tmp*"):
         if p.is_file():
-            p.unlink(missing_ok=True)
+            remove(p, within)
             n += 1
     return n

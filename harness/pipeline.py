@@ -5,7 +5,6 @@ them and owns the run around them.
 """
 from __future__ import annotations
 
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -13,6 +12,7 @@ from pathlib import Path
 
 from .config import STAGES, StorageProfile, Workload, load_profile
 from .errors import UnknownName
+from .fsutil import check_name, remove
 from .registry import STAGES as STAGE_REGISTRY, load
 from .results import record
 from .slides.dataset import list_slides, prepare
@@ -65,8 +65,8 @@ def run_attached(workload: Workload, opts: RunOptions, profile: StorageProfile, 
     with record.recording(results_dir, workload, storage_record, engine, opts.tags) as rec:
         summary = rec.summary
         summary["storage"]["fio"] = fio.latest(results_dir, profile.name)
-        ctx = StageContext(workload, profile, root, root / workload.name, rec.dir, summary, opts.engine, opts.workers,
-                           tables=rec.tables)
+        ctx = StageContext(workload, profile, root, root / check_name(workload.name, "workload"), rec.dir, summary,
+                           opts.engine, opts.workers, tables=rec.tables)
         print(f"[run] {rec.run_id}: stages {', '.join(stages)} on {profile.name} ({root}"
               f"{', emulated' if profile.emulated else ''}) with {engine['name']} x{engine['workers']}",
               file=sys.stderr)
@@ -80,7 +80,7 @@ def run_attached(workload: Workload, opts: RunOptions, profile: StorageProfile, 
             summary["dataset"]["slides"] = len(ctx.slides)
             for stage in stages:
                 if opts.fresh:
-                    shutil.rmtree(ctx.data / stage, ignore_errors=True)  # each stage's outputs: <data>/<stage>/
+                    remove(ctx.data / stage, ctx.data)  # each stage's outputs: <data>/<stage>/
                 if opts.drop_caches:
                     dropped.append(drop_page_cache())
                 rec_ = summary["stages"][stage] = load(STAGE_REGISTRY, "stage", stage)(ctx)

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 import sys
 from pathlib import Path
 
 from ..errors import DataError
+from ..fsutil import remove
 
 SLIDE_SUFFIXES = (".tif", ".tiff", ".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".bif")
 FOLDERS = {("training", "normal"): "normal", ("training", "tumor"): "tumor", ("testing", "images"): None}
@@ -63,7 +63,7 @@ def prepare(workload, data: Path, engine) -> Path:
     if marker.is_file() and json.loads(marker.read_text()) == spec:
         return out
     if out.exists():
-        shutil.rmtree(out)
+        remove(out, data)
     print(f"[dataset] synthesising {spec['slides']} slides of {spec['size']} px under {out}", file=sys.stderr)
     synth.generate(out, spec["slides"], spec["size"], spec["seed"], spec["tumor_fraction"], spec["test_fraction"],
                    spec["mpp"], engine=engine())

@@ -241,7 +241,7 @@ def drive(ctx: StageContext) -> dict:
     """Patches of the training slides."""
     out = ctx.data / "patches"
     if out.exists():
-        remove_temporaries(out)
+        remove_temporaries(out, ctx.data)
     fn = functools.partial(run_slide, cfg=ctx.workload.patches, masks_dir=str(ctx.data / "masks"), out=str(out))
     outcomes, secs = ctx.map("patches", fn, ctx.items("training"))
     n = sum(o.value["patches"] for o in outcomes if not o.error)

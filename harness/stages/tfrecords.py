@@ -19,7 +19,7 @@ import pandas as pd
 from .. import tfrecord
 from ..config import TFRecords
 from ..errors import StageInputError
-from ..fsutil import atomic_path, remove_temporaries, write_bytes, write_json
+from ..fsutil import atomic_path, remove, remove_temporaries, write_bytes, write_json
 from .common import StageContext, stage_record
 from .patches import LABELS, manifest_path
 
@@ -140,12 +140,12 @@ def drive(ctx: StageContext) -> dict:
     classes = {s["slide"]: s.get("label") for s in ctx.slides}
     items = plan(manifests, classes, ctx.workload.tfrecords, out, ctx.workload.patches.size)
     out.mkdir(parents=True, exist_ok=True)
-    remove_temporaries(out)
+    remove_temporaries(out, ctx.data)
     planned = {Path(i[k]).name for i in items for k in ("path", "index")} | {"splits.json"}
     for p in out.iterdir():  # shards of an earlier, different plan
         if p.name not in planned:
-            p.unlink()
-    (out / "splits.json").unlink(missing_ok=True)
+            remove(p, ctx.data)
+    remove(out / "splits.json", ctx.data)
     outcomes, secs = ctx.map("tfrecords", write_shard, items)
     n = sum(o.value["records"] for o in outcomes if not o.error)
     rec = stage_record(ctx, "tfrecords", outcomes, secs, patches=n, patches_per_s=n / secs if secs else None,

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from ..errors import WsibenchError
+from ..fsutil import check_name
 
 
 class EmulationError(WsibenchError, RuntimeError):
@@ -185,8 +186,9 @@ def _operations(backing: str, p: dict):
 def serve(backing: str, mountpoint: str, params: dict) -> None:
     import mfusepy as fuse
 
+    name = check_name(params.get("name", "emulated"), "storage profile")  # the fsname must not add mount options
     fuse.FUSE(_operations(os.path.abspath(backing), params), mountpoint, raw_fi=True, foreground=True, nothreads=False,
-              fsname=f"wsibench-{params.get('name', 'emulated')}", default_permissions=False,
+              fsname=f"wsibench-{name}", default_permissions=False,
               **({"ro": True} if params.get("read_only") else {}))
 
 

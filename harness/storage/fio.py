@@ -15,11 +15,11 @@ import datetime as dt
 import json
 import shutil
 import subprocess
-import time
+import tempfile
 from pathlib import Path
 
 from ..errors import WsibenchError
-from ..fsutil import write_json
+from ..fsutil import remove, write_json
 
 JOBS = ("slide_seq_read", "slide_tile_read", "jpeg_small_writes", "tfrecord_stream", "checkpoint_write")
 
@@ -102,8 +102,8 @@ def run(root: Path, size_mb: int = 256, runtime_s: float = 5.0, small_files: int
     fio = shutil.which("fio")
     if not fio:
         raise FioError("fio is not installed: apt-get install fio (Debian/Ubuntu) or dnf install fio")
-    work = Path(root) / f".wsibench-fio-{int(time.time())}"
-    (work / "jpeg").mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".wsibench-fio-", dir=root))  # its own scratch folder, removed after
+    (work / "jpeg").mkdir()
     jobs = work.parent / f"{work.name}.fio"
     jobs.write_text(job_file(work, size_mb, runtime_s, small_files, streams, direct))
     try:
@@ -113,8 +113,8 @@ def run(root: Path, size_mb: int = 256, runtime_s: float = 5.0, small_files: int
         text = r.stdout[r.stdout.find("{"):]  # fio may print notes before its JSON
         doc = json.loads(text)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
-        jobs.unlink(missing_ok=True)
+        remove(work, root)
+        remove(jobs, root)
     return {"fio_version": doc.get("fio version"), "size_mb": size_mb, "runtime_s": runtime_s, "direct": direct,
             "jobs": summarise(doc, small_files)}
 

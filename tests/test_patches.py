@@ -72,7 +72,8 @@ def test_labels_agree_with_ground_truth(dataset, jpeg_run):
         assert os.path.getsize(r.path) == r.bytes and Path(r.path).parent.name == r.label
         assert Image.open(r.path).size == (224, 224)
     assert summary["stages"]["patches"]["patches"] == len(m)
-    assert summary["stages"]["patches"]["files_written"] == len(m) + 4
+    on_disk = [p for p in (data / "patches").rglob("*") if p.is_file()]  # JPEG files and manifests, counted
+    assert summary["stages"]["patches"]["files_written"] == len(on_disk)
 
 
 def test_caps_sample_with_a_seed(dataset, tmp_path):
@@ -164,19 +165,36 @@ def test_tfrecord_output_gives_the_same_shards(dataset, jpeg_run, tmp_path):
         assert (data / "tfrecords" / name).read_bytes() == (data2 / "tfrecords" / name).read_bytes()
 
 
+def snapshot(folder: Path) -> dict:
+    return {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+
+
+def rewritten(folder: Path, before: dict) -> int:
+    """Files created or rewritten since the snapshot, counted on disk."""
+    return sum(before.get(p) != t for p, t in snapshot(folder).items())
+
+
 def test_rerun_skips_verified_work(dataset, jpeg_run, tmp_path):
     shutil.copytree(jpeg_run[1], tmp_path / "data" / "t")
+    total = len(manifests(tmp_path / "data" / "t"))
     summary, data = run(tmp_path, dataset)
-    assert summary["stages"]["patches"]["skipped"] == 4
-    assert summary["stages"]["patches"]["files_written"] == 0 and summary["stages"]["tfrecords"]["files_written"] == 0
+    p, t = summary["stages"]["patches"], summary["stages"]["tfrecords"]
+    assert p["skipped"] == 4 and p["skipped_patches"] == total
+    assert p["patches"] == 0 and p["patches_per_s"] == 0  # resumed work is not throughput
+    assert t["skipped"] == t["shards"] and t["patches"] == 0 and t["skipped_patches"] == total
+    assert p["files_written"] == 0 and t["files_written"] == 1  # splits.json alone
     # a damaged patch makes its slide be cut again; a damaged shard is written again
     victim = manifests(data).query("slide == 'tumor_001'").iloc[0].path
     Path(victim).write_bytes(b"garbage")
     shard = next((data / "tfrecords").glob("train-*.tfrecord"))
     good = shard.read_bytes()
     shard.write_bytes(good[:-10])
+    before = snapshot(data / "tfrecords")
     summary, _ = run(tmp_path, dataset)
-    assert summary["stages"]["patches"]["skipped"] == 3 and summary["stages"]["tfrecords"]["files_written"] == 2
+    p, t = summary["stages"]["patches"], summary["stages"]["tfrecords"]
+    recut = len(manifests(data).query("slide == 'tumor_001'"))
+    assert p["skipped"] == 3 and p["patches"] == recut and p["skipped_patches"] == total - recut
+    assert t["files_written"] == rewritten(data / "tfrecords", before) and t["skipped"] == t["shards"] - 1
     assert shard.read_bytes() == good and Path(victim).read_bytes()[:2] == b"\xff\xd8"
 
 
@@ -262,8 +280,42 @@ def test_shards_of_another_plan_are_not_reused(dataset, jpeg_run, tmp_path):
     """Same shard names and counts, another seed: the shards must be written again, not taken as complete."""
     shutil.copytree(jpeg_run[1], tmp_path / "data" / "t")
     old = {p.name: p.read_bytes() for p in (tmp_path / "data" / "t" / "tfrecords").glob("*.tfrecord")}
+    before = snapshot(tmp_path / "data" / "t" / "tfrecords")
     summary, data = run(tmp_path, dataset, tfrecords={"seed": 1})
     st = summary["stages"]["tfrecords"]
-    assert summary["stages"]["patches"]["skipped"] == 4 and st["files_written"] == 2 * st["shards"]
+    assert summary["stages"]["patches"]["skipped"] == 4 and st["skipped"] == 0
+    assert st["files_written"] == rewritten(data / "tfrecords", before)
     new = {p.name: p.read_bytes() for p in (data / "tfrecords").glob("*.tfrecord")}
     assert any(new[k] != old.get(k) for k in new)
+
+
+def test_shards_are_repacked_when_the_patches_change(dataset, jpeg_run, tmp_path):
+    """The same grid re-cut at another JPEG quality: same names, positions and counts, other bytes."""
+    shutil.copytree(jpeg_run[1], tmp_path / "data" / "t")
+    summary, data = run(tmp_path, dataset, patches={"jpeg_quality": 60})
+    st = summary["stages"]["tfrecords"]
+    assert summary["stages"]["patches"]["skipped"] == 0 and st["skipped"] == 0
+    m = manifests(data)
+    jpegs = {(r.slide, r.x, r.y): Path(r.path).read_bytes() for r in m.itertuples()}
+    from harness import tfrecord
+    for shard in (data / "tfrecords").glob("*.tfrecord"):
+        for _, rec in tfrecord.read_records(shard):
+            e = tfrecord.parse_example(rec)
+            assert e["image/encoded"] == jpegs[(e["slide"].decode(), e["loc_x"], e["loc_y"])]
+
+
+def test_readers_close_their_files(dataset, tmp_path):
+    """A long-lived worker cuts slide after slide: its open descriptors must not grow per slide."""
+    import harness.slides.dataset as ds
+    item = dict(next(s for s in ds.list_slides(dataset) if s["slide"] == "tumor_001"),
+                tumor_groups=Masks().tumor_groups, exclusion_groups=Masks().exclusion_groups)
+    masks.run_slide(item, Masks(), str(tmp_path / "masks"))
+
+    def cut(i):
+        patches.run_slide(item, Patches(max_per_class=10), str(tmp_path / "masks"), str(tmp_path / f"p{i}"))
+
+    cut(0)  # imports and first-use caches open what they keep
+    fds = len(os.listdir("/proc/self/fd"))
+    for i in range(1, 4):
+        cut(i)
+    assert len(os.listdir("/proc/self/fd")) == fds

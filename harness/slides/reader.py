@@ -65,6 +65,7 @@ class TileReader:
 
     def __init__(self, path: str | Path, level: int, slide: openslide.OpenSlide | None = None):
         self.path, self.level = str(path), level
+        self._owns_slide = slide is None
         self.slide = slide or open_slide(path)
         self.width, self.height = self.slide.level_dimensions[level]
         self.tiles_decoded = 0
@@ -158,8 +159,16 @@ class TileReader:
                     self._pool.append(self._cache.pop(key))
 
     def close(self):
+        """Close the file handles it opened (and the slide, when it opened that too)."""
         if self._fd is not None:
             os.close(self._fd)
             self._tf.close()
             self._fd = None
-        self.slide.close()
+        if self._owns_slide:
+            self.slide.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -48,25 +48,25 @@ def run_slide(item: dict, model_path: str, image_size: int, patches: Patches, cf
     try:
         g = grid(item, patches, mask_rec, tumor_m, tissue_m, slide, stride=cfg.stride)
         iy, ix = np.nonzero(g["tissue"] >= cfg.tissue_threshold)
-        reader = TileReader(item["path"], g["level"], slide)
-        read, ds = g["read"], g["downsample"]
-        probs = np.zeros(len(iy), np.float32)
-        for start in range(0, len(iy), cfg.batch_size):
-            t0 = time.perf_counter()
-            batch = []
-            for a, b in zip(iy[start:start + cfg.batch_size], ix[start:start + cfg.batch_size]):
-                y, x = int(g["gy"][a]), int(g["gx"][b])
-                reader.forget_above(y)
-                px = reader.region(x, y, read, read)
-                if read != image_size:
-                    px = cv2.resize(px, (image_size, image_size), interpolation=cv2.INTER_AREA)
-                batch.append(px)
-            x_batch = np.stack(batch).astype(np.float32) / 255.0
-            t1 = time.perf_counter()
-            probs[start:start + len(batch)] = np.asarray(model(x_batch, training=False)).reshape(-1)
-            t2 = time.perf_counter()
-            t_input += t1 - t0
-            t_model += t2 - t1
+        with TileReader(item["path"], g["level"], slide) as reader:
+            read, ds = g["read"], g["downsample"]
+            probs = np.zeros(len(iy), np.float32)
+            for start in range(0, len(iy), cfg.batch_size):
+                t0 = time.perf_counter()
+                batch = []
+                for a, b in zip(iy[start:start + cfg.batch_size], ix[start:start + cfg.batch_size]):
+                    y, x = int(g["gy"][a]), int(g["gx"][b])
+                    reader.forget_above(y)
+                    px = reader.region(x, y, read, read)
+                    if read != image_size:
+                        px = cv2.resize(px, (image_size, image_size), interpolation=cv2.INTER_AREA)
+                    batch.append(px)
+                x_batch = np.stack(batch).astype(np.float32) / 255.0
+                t1 = time.perf_counter()
+                probs[start:start + len(batch)] = np.asarray(model(x_batch, training=False)).reshape(-1)
+                t2 = time.perf_counter()
+                t_input += t1 - t0
+                t_model += t2 - t1
         thumb = read_level(slide, mask_rec["level"], item["path"])
     finally:
         slide.close()

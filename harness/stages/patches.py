@@ -177,9 +177,9 @@ def run_slide(item: dict, cfg: Patches, masks_dir: str, out: str) -> dict:
     slide = open_slide(item["path"])
     try:
         p = plan(item, cfg, mask_rec, tumor_m, tissue_m, slide)
-        reader = TileReader(item["path"], p["level"], slide)
-        rows = _extract(reader, p, cfg, item, out)
-        decoded = reader.tiles_decoded
+        with TileReader(item["path"], p["level"], slide) as reader:
+            rows = _extract(reader, p, cfg, item, out)
+            decoded = reader.tiles_decoded
     finally:
         slide.close()
     table = pa.Table.from_pylist(rows, schema=_SCHEMA).replace_schema_metadata({"params": params})
@@ -244,6 +244,8 @@ def drive(ctx: StageContext) -> dict:
         remove_temporaries(out, ctx.data)
     fn = functools.partial(run_slide, cfg=ctx.workload.patches, masks_dir=str(ctx.data / "masks"), out=str(out))
     outcomes, secs = ctx.map("patches", fn, ctx.items("training"))
-    n = sum(o.value["patches"] for o in outcomes if not o.error)
+    done = [o.value for o in outcomes if not o.error]
+    cut = [v for v in done if not v["skipped"]]  # slides found complete are resumed work, not throughput
+    n = sum(v["patches"] for v in cut)
     return stage_record(ctx, "patches", outcomes, secs, patches=n, patches_per_s=n / secs if secs else None,
-                        skipped=sum(bool(o.value and o.value.get("skipped")) for o in outcomes))
+                        skipped=len(done) - len(cut), skipped_patches=sum(v["patches"] for v in done if v["skipped"]))

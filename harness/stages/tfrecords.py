@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +59,7 @@ def plan(manifests: pd.DataFrame, slide_class: dict[str, str], cfg: TFRecords, o
         n = min(n, len(rows))
         for i, part in enumerate(np.array_split(np.arange(len(rows)), n)):
             name = f"{split}-{i:05d}-of-{n:05d}"
-            cols = rows.iloc[part][["path", "offset", "bytes", "label", "slide", "x", "y"]]
+            cols = rows.iloc[part][["path", "offset", "bytes", "crc32", "label", "slide", "x", "y"]]
             items.append({"shard": name, "split": split, "path": str(out / f"{name}.tfrecord"),
                           "index": str(out / f"{name}.index"), "patch_size": patch_size, "base": str(out.parent),
                           "rows": cols.to_dict("records")})
@@ -68,16 +69,21 @@ def plan(manifests: pd.DataFrame, slide_class: dict[str, str], cfg: TFRecords, o
 def complete(item: dict) -> bool:
     """The shard and its index exist and hold exactly the planned records, in order, each passing its CRC.
 
-    Comparing (slide, x, y) record by record, not just counts, keeps a shard of an earlier plan with the same
-    name and size (another seed, another split) from being taken for this one."""
+    Each record is compared with its manifest row: slide, position and label, and the content itself (the
+    patch's bytes and CRC32, as the manifest recorded them). A shard of an earlier plan with the same name
+    and size (another seed, another split, patches re-cut at another JPEG quality) is not taken for this one."""
     try:
         index = [l for l in Path(item["index"]).read_text().split("\n") if l]
         if len(index) != len(item["rows"]):
             return False
-        got = [(e["slide"].decode(), e["loc_x"], e["loc_y"])
-               for e in (tfrecord.parse_example(d) for _, d in tfrecord.read_records(item["path"]))]
-        return got == [(r["slide"], r["x"], r["y"]) for r in item["rows"]]
-    except (OSError, KeyError, tfrecord.CorruptRecord):
+        for (_, data), r in zip(tfrecord.read_records(item["path"]), item["rows"], strict=True):
+            e = tfrecord.parse_example(data)
+            content = data if r["offset"] else e["image/encoded"]  # the manifest describes what the patch stage wrote
+            if ((e["slide"].decode(), e["loc_x"], e["loc_y"], e["image/class/label"]) != (r["slide"], r["x"], r["y"], LABELS[r["label"]])
+                    or len(content) != r["bytes"] or zlib.crc32(content) != r["crc32"]):
+                return False
+        return True
+    except (OSError, KeyError, ValueError, tfrecord.CorruptRecord):  # ValueError: more or fewer records than planned
         return False
 
 
@@ -147,10 +153,14 @@ def drive(ctx: StageContext) -> dict:
             remove(p, ctx.data)
     remove(out / "splits.json", ctx.data)
     outcomes, secs = ctx.map("tfrecords", write_shard, items)
-    n = sum(o.value["records"] for o in outcomes if not o.error)
+    done = [o.value for o in outcomes if not o.error]
+    written = [v for v in done if not v["skipped"]]  # shards found complete are resumed work, not throughput
+    n = sum(v["records"] for v in written)
     rec = stage_record(ctx, "tfrecords", outcomes, secs, patches=n, patches_per_s=n / secs if secs else None,
-                       shards=len(items), bytes=sum(o.value["bytes"] for o in outcomes if not o.error))
+                       shards=len(items), bytes=sum(v["bytes"] for v in written),
+                       skipped=len(done) - len(written), skipped_patches=sum(v["records"] for v in done if v["skipped"]))
     if not rec["errors"]:
         doc = write_split_manifest(out, [o.value for o in outcomes], ctx.workload.tfrecords)
         rec["records"] = {k: v["records"] for k, v in doc["splits"].items()}
+        rec["files_written"] += 1  # splits.json
     return rec

@@ -88,13 +88,13 @@ def cmd_matrix(a) -> int:
     doc = matrix.run(w, Path(a.results), measure, a.repetitions, a.strict, a.drop_caches)
     print(f"{'configuration':<44} {'stage':<10} {'n':>2} {'mean':>10} {'std':>8} {'min':>10} {'max':>10}  spread")
     for r in doc["results"]:
-        if not r["n"]:
-            print(f"{r['config']:<44} {r['stage']:<10}  0   (all repetitions failed)")
-            continue
-        print(f"{r['config']:<44} {r['stage']:<10} {r['n']:>2} {r['mean']:>10.1f} {r['std']:>8.1f} {r['min']:>10.1f} "
-              f"{r['max']:>10.1f}  {r['spread']:.1%}{'  FLAGGED: > 5%' if r['flagged'] else ''}")
+        if r["n"]:
+            print(f"{r['config']:<44} {r['stage']:<10} {r['n']:>2} {r['mean']:>10.1f} {r['std']:>8.1f} "
+                  f"{r['min']:>10.1f} {r['max']:>10.1f}  {r['spread']:.1%}{'  FLAGGED: > 5%' if r['flagged'] else ''}")
+        for f in r["errors"]:
+            print(f"{r['config']:<44} {r['stage']:<10}  FAILED repetition {f.get('repetition')}: {f['error']}")
     print(f"[matrix] {Path(a.results) / doc['matrix_id'] / 'matrix.json'}", file=sys.stderr)
-    return 0 if all(r["n"] for r in doc["results"]) else 3
+    return 0 if not doc["failed"] else 3
 
 
 def cmd_report(a) -> int:
@@ -148,12 +148,13 @@ def cmd_feed(a) -> int:
     from .feed import feed
 
     w = load_workload(a.workload)
-    s = feed(w, a.storage, a.results, a.threshold, a.max, a.steps, a.strict)
+    s = feed(w, a.storage, a.results, a.threshold, a.max, a.steps, a.strict, a.repetitions)
     f = s["feed"]
-    print(f"{'accelerators':>12} {'AU':>7} {'samples/s':>10} {'MiB/s':>8}")
+    print(f"{'accelerators':>12} {'AU':>7} {'AU min':>7} {'AU max':>7} {'samples/s':>10} {'MiB/s':>8} {'host CPU':>8}  limit")
     for p in f["probes"]:
-        print(f"{p['accelerators']:>12} {p['au']:>7.3f} {p['samples_per_s']:>10.0f} {p['mib_per_s']:>8.1f}")
-    print(f"max accelerators at AU >= {f['threshold']}: {f['max_accelerators']}")
+        print(f"{p['accelerators']:>12} {p['au']:>7.3f} {p['au_min']:>7.3f} {p['au_max']:>7.3f} "
+              f"{p['samples_per_s']:>10.0f} {p['mib_per_s']:>8.1f} {p['cpu_busy_fraction']:>8.0%}  {p['limit'] or ''}")
+    print(f"max accelerators at AU >= {f['threshold']}: {f['max_accelerators']} (bound by {f['bound_by']})")
     return 0
 
 
@@ -259,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threshold", type=float, default=0.9, help="AU to sustain (default 0.9)")
     s.add_argument("--max", type=int, default=16, help="most accelerators to try (default 16)")
     s.add_argument("--steps", type=int, default=30, help="steps per accelerator and probe (default 30)")
+    s.add_argument("--repetitions", type=int, default=1,
+                   help="runs of each probe; the mean AU decides and the spread is reported (default 1)")
     s.set_defaults(fn=cmd_feed)
 
     s = command("calibrate", ["workload", "results"], help="measure the real training step time of the workload's model here",

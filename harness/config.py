@@ -139,6 +139,12 @@ class Engine(_Strict):
         {}, description="engine per stage, e.g. {patches = 'spark', infer = 'dask'}")
 
 
+class Network(_Strict):
+    interface: str | None = Field(
+        None, description="open the services of distributed training on this interface (multi-host runs); "
+                          "default: none beyond loopback (ranks run in a private network namespace)")
+
+
 class Matrix(_Strict):
     engines: list[Literal[ENGINES]] = []  # type: ignore[valid-type]
     workers: list[int] = []
@@ -169,6 +175,7 @@ class Workload(_Strict):
     tfrecords: TFRecords = TFRecords()
     train: Train = Train()
     infer: Infer = Infer()
+    network: Network = Network()
     matrix: Matrix = Matrix()
 
     @property

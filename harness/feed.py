@@ -7,6 +7,7 @@ then bisecting.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -16,11 +17,12 @@ from . import accelerators
 from .config import ConfigError, Workload, load_profile
 from .pipeline import RunOptions, run_attached
 from .results import record
-from .storage import attach, fio
+from .storage import attach, drop_caches, fio
 
 
 def feed(workload: Workload, storage: str | None = None, results_dir: str | Path = "results",
-         threshold: float = 0.9, max_accelerators: int = 16, steps: int = 30, strict: bool = False) -> dict:
+         threshold: float = 0.9, max_accelerators: int = 16, steps: int = 30, strict: bool = False,
+         repetitions: int = 1) -> dict:
     from .stages import distributed
 
     results_dir = Path(results_dir).resolve()
@@ -44,13 +46,19 @@ def feed(workload: Workload, storage: str | None = None, results_dir: str | Path
             splits = json.loads((tfr / "splits.json").read_text())["splits"]
             files = [str(tfr / s["path"]) for s in splits["train"]["shards"]]
             ecfg = cfg.model_copy(update={"batch_size": emu.batch, "augment": False})
+            data = sum(Path(f).stat().st_size for f in files)
+            memory = summary["environment"]["memory_bytes"]
+            summary["feed"]["dataset"] = {  # MLPerf Storage's rule: under 5x RAM the page cache may serve it
+                "bytes": data, "memory_bytes": memory, "fits_in_memory": data < memory,
+                "potential_caching": data < 5 * memory and profile.emulate is None}
+            dropper = drop_caches if os.geteuid() == 0 else None  # before every probe, where that is allowed
             try:
                 result = distributed.feed(files, root / workload.name / "feed", ecfg, emu.step_s, threshold,
-                                          max_accelerators, steps,
+                                          max_accelerators, steps, repetitions, dropper,
                                           progress=lambda m: print(m, file=sys.stderr, flush=True))
                 summary["feed"] = result | summary["feed"]
             finally:
                 rec.tables["feed_probes"] = pd.DataFrame(summary["feed"].get("probes", []))
-    print(f"[feed] {profile.name}: at most {result['max_accelerators']} accelerators at AU >= {threshold} "
-          f"(record {rec.dir})", file=sys.stderr)
+    print(f"[feed] {profile.name}: at most {result['max_accelerators']} accelerators at AU >= {threshold}, "
+          f"bound by {result['bound_by']} (record {rec.dir})", file=sys.stderr)
     return summary

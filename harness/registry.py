@@ -20,6 +20,7 @@ class Entry:
     target: str                 # "module:attribute"
     extra: str | None = None    # the pip extra that installs its dependencies
     summary: str = ""
+    fixed_workers: int | None = None  # an engine that always runs this many workers, whatever is asked
 
 
 STAGES = {  # pipeline order
@@ -31,7 +32,7 @@ STAGES = {  # pipeline order
 }
 
 ENGINES = {
-    "local": Entry("harness.engines.local:LocalEngine", None, "in-process, one item after the other"),
+    "local": Entry("harness.engines.local:LocalEngine", None, "in-process, one item after the other", 1),
     "multiprocessing": Entry("harness.engines.local:ProcessEngine", None, "a pool of processes on this host"),
     "dask": Entry("harness.engines.dask_engine:DaskEngine", "dask", "an embedded LocalCluster or a cluster"),
     "spark": Entry("harness.engines.spark_engine:SparkEngine", "spark", "local[N] or a cluster master"),

@@ -36,6 +36,11 @@ def wait_for(check, timeout: float, what: str):
     raise TimeoutError(f"{what} did not come up in {timeout:.0f}s ({last})")
 
 
+class Master(str):
+    """The master's URL, with the pids of the cluster's daemons."""
+    pids: list[int]
+
+
 @contextlib.contextmanager
 def spark_standalone(tmp: Path, workers: int = 2):
     import pyspark
@@ -62,7 +67,9 @@ def spark_standalone(tmp: Path, workers: int = 2):
             doc = json.load(urllib.request.urlopen(f"http://127.0.0.1:{ui}/json/", timeout=2))
             return sum(w["state"] == "ALIVE" for w in doc["workers"]) == workers
         wait_for(alive, 90, "Spark standalone cluster")
-        yield master
+        m = Master(master)
+        m.pids = [int(p.read_text()) for p in (tmp / "pids").glob("*.pid")]
+        yield m
     finally:
         for cls, i in reversed(started):
             subprocess.run([daemon, "stop", cls, i], env=env, capture_output=True)
@@ -80,7 +87,7 @@ def dask_cluster(tmp: Path, workers: int = 2):
     try:
         for n in range(workers):
             procs.append(subprocess.Popen([str(VENV_BIN / "dask"), "worker", address, "--host", "127.0.0.1",
-                                           "--nworkers", "1", "--nthreads", "1", "--no-dashboard",
+                                           "--nworkers", "1", "--nthreads", "1", "--dashboard-address", "127.0.0.1:0",
                                            "--local-directory", str(tmp / f"w{n}")],
                                           stdout=logs[n + 1], stderr=logs[n + 1]))
 

@@ -2,6 +2,9 @@
 import importlib.util
 import os
 import shutil
+from pathlib import Path
+
+import numpy as np
 
 import pandas as pd
 import pytest
@@ -11,6 +14,8 @@ from harness.feed import feed
 from harness.config import parse_workload
 from harness.metrics import step_figures
 from harness.stages.distributed import aggregate
+
+from netcheck import Watch
 
 
 def test_au_arithmetic_by_hand():
@@ -22,12 +27,15 @@ def test_au_arithmetic_by_hand():
     assert f["images_per_s"] == pytest.approx(24 / 15)
     # two ranks: AU = total compute / total wall; samples/s add up
     ranks = [{"wait_seconds": 1.0, "compute_seconds": 9.0, "wall_seconds": 10.0, "images_per_s": 10.0,
-              "accelerator_utilization": 0.9, "bytes_read": 2**20 * 10, "steps": [{"batch_size": 4}] * 26},
+              "accelerator_utilization": 0.9, "measured_bytes_read": 2**20 * 10, "steps": [{"batch_size": 4}] * 26,
+              "measured_steps": 25, "bytes_read": 100},
              {"wait_seconds": 5.0, "compute_seconds": 5.0, "wall_seconds": 10.0, "images_per_s": 6.0,
-              "accelerator_utilization": 0.5, "bytes_read": 2**20 * 20, "steps": [{"batch_size": 4}] * 16}]
+              "accelerator_utilization": 0.5, "measured_bytes_read": 2**20 * 20, "steps": [{"batch_size": 4}] * 16,
+              "measured_steps": 15, "bytes_read": 50}]
     a = aggregate(ranks)
     assert a["accelerator_utilization"] == pytest.approx(14 / 20) and a["input_wait_fraction"] == pytest.approx(6 / 20)
     assert a["images_per_s"] == 16.0 and a["mib_per_s"] == pytest.approx(3.0) and a["images"] == 4 * 25 + 4 * 15
+    assert a["measured_steps"] == 40 and a["bytes_read"] == 150
 
 
 def _workload(dataset, **train):
@@ -73,26 +81,36 @@ def _check_two_workers(s, prepared):
     assert 0 <= t["input_wait_fraction"] < 1 and 0 < t["accelerator_utilization"] <= 1 and t["val_auc"] is not None
 
 
+def _no_exposed_services(watch):
+    """The ranks' services (TensorFlow's gRPC server binds 0.0.0.0) were reachable only over loopback."""
+    assert watch.seen, "the ranks opened nothing: the watch saw nothing"
+    assert not watch.exposed, watch.exposed
+
+
 def test_multiworker_mirrored_two_processes(prepared, dataset):
-    s = _train(prepared, dataset, distribution="multiworker", processes=2, steps_per_epoch=40, learning_rate=3e-3)
+    with Watch() as watch:
+        s = _train(prepared, dataset, distribution="multiworker", processes=2, steps_per_epoch=40, learning_rate=3e-3)
     assert s["train"]["mode"] == "multiworker"
     _check_two_workers(s, prepared)
+    _no_exposed_services(watch)
 
 
 def test_horovod_two_processes(prepared, dataset):
     if importlib.util.find_spec("horovod") is None:
         pytest.fail("horovod is not installed: scripts/test installs it with scripts/install-horovod")
     (prepared / "data" / "d" / "train" / "model.keras").unlink(missing_ok=True)
-    s = _train(prepared, dataset, distribution="horovod", processes=2, steps_per_epoch=40, learning_rate=3e-3)
+    with Watch() as watch:
+        s = _train(prepared, dataset, distribution="horovod", processes=2, steps_per_epoch=40, learning_rate=3e-3)
     assert s["train"]["mode"] == "horovod"
     _check_two_workers(s, prepared)
+    _no_exposed_services(watch)
 
 
-def _feed(prepared, dataset, storage: str, max_n: int):
+def _feed(prepared, dataset, storage: str, max_n: int, repetitions: int = 1, steps: int = 16):
     wl = _workload(dataset, step_time_s=0.1)
     os.environ["WSIBENCH_LOCAL_ROOT"] = str(prepared / "data")
     try:
-        return feed(wl, storage, prepared / "results", 0.9, max_n, steps=16)
+        return feed(wl, storage, prepared / "results", 0.9, max_n, steps=steps, repetitions=repetitions)
     finally:
         del os.environ["WSIBENCH_LOCAL_ROOT"]
 
@@ -112,4 +130,63 @@ def test_feed_finds_fewer_accelerators_on_slow_storage(prepared, dataset, tmp_pa
     aus = [p["au"] for p in slow["probes"]]
     assert min(aus) < 0.9 and aus == sorted(aus, reverse=True)  # AU falls as accelerators are added
     assert slow["max_accelerators"] < local["max_accelerators"]
+    failing = [p for p in slow["probes"] if p["au"] < 0.9]
+    assert all(p["limit"] == "storage" and p["cpu_busy_fraction"] < 0.9 for p in failing), failing
+    assert slow["bound_by"] == "storage"
     assert s["storage"]["emulated"] and (prepared / "results" / s["run_id"] / "feed_probes.parquet").is_file()
+
+
+def _shards_of(prepared, out: Path, n: int, per: int) -> list[str]:
+    """n shards of exactly ``per`` records each, taken from the prepared shards."""
+    from harness import tfrecord
+    src = sorted((prepared / "data" / "d" / "tfrecords").glob("train-*.tfrecord"))
+    records = [d for p in src for _, d in tfrecord.read_records(p)][: n * per]
+    out.mkdir(parents=True)
+    paths = []
+    for i in range(n):
+        p = out / f"s{i}.tfrecord"
+        p.write_bytes(b"".join(tfrecord.frame(d) for d in records[i * per:(i + 1) * per]))
+        paths.append(str(p))
+    return paths
+
+
+@pytest.mark.parametrize("mode", ["multiworker", "horovod"])
+def test_two_ranks_with_half_batches_take_the_step_one_rank_takes_with_the_whole(mode, prepared, tmp_path):
+    """One SGD step on 2 ranks x 8 records = one step on 1 rank x 16 records, weight decay included (the
+    reference's, as in single-process training), and the decay really applies.
+    (SGD, because Adam's first step is blind to the gradient's scale, and a doubled gradient would pass.)"""
+    if mode == "horovod" and importlib.util.find_spec("horovod") is None:
+        pytest.fail("horovod is not installed: scripts/test installs it with scripts/install-horovod")
+    import tensorflow as tf
+    from harness.config import Train
+    from harness.stages import distributed
+
+    files = _shards_of(prepared, tmp_path / "shards", 2, 8)
+    runs = {}
+    for world, decay in ((1, 0.05), (2, 0.05), (2, 0.0)):
+        cfg = Train(model="small_cnn", image_size=32, batch_size=16 // world, optimizer="sgd", learning_rate=0.5,
+                    augment=False, shuffle_buffer=0, interleave_cycle=2, seed=3, weight_decay=decay)
+        out = tmp_path / f"w{world}-{decay}"
+        res = distributed.run(files, out, cfg, mode, world, steps=1)
+        model = tf.keras.models.load_model(out / "model.keras", compile=False)
+        runs[world, decay] = ([np.asarray(v) for v in model.trainable_weights], res)
+
+    def diff(a, b):
+        return max(float(np.abs(x - y).max()) for x, y in zip(runs[a][0], runs[b][0]))
+    step = runs[1, 0.05][1]["ranks"][0]["weights_change_max"]
+    assert step > 1e-3, step  # the step really moved the weights
+    assert diff((1, 0.05), (2, 0.05)) < 1e-3 * step  # both runs moved them the same way
+    assert diff((2, 0.05), (2, 0.0)) > 1e-2 * step  # and the weight decay is part of the step
+
+
+def test_feed_probes_repeat_and_say_what_bounds_them(prepared, dataset):
+    s = _feed(prepared, dataset, "local", 1, repetitions=3, steps=8)
+    f = s["feed"]
+    (p,) = f["probes"]
+    assert p["repetitions"] == 3 and p["au_min"] <= p["au"] <= p["au_max"] and p["au_spread"] >= 0
+    assert 0 < p["cpu_busy_fraction"] <= 1
+    assert p["caches_dropped"] == (os.geteuid() == 0)
+    assert f["dataset"]["fits_in_memory"] is True and f["dataset"]["bytes"] > 0
+    assert f["bound_by"].startswith("max_accelerators") or p["limit"] in ("cpu", "storage")
+    probes = pd.read_parquet(prepared / "results" / s["run_id"] / "feed_probes.parquet")
+    assert list(probes["repetitions"]) == [3]

@@ -14,6 +14,7 @@ from harness.config import parse_workload
 from harness.engines import make_engine, run_all
 
 from clusters import dask_cluster, spark_standalone
+from netcheck import Watch
 
 
 @pytest.fixture(scope="module")
@@ -153,3 +154,16 @@ def test_failing_slide_is_reported_under_every_engine(engine, dataset, tmp_path_
     assert "tumor_002.tif: cannot open slide" in summary["stages"]["masks"]["errors"][0]["error"]
     done = sorted(p.stem for p in (data / "patches" / "manifests").glob("*.parquet"))
     assert done == ["normal_001", "normal_002", "tumor_001"]
+
+
+def test_nothing_listens_beyond_loopback(dataset, dask_address, spark_master, tmp_path):
+    """Embedded and cluster engines: every socket the run's processes (and the clusters') listen on is loopback."""
+    assert spark_master.pids
+    with Watch(extra_pids=spark_master.pids) as watch:
+        for engine, opts in (("dask", {}), ("spark", {}), ("dask", {"address": dask_address}),
+                             ("spark", {"master": spark_master})):
+            summary, _ = run(tmp_path / f"{engine}-{len(opts)}", dataset, engine, stages=("masks",), **opts)
+            assert summary["status"] == "ok"
+    ports = {port for (_, _, _, port) in watch.seen}
+    assert int(dask_address.rsplit(":", 1)[1]) in ports and int(spark_master.rsplit(":", 1)[1]) in ports
+    assert not watch.exposed, watch.exposed

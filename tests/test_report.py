@@ -128,9 +128,10 @@ def test_matrix_repetitions_and_reuse(dataset, tmp_path):
     finally:
         del os.environ["WSIBENCH_LOCAL_ROOT"]
     assert json.loads((tmp_path / "results" / doc["matrix_id"] / "matrix.json").read_text()) == doc
-    assert len(doc["configurations"]) == 4 and len(doc["runs"]) == 8
+    # local runs one worker whatever is asked: one configuration, not two named after a count that never ran
+    assert len(doc["configurations"]) == 3 and len(doc["runs"]) == 6
     rows = {r["config"]: r for r in doc["results"]}
-    assert set(rows) == {"local x1 @ local", "local x2 @ local", "multiprocessing x1 @ local", "multiprocessing x2 @ local"}
+    assert set(rows) == {"local x1 @ local", "multiprocessing x1 @ local", "multiprocessing x2 @ local"}
     for r in rows.values():
         assert r["n"] == 2 and r["min"] <= r["mean"] <= r["max"] and r["std"] >= 0
         assert r["flagged"] == (r["spread"] > 0.05)
@@ -140,3 +141,31 @@ def test_matrix_repetitions_and_reuse(dataset, tmp_path):
     measured = [s for s in runs if s["tags"].get("role") == "measure"]
     assert all(list(s["stages"]) == ["patches"] and s["stages"]["patches"]["skipped"] == 0 for s in measured)
     assert all(s["stages"]["patches"]["files_written"] > 0 for s in measured)  # cut afresh, not resumed
+
+
+def test_failed_configurations_are_listed_and_the_matrix_exits_non_zero(dataset, tmp_path):
+    missing = tmp_path / "missing.toml"
+    missing.write_text(f'root = "{tmp_path}/not/mounted"\n')
+    wl = tmp_path / "m.toml"
+    wl.write_text(f'name = "m"\nstages = ["masks", "patches"]\n[dataset]\nkind = "camelyon16"\npath = "{dataset}"\n'
+                  f'[patches]\nmax_per_class = 20\n[matrix]\nengines = ["local"]\nstorage = ["local", "{missing}"]\n'
+                  f'repetitions = 2\nmeasure = ["patches"]\n')
+    env = dict(os.environ, WSIBENCH_LOCAL_ROOT=str(tmp_path / "data"))
+    r = subprocess.run([sys.executable, "-m", "harness.cli", "matrix", str(wl), "--results", str(tmp_path / "res")],
+                       env=env, capture_output=True, text=True)
+    assert r.returncode == 3, r.stderr[-2000:]
+    doc = json.loads(next((tmp_path / "res").glob("matrix-*/matrix.json")).read_text())
+    rows = {r["config"]: r for r in doc["results"]}
+    bad = rows[f"local x1 @ {missing}"]
+    assert bad["status"] == "failed" and bad["n"] == 0 and bad["failed"] == 2
+    assert all("does not exist (is it mounted?)" in e["error"] for e in bad["errors"])
+    assert rows["local x1 @ local"]["status"] == "ok" and rows["local x1 @ local"]["n"] == 2
+    assert "FAILED repetition 0" in r.stdout and "does not exist" in r.stdout
+
+
+def test_a_measured_set_with_a_gap_is_refused(dataset, tmp_path):
+    from harness.config import ConfigError
+    w = parse_workload({"name": "m", "dataset": {"kind": "camelyon16", "path": str(dataset)},
+                        "matrix": {"measure": ["masks", "tfrecords"]}})
+    with pytest.raises(ConfigError, match="matrix.measure: masks, tfrecords leaves a gap"):
+        matrix.run(w, tmp_path / "results")

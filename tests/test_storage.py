@@ -15,7 +15,7 @@ from harness.storage.emulate import mounted
 
 from conftest import ROOT
 
-pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse") or os.geteuid() != 0,
+needs_fuse = pytest.mark.skipif(not os.path.exists("/dev/fuse") or os.geteuid() != 0,
                                 reason="emulated storage needs FUSE and root (the CI machine has both)")
 
 
@@ -30,6 +30,7 @@ def profile(tmp: Path, name: str, **emulate) -> str:
     return str(p)
 
 
+@needs_fuse
 def test_fio_on_emulated_50_mb_s(tmp_path):
     prof = load_profile(profile(tmp_path, "slow50", read_mb_s=50, write_mb_s=400))
     with attach(prof, tmp_path / "results") as (root, rec):
@@ -64,13 +65,19 @@ def test_missing_or_read_only_root_fails_before_any_work(tmp_path):
     missing.write_text(f'root = "{tmp_path}/not/mounted"\nfstype = "nfs"\n')
     with pytest.raises(StorageError, match=r"'missing': root .*/not/mounted does not exist \(is it mounted\?\)"):
         pipeline.run(wl, storage=str(missing), results_dir=tmp_path / "results")
-    ro = profile(tmp_path, "ro", read_only=True)
-    with pytest.raises(StorageError, match=r"'ro': root .*/ro/mnt is not writable: Read-only file system"):
-        pipeline.run(wl, storage=ro, results_dir=tmp_path / "results")
     assert not list((tmp_path / "results").glob("*quickstart*"))  # no run was started
     r = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(ROOT / "workloads" / "quickstart.toml"),
                         "--storage", str(missing), "--results", str(tmp_path / "results")], capture_output=True, text=True)
     assert r.returncode == 1 and "does not exist (is it mounted?)" in r.stderr
+
+
+@needs_fuse
+def test_read_only_root_fails_before_any_work(tmp_path):
+    wl = load_workload(ROOT / "workloads" / "quickstart.toml")
+    ro = profile(tmp_path, "ro", read_only=True)
+    with pytest.raises(StorageError, match=r"'ro': root .*/ro/mnt is not writable: Read-only file system"):
+        pipeline.run(wl, storage=ro, results_dir=tmp_path / "results")
+    assert not list((tmp_path / "results").glob("*quickstart*"))  # no run was started
 
 
 def test_claim_is_checked_against_the_mount_table(tmp_path):
@@ -116,6 +123,7 @@ def _train(tfrecords: Path, out: Path) -> dict:
     return train.run(tfrecords, out, cfg, progress=lambda m: None)[0]
 
 
+@needs_fuse
 def test_slow_storage_starves_training(local_run, tmp_path):
     _, data = local_run
     fast = _train(data / "tfrecords", tmp_path / "fast")
@@ -127,6 +135,7 @@ def test_slow_storage_starves_training(local_run, tmp_path):
     assert slow["images_per_s"] < fast["images_per_s"]
 
 
+@needs_fuse
 def test_quickstart_on_an_emulated_profile(tmp_path):
     prof = profile(tmp_path, "emu", read_mb_s=400, write_mb_s=300, latency_ms=0.05, metadata_ms=0.1)
     r = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(ROOT / "workloads" / "quickstart.toml"),
@@ -142,6 +151,7 @@ def test_quickstart_on_an_emulated_profile(tmp_path):
     assert (tmp_path / "emu" / "backing" / "quickstart" / "tfrecords" / "splits.json").is_file()
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root (the CI machine has it)")
 def test_full_disk_names_the_file_and_leaves_nothing_half_written(dataset, tmp_path):
     """A storage root too small for the patches: the slides that do not fit fail naming the file; no temporaries."""
     root = tmp_path / "tiny"

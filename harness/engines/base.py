@@ -28,7 +28,8 @@ class Outcome:
     worker: str = ""
 
 
-def _proc_io() -> dict:
+def proc_io() -> dict:
+    """This process's I/O counters (/proc/self/io): bytes and calls read and written; {} where unavailable."""
     try:
         with open("/proc/self/io") as f:
             raw = dict(line.split(": ") for line in f.read().splitlines())
@@ -37,13 +38,29 @@ def _proc_io() -> dict:
         return {}
 
 
+def worker_id() -> str:
+    """This worker process: host:pid."""
+    return f"{os.uname().nodename}:{os.getpid()}"
+
+
+def import_module(name: str) -> None:
+    """The default warm-up: import the module of the function about to be mapped."""
+    import importlib
+    importlib.import_module(name)
+
+
+def warm_up(fn: Callable) -> str:
+    fn()
+    return worker_id()
+
+
 def measure(fn: Callable, index: int, item: Any) -> Outcome:
     """Run fn(item) in the worker, timing it and measuring the worker's own I/O. Raises what fn raises."""
-    t0, io0 = time.perf_counter(), _proc_io()
+    t0, io0 = time.perf_counter(), proc_io()
     value = fn(item)
-    io1 = _proc_io()
+    io1 = proc_io()
     return Outcome(index, item, value, None, time.perf_counter() - t0, 1,
-                   {k: io1[k] - io0[k] for k in io1}, f"{os.uname().nodename}:{os.getpid()}")
+                   {k: io1[k] - io0[k] for k in io1}, worker_id())
 
 
 def call(fn: Callable, index: int, item: Any, retries: int = 0) -> Outcome:
@@ -58,7 +75,7 @@ def call(fn: Callable, index: int, item: Any, retries: int = 0) -> Outcome:
             err = error_text(e)
             if os.environ.get("WSIBENCH_TRACEBACK"):
                 traceback.print_exc()
-    return Outcome(index, item, None, err, time.perf_counter() - t0, attempt, {}, f"{os.uname().nodename}:{os.getpid()}")
+    return Outcome(index, item, None, err, time.perf_counter() - t0, attempt, {}, worker_id())
 
 
 def echo(x):
@@ -79,7 +96,13 @@ class Engine:
     def map(self, fn: Callable, items: list) -> Iterator[Outcome]:
         raise NotImplementedError
 
+    def warm(self, fn: Callable) -> list[str]:
+        """Run ``fn()`` once in every worker (imports, a model load), so that start-up stays out of the measured
+        map; returns the workers that ran it."""
+        return [warm_up(fn)]
+
     def topology(self) -> dict:
+        """The engine as it really runs: ``workers`` counts the worker processes (executors) it has."""
         return {"name": self.name, "workers": self.workers, "address": None}
 
     def close(self) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from .base import Engine, Outcome, error_text, measure, package_zip
+from .base import Engine, Outcome, error_text, measure, package_zip, warm_up
 
 
 class DaskEngine(Engine):
@@ -52,6 +52,9 @@ class DaskEngine(Engine):
                 exc = fut.exception()
                 yield Outcome(i, items[i], None, error_text(exc), 0.0, self.retries + 1)
             fut.release()
+
+    def warm(self, fn):
+        return list(self.client.run(warm_up, fn).values())  # on every worker, outside the task queue
 
     def topology(self) -> dict:
         info = self.client.scheduler_info()

@@ -16,7 +16,7 @@ import time
 import uuid
 
 from ..errors import RunError
-from .base import Engine, Outcome, error_text, measure, package_zip
+from .base import Engine, Outcome, error_text, measure, package_zip, warm_up
 
 
 class SparkEngine(Engine):
@@ -30,13 +30,16 @@ class SparkEngine(Engine):
 
         local = master is None or master.startswith("local")
         self.master = master or f"local[{workers},{retries + 1}]"  # local mode takes its failure count here
+        loopback = local or "127.0.0.1" in self.master or "localhost" in self.master
+        if loopback:  # the UI and the driver's services bind SPARK_LOCAL_IP, else every interface
+            os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
         b = (SparkSession.builder.master(self.master).appName("wsibench")
              .config("spark.task.maxFailures", str(retries + 1))
              .config("spark.python.worker.reuse", "true")
              .config("spark.ui.showConsoleProgress", "false")
              .config("spark.log.level", "ERROR")
              .config("spark.executorEnv.PYSPARK_PYTHON", os.environ["PYSPARK_PYTHON"]))
-        if local or "127.0.0.1" in self.master or "localhost" in self.master:
+        if loopback:
             b = b.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
         for k, v in (conf or {}).items():
             b = b.config(k, str(v))
@@ -45,6 +48,7 @@ class SparkEngine(Engine):
         self.sc.setLogLevel("ERROR")
         if not local:
             self.sc.addPyFile(package_zip())
+        self.local = local
         self.workers = workers if local else max(1, self.sc.defaultParallelism)
         if self.sc.uiWebUrl:
             print(f"[spark] UI: {self.sc.uiWebUrl} (master {self.master})", file=sys.stderr)
@@ -87,9 +91,22 @@ class SparkEngine(Engine):
                 print(f"[spark] {done}/{n} tasks done ({time.perf_counter() - t0:.0f}s)", file=sys.stderr, flush=True)
                 last = done
 
+    def warm(self, fn):
+        """One task per slot, launched together (barrier mode), so every Python worker warms up."""
+        n = self.sc.defaultParallelism
+        rdd = self.sc.parallelize(range(n), n)
+        run = functools.partial(_warm_partition, fn)
+        try:
+            return rdd.barrier().mapPartitions(run).collect()
+        except Exception:  # noqa: BLE001 - barrier mode needs n free slots at once; plain tasks then
+            return rdd.mapPartitions(run).collect()
+
     def topology(self) -> dict:
-        return {"name": self.name, "workers": self.workers, "address": self.master, "ui": self.sc.uiWebUrl,
-                "default_parallelism": self.sc.defaultParallelism, "max_failures": self.retries + 1}
+        """Executors that really registered (a cluster's own count), or local[N]'s N slots."""
+        executors = None if self.local else self.sc._jsc.sc().getExecutorMemoryStatus().size() - 1  # minus the driver
+        return {"name": self.name, "workers": self.workers if self.local else max(1, executors),
+                "address": self.master, "ui": self.sc.uiWebUrl, "threads": self.sc.defaultParallelism,
+                "max_failures": self.retries + 1}
 
     def close(self):
         self.session.stop()
@@ -108,6 +125,10 @@ def _task(fn, max_failures: int, iv) -> Outcome:
         if attempt < max_failures:
             raise
         return Outcome(i, item, None, error_text(e), 0.0, attempt, {}, f"{os.uname().nodename}:{os.getpid()}")
+
+
+def _warm_partition(fn, _):
+    yield warm_up(fn)
 
 
 def python_error(e: Exception) -> str:

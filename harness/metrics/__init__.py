@@ -53,19 +53,21 @@ def step_figures(wait, compute, images, wall_start: float | None = None, wall_en
 
 
 class Sampler:
-    """Samples this process's CPU use (and GPUs through NVML, when there are any) every ``interval`` seconds."""
+    """Samples this process's CPU use, and every GPU's utilisation and memory through NVML where NVML answers,
+    every ``interval`` seconds; ``summary()`` gives the means (``mean_gpu0_util_fraction``, ...)."""
 
     def __init__(self, interval: float = 0.5):
+        import pynvml  # nvidia-ml-py
+
         self.interval, self.samples = interval, []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
-        self._nvml = None
+        self._nvml, self._handles = None, []
         try:
-            import pynvml
             pynvml.nvmlInit()
             self._nvml = pynvml
             self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
-        except Exception:  # noqa: BLE001 - no NVML: CPU only
+        except pynvml.NVMLError:  # no driver: CPU figures only
             self._nvml = None
 
     def _run(self):
@@ -87,6 +89,8 @@ class Sampler:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
+        if self._nvml:
+            self._nvml.nvmlShutdown()
 
     def summary(self) -> dict:
         if not self.samples:

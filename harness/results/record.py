@@ -46,17 +46,29 @@ def environment() -> dict:
             "memory_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "gpus": _gpus()}
 
 
-def _gpus() -> list[dict]:
+def _gpus() -> list[dict] | None:
+    """The GPUs NVML reports: [] when NVML answers that there are none, None when it cannot be asked (no driver)."""
+    import pynvml  # nvidia-ml-py, a dependency
+
     try:
-        import pynvml  # nvidia-ml-py, present only where GPUs are
         pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        return None
+    try:
         out = []
         for i in range(pynvml.nvmlDeviceGetCount()):
             h = pynvml.nvmlDeviceGetHandleByIndex(i)
-            out.append({"name": pynvml.nvmlDeviceGetName(h), "memory_bytes": pynvml.nvmlDeviceGetMemoryInfo(h).total})
+            name = pynvml.nvmlDeviceGetName(h)
+            out.append({"name": name.decode() if isinstance(name, bytes) else name,
+                        "memory_bytes": int(pynvml.nvmlDeviceGetMemoryInfo(h).total),
+                        "driver": _text(pynvml.nvmlSystemGetDriverVersion())})
         return out
-    except Exception:  # noqa: BLE001 - no NVML, no GPUs
-        return []
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def _text(v) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 def new_summary(run_id: str, workload, storage: dict, engine: dict) -> dict:

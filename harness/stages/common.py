@@ -3,16 +3,35 @@
 A driver (``drive(ctx) -> stage record``, one per stage module) lists its work items, asks ``ctx.map`` to run
 its per-item function over them through the stage's engine, and turns the outcomes into a stage record with
 ``stage_record``; ``ctx.tables`` collects the per-item tables that the run record stores as Parquet.
+
+Start-up is kept apart from throughput: ``ctx.map`` starts the engine if the stage is its first user, warms
+every worker up (imports, a model load) and only then times the map. Rates (``items_per_s`` and the stage's
+own, such as ``patches_per_s``) are over ``work_seconds``; ``startup_seconds`` and the whole ``seconds`` are
+recorded beside them.
 """
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 
 from ..engines import Engine, Outcome, make_engine, run_all
+from ..engines.base import import_module
+
+
+@dataclass
+class Mapped:
+    """The outcomes of a stage's map and how its time divides."""
+    outcomes: list[Outcome]
+    work_seconds: float       # the timed map of the items
+    startup_seconds: float    # engine start (when this stage started it) and the workers' warm-up
+
+    def rate(self, n: float) -> float | None:
+        return n / self.work_seconds if self.work_seconds > 0 else None
 
 
 @dataclass
@@ -29,25 +48,41 @@ class StageContext:
     slides: list[dict] = field(default_factory=list)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     engines: dict[str, Engine] = field(default_factory=dict)
+    engine_start_seconds: dict[str, float] = field(default_factory=dict)
+
+    def engine_name(self, stage: str | None = None) -> str:
+        e = self.workload.engine
+        return self.engine_override or (e.stages.get(stage) if stage else None) or e.name
 
     def engine(self, stage: str | None = None) -> Engine:
         """The engine of a stage (started on first use, shared by the stages that name it)."""
         e = self.workload.engine
-        name = self.engine_override or (e.stages.get(stage) if stage else None) or e.name
+        name = self.engine_name(stage)
         if name not in self.engines:
+            t0 = time.perf_counter()
             self.engines[name] = make_engine(name, self.workers_override or e.workers, e.retries,
                                              address=e.address, master=e.master, conf=e.spark_conf)
-        eng = self.engines[name]
-        if stage:
-            self.summary["engine"].setdefault("stages", {})[stage] = eng.topology()
-        return eng
+            self.engine_start_seconds[name] = time.perf_counter() - t0
+        return self.engines[name]
 
-    def map(self, stage: str, fn, items: list) -> tuple[list[Outcome], float]:
-        """Run fn over items through the stage's engine: (outcomes in item order, seconds)."""
+    def map(self, stage: str, fn, items: list, warm: Callable | None = None) -> Mapped:
+        """Run fn over items through the stage's engine, after warming every worker up with ``warm`` (default:
+        importing fn's module). The engine's topology, as it ran, goes into the run record."""
+        name = self.engine_name(stage)
+        started_here = name not in self.engines
         eng = self.engine(stage)
+        startup = self.engine_start_seconds[name] if started_here else 0.0
+        t0 = time.perf_counter()
+        if warm is None:
+            module = (fn.func if isinstance(fn, functools.partial) else fn).__module__
+            warm = functools.partial(import_module, module)
+        eng.warm(warm)
+        startup += time.perf_counter() - t0
         t0 = time.perf_counter()
         outcomes = run_all(eng, fn, items, label=stage)
-        return outcomes, time.perf_counter() - t0
+        mapped = Mapped(outcomes, time.perf_counter() - t0, startup)
+        self.summary["engine"].setdefault("stages", {})[stage] = eng.topology()
+        return mapped
 
     def items(self, split: str) -> list[dict]:
         """The slides of a split, each with the annotation groups the stages label by."""
@@ -64,14 +99,19 @@ def item_name(item) -> str:
     return item.get("slide") or item.get("shard") if isinstance(item, dict) else str(item)
 
 
-def stage_record(ctx: StageContext, stage: str, outcomes: list[Outcome], seconds: float, **extra) -> dict:
-    """The stage's record from its outcomes (I/O summed over workers, errors by item); keeps its per-item table."""
+def stage_record(ctx: StageContext, stage: str, mapped: Mapped, **extra) -> dict:
+    """The stage's record from its outcomes (I/O summed over workers, errors by item, the workers that really
+    executed items); keeps its per-item table. ``seconds`` is set by the pipeline: the stage's whole wall time."""
+    outcomes = mapped.outcomes
     io = {k: sum(o.io.get(k, 0) for o in outcomes) for k in ("bytes_read", "bytes_written", "read_calls", "write_calls")}
     ok = [o for o in outcomes if not o.error]
     if outcomes:
         ctx.tables[stage] = table(outcomes)
-    return {"seconds": seconds, "items": len(outcomes), "items_per_s": len(outcomes) / seconds if seconds else None,
+    workers = sorted({o.worker for o in outcomes if o.worker})
+    return {"items": len(outcomes), "items_per_s": mapped.rate(len(outcomes)),
+            "work_seconds": mapped.work_seconds, "startup_seconds": mapped.startup_seconds,
             **io, "files_written": sum((o.value or {}).get("files_written", 0) for o in ok),
+            "workers_used": len(workers), "hosts_used": len({w.rsplit(":", 1)[0] for w in workers}),
             "errors": [{"item": item_name(o.item), "error": o.error} for o in outcomes if o.error],
             "status": "ok" if len(ok) == len(outcomes) else ("failed" if not ok else "partial"), **extra}
 

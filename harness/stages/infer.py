@@ -123,10 +123,10 @@ def drive(ctx: StageContext) -> dict:
     fn = functools.partial(run_slide, model_path=str(model), image_size=image_size(ctx.workload.train),
                            patches=ctx.workload.patches, cfg=ctx.workload.infer, masks_dir=str(ctx.data / "masks"),
                            out=str(ctx.data / "infer"))
-    outcomes, secs = ctx.map("infer", fn, items)
-    ok = [o.value for o in outcomes if not o.error]
+    mapped = ctx.map("infer", fn, items, warm=functools.partial(load_model, str(model)))  # TensorFlow and the model
+    ok = [o.value for o in mapped.outcomes if not o.error]
     n = sum(v["patches"] for v in ok)
-    rec = stage_record(ctx, "infer", outcomes, secs, patches=n, patches_per_s=n / secs if secs else None,
+    rec = stage_record(ctx, "infer", mapped, patches=n, patches_per_s=mapped.rate(n),
                        input_seconds=sum(v["input_seconds"] for v in ok),
                        model_seconds=sum(v["model_seconds"] for v in ok))
     # patch AUC: patches of slides whose truth is known (annotated, or a normal slide), labelled as in training

@@ -85,5 +85,4 @@ def load(out: str | Path, slide: str) -> tuple[dict, np.ndarray, np.ndarray]:
 def drive(ctx: StageContext) -> dict:
     """Masks of every slide, training and testing."""
     fn = functools.partial(run_slide, cfg=ctx.workload.masks, out=str(ctx.data / "masks"))
-    outcomes, secs = ctx.map("masks", fn, ctx.slides)
-    return stage_record(ctx, "masks", outcomes, secs)
+    return stage_record(ctx, "masks", ctx.map("masks", fn, ctx.slides))

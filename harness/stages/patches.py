@@ -243,9 +243,9 @@ def drive(ctx: StageContext) -> dict:
     if out.exists():
         remove_temporaries(out, ctx.data)
     fn = functools.partial(run_slide, cfg=ctx.workload.patches, masks_dir=str(ctx.data / "masks"), out=str(out))
-    outcomes, secs = ctx.map("patches", fn, ctx.items("training"))
-    done = [o.value for o in outcomes if not o.error]
+    mapped = ctx.map("patches", fn, ctx.items("training"))
+    done = [o.value for o in mapped.outcomes if not o.error]
     cut = [v for v in done if not v["skipped"]]  # slides found complete are resumed work, not throughput
     n = sum(v["patches"] for v in cut)
-    return stage_record(ctx, "patches", outcomes, secs, patches=n, patches_per_s=n / secs if secs else None,
+    return stage_record(ctx, "patches", mapped, patches=n, patches_per_s=mapped.rate(n),
                         skipped=len(done) - len(cut), skipped_patches=sum(v["patches"] for v in done if v["skipped"]))

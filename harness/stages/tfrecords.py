@@ -152,15 +152,15 @@ def drive(ctx: StageContext) -> dict:
         if p.name not in planned:
             remove(p, ctx.data)
     remove(out / "splits.json", ctx.data)
-    outcomes, secs = ctx.map("tfrecords", write_shard, items)
-    done = [o.value for o in outcomes if not o.error]
+    mapped = ctx.map("tfrecords", write_shard, items)
+    done = [o.value for o in mapped.outcomes if not o.error]
     written = [v for v in done if not v["skipped"]]  # shards found complete are resumed work, not throughput
     n = sum(v["records"] for v in written)
-    rec = stage_record(ctx, "tfrecords", outcomes, secs, patches=n, patches_per_s=n / secs if secs else None,
+    rec = stage_record(ctx, "tfrecords", mapped, patches=n, patches_per_s=mapped.rate(n),
                        shards=len(items), bytes=sum(v["bytes"] for v in written),
                        skipped=len(done) - len(written), skipped_patches=sum(v["records"] for v in done if v["skipped"]))
     if not rec["errors"]:
-        doc = write_split_manifest(out, [o.value for o in outcomes], ctx.workload.tfrecords)
+        doc = write_split_manifest(out, done, ctx.workload.tfrecords)
         rec["records"] = {k: v["records"] for k, v in doc["splits"].items()}
         rec["files_written"] += 1  # splits.json
     return rec

@@ -21,6 +21,7 @@ import tensorflow as tf  # noqa: E402 - after the log level; this module is impo
 from ..accelerators import resolve as resolve_accelerator
 from ..config import Train
 from ..errors import DataError, StageInputError
+from ..engines.base import proc_io
 from ..metrics import Sampler, auc, step_figures
 from ..models import build as build_model, image_size, optimizer
 from .common import StageContext
@@ -123,8 +124,13 @@ def calibrate(cfg: Train, steps: int = 10, warmup: int = 3) -> dict:
             "steps": steps, "device": gpus[0].name if gpus else "CPU"}
 
 
-def run(tfrecords_dir: Path, out: Path, cfg: Train, log_name: str = "run", progress=print) -> tuple[dict, list[dict]]:
-    """Train on tfrecords_dir/splits.json; write model, checkpoints and logs under out. Returns (figures, steps)."""
+def run(tfrecords_dir: Path, out: Path, cfg: Train, log_name: str = "run", progress=print) -> tuple[dict, list[dict], object]:
+    """Train on tfrecords_dir/splits.json; write model, checkpoints and logs under out.
+
+    Returns (figures, steps, model). I/O figures are this process's own counters over the whole training
+    (reading shards, validation passes, checkpoints, the model, TensorBoard events); files_written counts the
+    files under ``out`` that training created or rewrote."""
+    t_start, wall_clock, io0 = time.perf_counter(), time.time(), proc_io()
     tf.keras.utils.set_random_seed(cfg.seed)
     splits = json.loads((tfrecords_dir / "splits.json").read_text())["splits"]
     train_files = [str(tfrecords_dir / s["path"]) for s in splits["train"]["shards"]]
@@ -154,9 +160,9 @@ def run(tfrecords_dir: Path, out: Path, cfg: Train, log_name: str = "run", progr
     writer = tf.summary.create_file_writer(str(out / "logs" / log_name))
     it = iter(dataset(train_files, cfg, training=True))
     val_ds = dataset(val_files, cfg, training=False) if val_files else None
-    steps, epochs = [], []
+    steps, epochs, checkpoints = [], [], []
     wall_start = None
-    t_start = time.perf_counter()
+    validation_seconds = 0.0
     with Sampler() as sampler, writer.as_default():
         for epoch in range(cfg.epochs):
             t_epoch = time.perf_counter()
@@ -170,15 +176,19 @@ def run(tfrecords_dir: Path, out: Path, cfg: Train, log_name: str = "run", progr
                 if step == 0:
                     wall_start = t2  # the first step (tracing, warm-up) is not measured
                 steps.append({"step": step, "epoch": epoch, "wait_seconds": t1 - t0, "compute_seconds": t2 - t1,
-                              "batch_size": int(y.shape[0]), "bytes_read": int(tf.reduce_sum(nbytes)), "loss": loss})
+                              "batch_size": int(y.shape[0]), "record_bytes": int(tf.reduce_sum(nbytes)), "loss": loss})
                 tf.summary.scalar("loss", loss, step=step)
                 tf.summary.scalar("wait_seconds", t1 - t0, step=step)
             wall_end = time.perf_counter()
-            save_weights(model, out / "checkpoints" / f"epoch-{epoch:03d}.weights.h5")
+            checkpoints.append({"epoch": epoch, **timed_save(save_weights, model,
+                                                                out / "checkpoints" / f"epoch-{epoch:03d}.weights.h5")})
             val = {}
             if val_ds is not None:
+                t_val = time.perf_counter()
                 probs, labels = predict(model, val_ds)
-                val = {"val_auc": auc(probs, labels), "val_images": int(len(labels))}
+                val = {"val_auc": auc(probs, labels), "val_images": int(len(labels)),
+                       "val_seconds": time.perf_counter() - t_val}
+                validation_seconds += val["val_seconds"]
                 if val["val_auc"] is not None:
                     tf.summary.scalar("val_auc", val["val_auc"], step=len(steps))
             epochs.append({"epoch": epoch, "seconds": time.perf_counter() - t_epoch,
@@ -192,15 +202,33 @@ def run(tfrecords_dir: Path, out: Path, cfg: Train, log_name: str = "run", progr
             else:
                 measured_wall += wall_end - t_epoch
     model_path = out / "model.keras"
-    save_model(model, model_path)
+    saved = timed_save(save_model, model, model_path)
+    writer.close()
+    io1 = proc_io()
     figs = step_figures([s["wait_seconds"] for s in steps], [s["compute_seconds"] for s in steps],
                         [s["batch_size"] for s in steps], 0.0, measured_wall)
     figures = {"model": cfg.model, "image_size": image_size(cfg), "steps": len(steps),
                "images": int(sum(s["batch_size"] for s in steps)), **figs,
                "val_auc": epochs[-1].get("val_auc"), "epochs": epochs, "model_path": str(model_path),
-               "bytes_read": int(sum(s["bytes_read"] for s in steps)), "seconds": time.perf_counter() - t_start,
+               "seconds": time.perf_counter() - t_start, "startup_seconds": wall_start - t_start,
+               "validation_seconds": validation_seconds, "checkpoints": checkpoints,
+               "checkpoint_seconds": sum(c["seconds"] for c in checkpoints), "model_save": saved,
+               **{k: io1[k] - io0[k] for k in io1}, "files_written": files_written_since(out, wall_clock),
+               "record_bytes": int(sum(s["record_bytes"] for s in steps)),
                "cpu": sampler.summary(), "log_dir": str(out / "logs" / log_name)}
-    return figures, steps
+    return figures, steps, model
+
+
+def timed_save(save, model, path: Path) -> dict:
+    """Save with ``save`` and return the seconds and bytes of the write (checkpoint bursts are a sizing figure)."""
+    t0 = time.perf_counter()
+    save(model, path)
+    return {"seconds": time.perf_counter() - t0, "bytes": path.stat().st_size, "path": str(path)}
+
+
+def files_written_since(folder: Path, since: float) -> int:
+    """Files under folder created or rewritten since the wall-clock time ``since``."""
+    return sum(1 for p in Path(folder).rglob("*") if p.is_file() and p.stat().st_mtime >= since)
 
 
 def drive(ctx: StageContext) -> dict:
@@ -211,19 +239,20 @@ def drive(ctx: StageContext) -> dict:
     if not (tfr / "splits.json").is_file():
         raise StageInputError(f"train: {tfr / 'splits.json'} not found; run the tfrecords stage first")
     cfg = ctx.workload.train
-    t0 = time.perf_counter()
     if cfg.accelerator or cfg.step_time_s or cfg.distribution != "none":
         figures = _train_processes(ctx, tfr, cfg)
     else:
-        figures, steps = run(tfr, ctx.data / "train", cfg, log_name=ctx.run_dir.name,
-                             progress=lambda m: print(m, file=sys.stderr, flush=True))
+        figures, steps, _ = run(tfr, ctx.data / "train", cfg, log_name=ctx.run_dir.name,
+                                progress=lambda m: print(m, file=sys.stderr, flush=True))
         ctx.tables["train_steps"] = pd.DataFrame(steps)
         ctx.tables["train_epochs"] = pd.DataFrame(figures.pop("epochs"))
     ctx.summary["train"] = figures
-    secs = time.perf_counter() - t0
-    return {"seconds": secs, "items": figures["steps"], "items_per_s": figures["steps"] / secs,
-            "images": figures["images"], "images_per_s": figures["images_per_s"], "bytes_read": figures["bytes_read"],
-            "files_written": 0 if figures.get("emulated") else 1, "errors": [], "status": "ok"}
+    return {"items": figures["steps"], "items_per_s": figures["measured_steps"] / figures["wall_seconds"],
+            "work_seconds": figures["wall_seconds"], "startup_seconds": figures["startup_seconds"],
+            "images": figures["images"], "images_per_s": figures["images_per_s"],
+            **{k: figures[k] for k in ("bytes_read", "bytes_written", "read_calls", "write_calls", "files_written",
+                                       "validation_seconds", "checkpoint_seconds") if k in figures},
+            "errors": [], "status": "ok"}
 
 
 def _train_processes(ctx: StageContext, tfr: Path, cfg: Train) -> dict:
@@ -241,17 +270,25 @@ def _train_processes(ctx: StageContext, tfr: Path, cfg: Train) -> dict:
     mode = "emulated" if emu else cfg.distribution
     print(f"[train] {mode}: {cfg.processes} processes x {steps} steps"
           + (f", step {emu.step_s} s ({emu.source})" if emu else ""), file=sys.stderr)
-    res = distributed.run(files, ctx.data / "train", cfg, mode, cfg.processes, steps, emu.step_s if emu else None)
+    since = time.time()
+    res = distributed.run(files, ctx.data / "train", cfg, mode, cfg.processes, steps, emu.step_s if emu else None,
+                          ctx.workload.network.interface)
     ctx.tables["train_steps"] = pd.DataFrame(res.pop("steps_table"))
-    figures = {"model": cfg.model, "mode": mode, "emulated": bool(emu), "steps": steps * cfg.processes,
-               "bytes_read": sum(r["bytes_read"] for r in res["ranks"]), **res}
+    figures = {"model": cfg.model, "mode": mode, "emulated": bool(emu), "steps": steps * cfg.processes, **res,
+               "record_bytes": int(ctx.tables["train_steps"]["record_bytes"].sum())}
     if emu:
         figures["accelerator"] = {"step_s": emu.step_s, "batch": emu.batch, "source": emu.source, "name": cfg.accelerator}
     else:
         figures["model_path"] = str(ctx.data / "train" / "model.keras")
+        io0, t_val = proc_io(), time.perf_counter()  # the validation pass reads storage too
         model = tf.keras.models.load_model(figures["model_path"], compile=False)
         val = [str(tfr / s["path"]) for s in splits.get("val", {}).get("shards", [])]
         if val:
             probs, labels = predict(model, dataset(val, cfg, training=False))
             figures["val_auc"] = auc(probs, labels)
+        io1 = proc_io()
+        figures["validation_seconds"] = time.perf_counter() - t_val
+        for k in io1:
+            figures[k] += io1[k] - io0[k]
+    figures["files_written"] = files_written_since(ctx.data / "train", since)
     return figures

@@ -81,6 +81,7 @@ def scaling(ctx: Context) -> str | None:
         plt = plots.pyplot()
         fig, ax = plt.subplots(figsize=(plots.HALF_IN, 2.9))
         workers = sorted({c.workers for cs in series.values() for c in cs})
+        ends = []
         for (workload, engine, storage), cs in series.items():
             stats = [ctx.stat(c, col) for c in cs]
             w = [c.workers for c in cs]
@@ -92,18 +93,16 @@ def scaling(ctx: Context) -> str | None:
                 ax.errorbar(c.workers, st.mean, yerr=[[st.mean - st.min], [st.max - st.mean]] if st.n > 1 else None,
                             marker="D" if c.emulated else "o", ms=6, color=c.colour, ecolor="black", elinewidth=0.8,
                             capsize=2, zorder=3)
-            last = cs[-1]
-            ax.annotate(plots.wrap(f"{engine} @ {storage}" + (f" ({workload})" if len({k[0] for k in series}) > 1
-                                                                else ""), 26),
-                        (last.workers, stats[-1].mean), xytext=(6, 0), textcoords="offset points", va="center",
-                        fontsize=7)
+            ends.append((cs[-1].workers, stats[-1].mean, f"{engine} @ {storage}"
+                         + (f" ({workload})" if len({k[0] for k in series}) > 1 else "")))
             for c, st in zip(cs, stats):
                 speed = st.mean / stats[0].mean
                 rows.append([esc(STAGE_NAMES[s]), swatch(c), str(c.workers), num(st.mean, ctx.unit(s)),
                              times(speed), f"{100 * speed * w[0] / c.workers:.0f}%", str(st.n)])
         ax.set_xticks(workers)
         ax.set_xlim(min(workers) - 0.3, max(workers) + (max(workers) - min(workers)) * 0.9 + 0.3)
-        ax.set_ylim(0, None)
+        ax.set_ylim(0, max(ax.get_ylim()[1], max(y for _, y, _ in ends) * 1.1))
+        plots.label_ends(ax, ends)
         ax.set_xlabel("workers")
         ax.set_ylabel(ctx.unit(s))
         ax.set_title(f"{cap(STAGE_NAMES[s])} against workers", loc="left")

@@ -3,6 +3,7 @@ configuration, text drawn as outlines so that the browser cannot reflow it into 
 from __future__ import annotations
 
 import io
+import itertools
 import re
 import textwrap
 
@@ -10,6 +11,7 @@ from .html import esc
 
 FULL_IN = 6.4    # one figure across an A4 page (and the screen column)
 HALF_IN = 4.6    # small multiples: two a row on screen, one a row on A4
+_figures = itertools.count(1)
 
 
 def pyplot():
@@ -33,6 +35,9 @@ def svg(fig, alt: str) -> str:
     plt.close(fig)
     text = buf.getvalue()
     text = re.sub(r"<metadata>.*?</metadata>", "", text[text.find("<svg"):], flags=re.S)
+    # ids unique in the document, which holds several figures (glyphs, clip paths and groups are referenced by id)
+    n = next(_figures)
+    text = re.sub(r'(\bid="|xlink:href="#|href="#|url\(#)', lambda m: f"{m.group(1)}f{n}-", text)
     return text.replace("<svg ", f'<svg role="img" aria-label="{esc(alt)}" ', 1)
 
 
@@ -44,6 +49,20 @@ def bar_style(cfg) -> dict:
 
 def line_style(cfg) -> dict:
     return {"color": cfg.colour, "linestyle": "--" if cfg.emulated else "-", "marker": "o", "markersize": 4}
+
+
+def label_ends(ax, ends: list[tuple[float, float, str]], gap: float = 0.12) -> None:
+    """Name each line at its last point, right of it; labels too close in height are pushed apart (axes
+    fraction ``gap``) and joined to their point by a thin line."""
+    top = ax.get_ylim()[1]
+    placed: list[float] = []
+    for x, y, text in sorted(ends, key=lambda e: e[1]):
+        want = y / top if top else 0.0
+        at = max(want, placed[-1] + gap) if placed else want
+        placed.append(at)
+        ax.annotate(wrap(text, 26), (x, y), xytext=(12, (at - want) * ax.bbox.height * 72 / ax.figure.dpi), textcoords="offset points",
+                    va="center", fontsize=7, arrowprops={"arrowstyle": "-", "color": "#999", "lw": 0.5}
+                    if at != want else None)
 
 
 def wrap(label: str, width: int = 22) -> str:

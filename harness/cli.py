@@ -106,8 +106,9 @@ def cmd_report(a) -> int:
     html, pdf = (out.with_suffix(".html"), out) if out.suffix.lower() == ".pdf" else \
         (out, out.with_suffix(".pdf") if a.pdf else None)
     info = build(a.runs, html, a.csv, a.title, baseline=a.baseline, pdf=pdf)
-    print(f"[report] {info['runs']} runs, {info['configurations']} configurations, baseline "
-          f"{info['baseline']}: {info['out']}" + (f", {info['pdf']}" if pdf else "")
+    print(f"[report] {info['runs']} runs, {info['configurations']} configurations"
+          + (f", baseline {info['baseline']}" if info["configurations"] > 1 else "")
+          + f": {info['out']}" + (f", {info['pdf']}" if pdf else "")
           + (f" (table: {a.csv})" if a.csv else ""))
     return 0
 

@@ -56,12 +56,12 @@ h1{font-size:24px;margin:0 0 4px}h2{font-size:18px;color:var(--accent);border-bo
 ul.findings{padding-left:20px;font-size:14.5px}ul.findings li{margin:3px 0}ul.caveats{padding-left:20px;color:#444}
 table{border-collapse:collapse;margin:8px 0 14px;font-size:12.5px;max-width:100%}
 caption{caption-side:bottom;text-align:left;color:var(--muted);font-size:11.5px;padding-top:4px}
-th,td{border-bottom:1px solid var(--rule);padding:4px 8px;vertical-align:top}
+th,td{border-bottom:1px solid var(--rule);padding:4px 7px;vertical-align:top}
 thead th{border-bottom:1.5px solid #888;font-weight:600;vertical-align:bottom;background:#f6f7f9}
 th.l,td.l{text-align:left}th.r,td.r{text-align:right;font-variant-numeric:tabular-nums}
-td.r{white-space:nowrap}tbody th{font-weight:600;background:#fafafa}
+td.r{white-space:nowrap}td.l{overflow-wrap:anywhere}tbody th{font-weight:600;background:#fafafa}
 .u{font-weight:400;color:var(--muted);font-size:11px}.x{color:var(--accent);font-size:11.5px}.na{color:#aaa}
-tr.bad td{background:#fdecee}table:not(.props) tbody td.l:first-child{min-width:12em}
+tr.bad td{background:#fdecee}table:not(.props) tbody td.l:first-child{min-width:10em}
 .sw{display:inline-block;width:11px;height:11px;border-radius:2px;margin-right:6px;vertical-align:-1px;
  border:1px solid rgba(0,0,0,.25)}
 .badge{display:inline-block;font-size:9.5px;font-weight:700;letter-spacing:.03em;border-radius:3px;padding:0 4px;
@@ -73,9 +73,11 @@ figcaption{color:var(--muted);font-size:11.5px;margin-top:2px}
 .heats{display:flex;flex-wrap:wrap;gap:12px}.heats img{max-width:100%;height:auto;display:block}
 .note{color:var(--muted);font-size:12px}code{font-size:11.5px}
 .missing{color:var(--muted);font-size:12px}.lead{break-after:avoid}
+@media (max-width:900px){table{font-size:11.5px}th,td{padding:3px 4px}table:not(.props) tbody td.l:first-child{min-width:8em}}
 @page{size:A4;margin:13mm 12mm 15mm}
 @media print{
  body{padding:0;max-width:none;font-size:12.5px}
+ table{font-size:11px}th,td{padding:3px 4px}table:not(.props) tbody td.l:first-child{min-width:8em}
  h2{break-before:auto;margin-top:18px}
  .grid{grid-template-columns:1fr}
  figure,.keep,tr,img{break-inside:avoid}
@@ -118,6 +120,7 @@ def build(paths, out: str | Path, csv: str | Path | None = None, title: str = "w
 
 def _document(ctx: Context, body: str, left_out: list[str]) -> str:
     n_cfg = len(ctx.configs)
+    plural = lambda n, word: f"{n} {word}{'' if n == 1 else 's'}"  # noqa: E731
     workloads = sorted({c.workload for c in ctx.configs.values()})
     emulated = [c for c in ctx.configs.values() if c.emulated]
     banner = (f'<p class="banner"><b>Emulated storage.</b> {len(emulated)} of {n_cfg} configurations ran on '
@@ -131,6 +134,7 @@ def _document(ctx: Context, body: str, left_out: list[str]) -> str:
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{esc(ctx.title)}</title><style>{CSS}</style></head><body>"
             f"<h1>{esc(ctx.title)}</h1>"
-            f'<p class="sub">{len(ctx.runs)} runs of {esc(", ".join(workloads))} in {n_cfg} configurations; '
-            f"baseline {swatch(ctx.baseline)}. Written {now} by wsibench.</p>"
-            f'<p class="sub">{legend}</p>{banner}{body}{missing}</body></html>')
+            f'<p class="sub">{plural(len(ctx.runs), "run")} of {esc(", ".join(workloads))} in '
+            f'{plural(n_cfg, "configuration")}' + (f"; baseline {swatch(ctx.baseline)}" if ctx.comparing else "")
+            + f". Written {now} by wsibench.</p>"
+            + (f'<p class="sub">{legend}</p>' if n_cfg > 1 else "") + f"{banner}{body}{missing}</body></html>")

@@ -61,6 +61,11 @@ class Context:
     findings: list[str] = field(default_factory=list)
 
     @property
+    def comparing(self) -> bool:
+        """More than one pipeline configuration: ratios against a baseline mean something."""
+        return len(self.pipeline) > 1
+
+    @property
     def pipeline(self) -> list[Config]:
         return [c for c in self.configs.values() if c.kind == "pipeline"]
 
@@ -182,5 +187,5 @@ def build_context(runs: list[dict], baseline: str | None, title: str) -> Context
     for i, c in enumerate(ordered):
         c.colour = PALETTE[i % len(PALETTE)]
     base = _pick(ordered, baseline)
-    base.baseline = True
+    base.baseline = len(ordered) > 1  # marked only where there is something to compare
     return Context(runs, df, configs, base, title)

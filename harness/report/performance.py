@@ -8,7 +8,34 @@ from .context import STAGE_NAMES, Context
 from .html import cap, esc, figure, head, mib, note, num, swatch, table, times
 
 
+def _bars(ctx: Context, stage: str, data: list) -> str:
+    """One stage's throughput per configuration: bars in the configurations' colours, whiskers min–max, values
+    and ratios at the bars' ends."""
+    col = ctx.headline(stage)
+    plt = plots.pyplot()
+    lines = max(len(plots.wrap(c.label).splitlines()) for c, _ in data)
+    fig, ax = plt.subplots(figsize=(plots.HALF_IN, plots.bar_height(len(data), lines)))
+    top = max(st.max for _, st in data)
+    for i, (c, st) in enumerate(data):
+        ax.barh(i, st.mean, height=0.7, **plots.bar_style(c))
+        if st.n > 1:
+            ax.errorbar(st.mean, i, xerr=[[st.mean - st.min], [st.max - st.mean]], color="black", lw=0.8, capsize=2)
+        r = ctx.ratio(c, col)
+        ax.text(st.max + top * 0.02, i, num(st.mean) + (f"  {times(r)}" if r and c is not ctx.base_for(c) else ""),
+                va="center", fontsize=7)
+    ax.set_xlim(0, top * 1.35)
+    ax.set_yticks(range(len(data)), [plots.wrap(c.label) for c, _ in data])
+    ax.set_ylim(len(data) - 0.5, -0.5)
+    ax.grid(axis="y", visible=False)
+    ax.set_xlabel(ctx.unit(stage))
+    ax.set_title(cap(STAGE_NAMES[stage]), loc="left")
+    return figure(plots.svg(fig, f"{STAGE_NAMES[stage]} throughput per configuration"),
+                  f"{cap(esc(STAGE_NAMES[stage]))}: {esc(ctx.unit(stage))}, mean of the runs"
+                  + (", whiskers min–max" if any(st.n > 1 for _, st in data) else "") + "; × against the baseline.")
+
+
 def throughput(ctx: Context) -> str | None:
+    """Per stage, a bar plot where several configurations ran it (one bar compares nothing), and one table."""
     stages = ctx.stages()
     if not stages:
         return None
@@ -16,45 +43,25 @@ def throughput(ctx: Context) -> str | None:
     for s in stages:
         col = ctx.headline(s)
         data = [(c, st) for c in ctx.pipeline if (st := ctx.stat(c, col))]
-        plt = plots.pyplot()
-        lines = max(len(plots.wrap(c.label).splitlines()) for c, _ in data)
-        fig, ax = plt.subplots(figsize=(plots.HALF_IN, plots.bar_height(len(data), lines)))
-        y = np.arange(len(data))
-        for i, (c, st) in enumerate(data):
-            ax.barh(i, st.mean, height=0.7, **plots.bar_style(c))
-            if st.n > 1:
-                ax.errorbar(st.mean, i, xerr=[[st.mean - st.min], [st.max - st.mean]], color="black", lw=0.8,
-                            capsize=2)
-        top = max(st.max for _, st in data)
-        for i, (c, st) in enumerate(data):
-            r = ctx.ratio(c, col)
-            text = num(st.mean) + (f"  {times(r)}" if r and c is not ctx.base_for(c) else "")
-            ax.text(st.max + top * 0.02, i, text, va="center", fontsize=7)
-        ax.set_xlim(0, top * 1.35)
-        ax.set_yticks(y, [plots.wrap(c.label) for c, _ in data])
-        ax.set_ylim(len(data) - 0.5, -0.5)
-        ax.grid(axis="y", visible=False)
-        ax.set_xlabel(ctx.unit(s))
-        ax.set_title(cap(STAGE_NAMES[s]), loc="left")
-        figs.append(figure(plots.svg(fig, f"{STAGE_NAMES[s]} throughput per configuration"),
-                           f"{cap(esc(STAGE_NAMES[s]))}: {esc(ctx.unit(s))}, mean of the runs"
-                           + (", whiskers min–max" if any(st.n > 1 for _, st in data) else "")
-                           + "; × against the baseline."))
+        if len(data) > 1:
+            figs.append(_bars(ctx, s, data))
         for c, st in data:
             rec = ctx.rows(c)
-            rows.append([f'{esc(STAGE_NAMES[s])}<br><span class="u">{esc(ctx.unit(s))}</span>', swatch(c), num(st.mean), num(st.min) if st.n > 1 else num(None),
-                         num(st.max) if st.n > 1 else num(None), str(st.n),
-                         times(ctx.ratio(c, col)) if c is not ctx.base_for(c) else "base",
-                         num(_mean(rec, f"{s}_seconds")), mib(_mean(rec, f"{s}_bytes_read")),
-                         mib(_mean(rec, f"{s}_bytes_written"))])
-    legend = "Bars in each configuration's colour, hatched where the storage is emulated."
-    tab = table([head("stage", "unit"), head("configuration"), head("mean"), head("min"),
-                 head("max"), head("runs"), head("vs base"), head("time", "s"), head("read", "MiB"),
-                 head("written", "MiB")], rows, align="llrrrrrrrr",
-                caption="Throughput in each stage's unit; min and max where a configuration ran more than once; "
-                        "time: the stage's wall time; read and written: bytes counted from the workers' "
-                        "/proc/PID/io; means of the runs")
-    return f'<div class="grid">{"".join(figs)}</div>' + note(legend) + tab
+            spread = st.n > 1
+            rows.append([f'{esc(STAGE_NAMES[s])}<br><span class="u">{esc(ctx.unit(s))}</span>', swatch(c),
+                         num(st.mean), num(st.min if spread else None), num(st.max if spread else None), str(st.n)]
+                        + ([times(ctx.ratio(c, col)) if c is not ctx.base_for(c) else "base"] if ctx.comparing else [])
+                        + [num(_mean(rec, f"{s}_seconds")), mib(_mean(rec, f"{s}_bytes_read")),
+                           mib(_mean(rec, f"{s}_bytes_written"))])
+    grid = (f'<div class="grid">{"".join(figs)}</div>'
+            + note("Bars in each configuration's colour, hatched where the storage is emulated.")) if figs else ""
+    return grid + table(
+        [head("stage", "unit"), head("configuration"), head("mean"), head("min"), head("max"), head("runs")]
+        + ([head("vs base")] if ctx.comparing else []) + [head("time", "s"), head("read", "MiB"), head("written", "MiB")],
+        rows, align="ll" + "r" * (len(rows[0]) - 2),
+        caption="Throughput in each stage's unit; min and max where a configuration ran more than once; time: the "
+                "stage's wall time; read and written: bytes counted from the workers' /proc/PID/io; means of the runs",
+        fit=False)
 
 
 def _mean(rows, column: str):

@@ -28,8 +28,8 @@ def headline_table(ctx: Context) -> str:
     for c in ctx.configs.values():
         rows.append([swatch(c), str(len(c.runs))] + [_cell(ctx, c, ctx.headline(s)) for s in stages]
                     + [_cell(ctx, c, col, p) for col, _, _, p in cols])
-    return table(heads, rows, caption="Headline figures per configuration (mean over its runs); "
-                                      "× = ratio against the baseline")
+    return table(heads, rows, caption="Headline figures per configuration (mean over its runs)"
+                                      + ("; × = ratio against the baseline" if ctx.comparing else ""))
 
 
 def ratio_plot(ctx: Context) -> str | None:
@@ -90,8 +90,9 @@ def comparison_lines(ctx: Context) -> list[str]:
             figs = [f"{STAGE_NAMES[s]} {num(st.mean, ctx.unit(s))}" for s in stages
                     if (st := ctx.stat(c, ctx.headline(s)))]
             if figs:
-                out.append(f"<b>{esc(c.label)}</b> (baseline{'' if c is ctx.baseline else ' for ' + esc(c.workload)})"
-                           f": {', '.join(figs)}.")
+                role = ("" if not ctx.comparing else " (baseline)" if c is ctx.baseline
+                        else f" (baseline for {esc(c.workload)})")
+                out.append(f"<b>{esc(c.label)}</b>{role}: {', '.join(figs)}.")
             continue
         parts = []
         for s in stages:

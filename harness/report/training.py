@@ -13,10 +13,11 @@ def _trained(ctx: Context) -> list:
     return [c for c in ctx.pipeline if ctx.stat(c, "train_accelerator_utilization")]
 
 
-def render(ctx: Context) -> str | None:
-    cfgs = _trained(ctx)
-    if not cfgs:
-        return None
+HOW = ("AU = compute time / wall time of the measured steps (first step excluded; MLPerf Storage's definition); input "
+       "wait = time blocked on the next batch / (wait + compute).")
+
+
+def _au_bars(ctx: Context, cfgs: list) -> str:
     plt = plots.pyplot()
     lines = max(len(plots.wrap(c.label, 28).splitlines()) for c in cfgs)
     fig, ax = plt.subplots(figsize=(plots.FULL_IN, plots.bar_height(len(cfgs), lines) + 0.3))
@@ -37,20 +38,26 @@ def render(ctx: Context) -> str | None:
     ax.set_ylim(len(cfgs) - 0.5, -0.9)
     ax.grid(axis="y", visible=False)
     ax.set_xlabel("accelerator utilisation, AU (% of wall time computing)")
+    return figure(plots.svg(fig, "training accelerator utilisation per configuration"),
+                  f"{HOW} Dashed: the {AU_TARGET:.0%} mark below which training is input-bound.")
+
+
+def render(ctx: Context) -> str | None:
+    """AU and input wait per configuration that trained: a plot where there are several, and a table."""
+    cfgs = _trained(ctx)
+    if not cfgs:
+        return None
     rows = []
     for c in cfgs:
         st = {k: ctx.stat(c, f"train_{k}") for k in ("accelerator_utilization", "input_wait_fraction",
-                                                        "images_per_s", "steps", "val_auc")}
+                                                        "images_per_s", "steps")}
         rows.append([swatch(c), pct(st["accelerator_utilization"].mean),
-                     pct(st["input_wait_fraction"].mean) if st["input_wait_fraction"] else num(None),
+                     pct(st["input_wait_fraction"].mean if st["input_wait_fraction"] else None),
                      num(st["images_per_s"].mean if st["images_per_s"] else None),
                      num(st["steps"].mean if st["steps"] else None), str(st["accelerator_utilization"].n)])
-    return figure(plots.svg(fig, "training accelerator utilisation per configuration"),
-                  "AU = compute time / wall time of the measured steps (first step excluded; MLPerf Storage's "
-                  "definition); input wait = time blocked on the next batch / (wait + compute). Dashed: the "
-                  f"{AU_TARGET:.0%} mark below which training is input-bound.") + \
-        table([head("configuration"), head("AU", "compute / wall"), head("input wait", "of step time"),
-               head("training", "images/s"), head("steps"), head("runs")], rows)
+    return (_au_bars(ctx, cfgs) if len(cfgs) > 1 else f'<p class="note">{HOW}</p>') + table(
+        [head("configuration"), head("AU", "compute / wall"), head("input wait", "of step time"),
+         head("training", "images/s"), head("steps"), head("runs")], rows)
 
 
 def findings(ctx: Context) -> list[str]:

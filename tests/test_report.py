@@ -55,8 +55,8 @@ def results(dataset, tmp_path_factory):
         emu = None
         if FUSE:
             prof = res / "emu.toml"
-            prof.write_text(f'name = "emu"\nroot = "{res}/emu/mnt"\nfstype = "fuse"\nemulated = true\ncreate = true\n[emulate]\n'
-                            f'backing = "{res}/emu/backing"\nread_mb_s = 200\nwrite_mb_s = 100\nlatency_ms = 0.2\n')
+            prof.write_text(f'name = "emu"\nroot = "{res}/emu/mnt"\nfstype = "fuse"\nemulated = true\ncreate = true\n'
+                            f'[emulate]\nbacking = "{res}/emu/backing"\nread_mb_s = 200\nwrite_mb_s = 100\nlatency_ms = 0.2\n')
             emu = pipeline.run(workload(dataset, engine={"name": "multiprocessing", "workers": 2}), stages=cut,
                                storage=str(prof), results_dir=res)
         fed = feed(workload(dataset, stages=["masks", "patches", "tfrecords"],
@@ -190,7 +190,8 @@ LAYOUT = """(() => {
     wide: [], texts: [], tall: [], external: []};
   for (const e of document.querySelectorAll('body *')) {
     const r = e.getBoundingClientRect();
-    if (r.width && r.right > W + 0.5) out.wide.push(`${e.tagName}.${e.className.baseVal ?? e.className} right ${r.right}`);
+    const name = `${e.tagName}.${e.className.baseVal ?? e.className}`;
+    if (r.width && r.right > W + 0.5) out.wide.push(`${name} right ${r.right}`);
   }
   for (const e of document.querySelectorAll('[src],[href]')) {
     const v = e.getAttribute('src') || e.getAttribute('href');

@@ -73,7 +73,8 @@ figcaption{color:var(--muted);font-size:11.5px;margin-top:2px}
 .heats{display:flex;flex-wrap:wrap;gap:12px}.heats img{max-width:100%;height:auto;display:block}
 .note{color:var(--muted);font-size:12px}code{font-size:11.5px}
 .missing{color:var(--muted);font-size:12px}.lead{break-after:avoid}
-@media (max-width:900px){table{font-size:11.5px}th,td{padding:3px 4px}table:not(.props) tbody td.l:first-child{min-width:8em}}
+@media (max-width:900px){table{font-size:11.5px}th,td{padding:3px 4px}
+ table:not(.props) tbody td.l:first-child{min-width:8em}}
 @page{size:A4;margin:13mm 12mm 15mm}
 @media print{
  body{padding:0;max-width:none;font-size:12.5px}
@@ -111,10 +112,13 @@ def build(paths, out: str | Path, csv: str | Path | None = None, title: str = "w
     info = {"runs": len(runs), "configurations": len(ctx.configs), "baseline": ctx.baseline.label, "out": str(out),
             "sections": [s.id for s in SECTIONS if s.title not in left_out]}
     if pdf:
-        from .chromium import print_pdf
+        from .chromium import BrowserError, print_pdf
 
         info["pdf"] = str(pdf)
-        info["pdf_bytes"] = print_pdf(out, pdf, footer=title)
+        try:
+            info["pdf_bytes"] = print_pdf(out, pdf, footer=title)
+        except BrowserError as e:
+            raise BrowserError(f"{e}; the HTML report is written: {out}") from None
     return info
 
 

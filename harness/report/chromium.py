@@ -55,12 +55,12 @@ class Browser:
         cmd_in, self._w = os.pipe()   # our commands -> Chromium's fd 3
         self._r, resp_out = os.pipe()  # Chromium's fd 4 -> our replies
         cmd_in, resp_out = (_above(fd, 10) for fd in (cmd_in, resp_out))  # clear of 3 and 4 themselves
-        # bash (dash takes one-digit descriptors only) puts the pipe ends on the descriptors the protocol expects, then becomes Chromium
-        self._proc = subprocess.Popen(
-            ["bash", "-c", f'exec "$0" "$@" 3<&{cmd_in} 4>&{resp_out} {cmd_in}<&- {resp_out}>&-', find(), *FLAGS,
-             f"--user-data-dir={self._profile}", f"--window-size={self.size[0]},{self.size[1]}", "about:blank"],
-            pass_fds=(cmd_in, resp_out), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL)
+        # bash (dash takes one-digit descriptors only) moves the pipe ends to 3 and 4, then becomes Chromium
+        with open(Path(self._profile) / "stderr.log", "wb") as log:
+            self._proc = subprocess.Popen(
+                ["bash", "-c", f'exec "$0" "$@" 3<&{cmd_in} 4>&{resp_out} {cmd_in}<&- {resp_out}>&-', find(), *FLAGS,
+                 f"--user-data-dir={self._profile}", f"--window-size={self.size[0]},{self.size[1]}", "about:blank"],
+                pass_fds=(cmd_in, resp_out), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
         os.close(cmd_in)
         os.close(resp_out)
         try:
@@ -98,7 +98,7 @@ class Browser:
         try:
             os.write(self._w, json.dumps(msg).encode() + b"\0")
         except BrokenPipeError:
-            raise BrowserError(f"Chromium exited (status {self._proc.poll()}) before {method}") from None
+            raise BrowserError(f"Chromium exited (status {self._proc.poll()}) before {method}{self._log()}") from None
         deadline = time.monotonic() + (_timeout or self.timeout_s)
         while True:
             while b"\0" in self._buf:
@@ -113,8 +113,16 @@ class Browser:
                 raise BrowserError(f"Chromium did not answer {method} within {_timeout or self.timeout_s:g}s")
             chunk = os.read(self._r, 1 << 20)
             if not chunk:
-                raise BrowserError(f"Chromium exited (status {self._proc.poll()}) during {method}")
+                raise BrowserError(f"Chromium exited (status {self._proc.poll()}) during {method}{self._log()}")
             self._buf += chunk
+
+    def _log(self) -> str:
+        """The last line Chromium wrote to its stderr, to say why it stopped."""
+        try:
+            lines = (Path(self._profile) / "stderr.log").read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return f": {lines[-1][:300]}" if lines else ""
 
     def viewport(self, width: int, height: int) -> None:
         self.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False)
@@ -148,8 +156,8 @@ class Browser:
     def pdf(self, out: str | Path, footer: str = "") -> int:
         """Print the loaded page to an A4 PDF (the page's own @page rules decide margins); returns the bytes."""
         footer_html = ('<div style="font:8px sans-serif;color:#666;width:100%;padding:0 12mm;display:flex;'
-                       f'justify-content:space-between"><span>{html.escape(footer)}</span><span>page <span class="pageNumber">'
-                       '</span> of <span class="totalPages"></span></span></div>')
+                       f'justify-content:space-between"><span>{html.escape(footer)}</span>'
+                       '<span>page <span class="pageNumber"></span> of <span class="totalPages"></span></span></div>')
         data = self.call("Page.printToPDF", paperWidth=A4_IN[0], paperHeight=A4_IN[1], printBackground=True,
                          preferCSSPageSize=True, displayHeaderFooter=True, headerTemplate="<span></span>",
                          footerTemplate=footer_html)["data"]

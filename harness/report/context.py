@@ -14,7 +14,7 @@ from ..errors import WsibenchError
 from ..results import HEADLINE, UNITS, table
 
 # Okabe-Ito (colour-blind safe, without its yellow), then further distinct hues
-PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#7F7F7F", "#8C564B", "#17BECF",
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#7F7F7F", "#8C564B", "#6A3D9A",
            "#BCBD22", "#1F3A93", "#A6761D"]
 STAGE_NAMES = {"masks": "mask stage", "patches": "patch stage", "tfrecords": "TFRecord stage", "train": "training",
                "infer": "inference"}
@@ -105,7 +105,8 @@ class Context:
 
     def cached(self) -> list[dict]:
         """Compared runs whose reads may have come from the page cache (flagged by the run record)."""
-        return [s for c in self.configs.values() for s in c.runs if (s.get("page_cache") or {}).get("potential_caching")]
+        return [s for c in self.configs.values() for s in c.runs
+                if (s.get("page_cache") or {}).get("potential_caching")]
 
     def stages(self) -> list[str]:
         """Stages with a measured headline figure in some compared run, in pipeline order."""

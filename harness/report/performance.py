@@ -57,7 +57,8 @@ def throughput(ctx: Context) -> str | None:
             + note("Bars in each configuration's colour, hatched where the storage is emulated.")) if figs else ""
     return grid + table(
         [head("stage", "unit"), head("configuration"), head("mean"), head("min"), head("max"), head("runs")]
-        + ([head("vs base")] if ctx.comparing else []) + [head("time", "s"), head("read", "MiB"), head("written", "MiB")],
+        + ([head("vs base")] if ctx.comparing else [])
+        + [head("time", "s"), head("read", "MiB"), head("written", "MiB")],
         rows, align="ll" + "r" * (len(rows[0]) - 2),
         caption="Throughput in each stage's unit; min and max where a configuration ran more than once; time: the "
                 "stage's wall time; read and written: bytes counted from the workers' /proc/PID/io; means of the runs",

@@ -60,7 +60,8 @@ def label_ends(ax, ends: list[tuple[float, float, str]], gap: float = 0.12) -> N
         want = y / top if top else 0.0
         at = max(want, placed[-1] + gap) if placed else want
         placed.append(at)
-        ax.annotate(wrap(text, 26), (x, y), xytext=(12, (at - want) * ax.bbox.height * 72 / ax.figure.dpi), textcoords="offset points",
+        shift = (at - want) * ax.bbox.height * 72 / ax.figure.dpi  # points
+        ax.annotate(wrap(text, 26), (x, y), xytext=(12, shift), textcoords="offset points",
                     va="center", fontsize=7, arrowprops={"arrowstyle": "-", "color": "#999", "lw": 0.5}
                     if at != want else None)
 

@@ -75,7 +75,8 @@ def render(ctx: Context) -> str | None:
             b = ((profiles.get(base, {}).get("fio") or {}).get("jobs") or {}).get(job) or {}
             bbw = b.get("read_bw_bytes_per_s") or b.get("write_bw_bytes_per_s")
             p99 = j.get("read_p99_latency_s") or j.get("write_p99_latency_s")
-            fio_rows.append([f'{esc(what)}<br><span class="u">{esc(job)}</span>', esc(n), num(bw / 2**20 if bw else None),
+            fio_rows.append([f'{esc(what)}<br><span class="u">{esc(job)}</span>', esc(n),
+                             num(bw / 2**20 if bw else None),
                              times(bw / bbw) if bw and bbw and n != base else ("base" if n == base else ""),
                              num(j.get("read_iops") or j.get("write_iops")), num(p99 * 1e3 if p99 else None),
                              num(j.get("files_per_s"))])

@@ -129,7 +129,8 @@ def caveats(ctx: Context) -> list[str]:
         ratio = max((s["page_cache"].get("dataset_to_memory") or 0) for s in cache)
         out.append(f"{len(cache)} of {len(compared)} runs read a dataset smaller than 5× memory (at most "
                    f"{pct(ratio)} of RAM) without dropping caches: their reads may come from the page cache "
-                   "(MLPerf Storage's rule). Run with --drop-caches, or a dataset over 5× RAM, to measure the storage.")
+                   "(MLPerf Storage's rule). Run with --drop-caches, or a dataset over 5× RAM, to measure the "
+                   "storage.")
     spread = []
     for c in ctx.pipeline:
         for s in ctx.stages():

@@ -119,7 +119,8 @@ def feed(ctx: Context) -> str | None:
                              pct(p.get("input_wait_fraction")), num(p.get("samples_per_s")), num(p.get("mib_per_s")),
                              "yes" if p["au"] >= f.get("threshold", AU_TARGET) else "no"])
             threshold = f.get("threshold", AU_TARGET)
-            step = f"{setting(f.get('step_s') or acc.get('step_s'))} s a step, batch {f.get('batch') or acc.get('batch')}"
+            step = (f"{setting(f.get('step_s') or acc.get('step_s'))} s a step, "
+                    f"batch {f.get('batch') or acc.get('batch')}")
     ax.axhline(100 * threshold, color="black", lw=0.8, ls="--")
     ax.text(min(counts), 100 * threshold - 1.5, f"{threshold:.0%} target", ha="left", va="top", fontsize=7)
     ax.set_xscale("log", base=2)

@@ -1,4 +1,7 @@
-"""Run records, matrix runs, the runs listing and the HTML report, from real small runs."""
+"""Run records, matrix runs, the runs listing and the comparison report (HTML and PDF), from real small runs;
+the report is looked at as a person would: rendered by headless Chromium, on screen and printed to A4."""
+import contextlib
+import io
 import json
 import os
 import re
@@ -13,9 +16,12 @@ import pytest
 from PIL import Image
 
 from harness.config import parse_workload
-from harness import matrix, pipeline
+from harness import cli, matrix, pipeline
+from harness.feed import feed
+from harness.report.chromium import Browser
 from harness.results import find_runs, load, table
 
+FUSE = os.path.exists("/dev/fuse") and os.geteuid() == 0
 
 
 def workload(dataset, **kw):
@@ -29,71 +35,242 @@ def workload(dataset, **kw):
 
 @pytest.fixture(scope="module")
 def results(dataset, tmp_path_factory):
-    """Two real runs of the whole pipeline in different configurations, with a fio characterisation of `local`."""
+    """Real runs in several configurations: the whole pipeline under multiprocessing x2 and local x1, the
+    patch stage again under multiprocessing x1 (a scaling point) and resumed under local x1 (no throughput),
+    on an emulated storage profile (where FUSE is available), and a feed of emulated accelerators; with a fio
+    characterisation of `local`."""
     res = tmp_path_factory.mktemp("results")
     env = dict(os.environ, WSIBENCH_LOCAL_ROOT=str(res / "data"))
     r = subprocess.run([sys.executable, "-m", "harness.cli", "fio", "local", "--results", str(res), "--size", "16",
                         "--runtime", "0.5", "--small-files", "50", "--no-direct"], env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     os.environ["WSIBENCH_LOCAL_ROOT"] = str(res / "data")
+    cut = ["masks", "patches"]
     try:
         a = pipeline.run(workload(dataset, engine={"name": "multiprocessing", "workers": 2}), results_dir=res)
         b = pipeline.run(workload(dataset, engine={"name": "local", "workers": 1}), results_dir=res, fresh=True)
+        c = pipeline.run(workload(dataset, engine={"name": "multiprocessing", "workers": 1}), stages=cut,
+                         results_dir=res, fresh=True)
+        resumed = pipeline.run(workload(dataset, engine={"name": "local", "workers": 1}), stages=cut, results_dir=res)
+        emu = None
+        if FUSE:
+            prof = res / "emu.toml"
+            prof.write_text(f'name = "emu"\nroot = "{res}/emu/mnt"\nfstype = "fuse"\nemulated = true\ncreate = true\n'
+                            f'[emulate]\nbacking = "{res}/emu/backing"\nread_mb_s = 200\nwrite_mb_s = 100\nlatency_ms = 0.2\n')
+            emu = pipeline.run(workload(dataset, engine={"name": "multiprocessing", "workers": 2}), stages=cut,
+                               storage=str(prof), results_dir=res)
+        fed = feed(workload(dataset, stages=["masks", "patches", "tfrecords"],
+                            train={"model": "small_cnn", "image_size": 32, "batch_size": 16, "step_time_s": 0.05}),
+                   results_dir=res, max_accelerators=1, steps=4)
     finally:
         del os.environ["WSIBENCH_LOCAL_ROOT"]
-    assert a["status"] == b["status"] == "ok"
-    return res, a, b
+    assert {x["status"] for x in (a, b, c, resumed, fed) + ((emu,) if emu else ())} == {"ok"}
+    return res, {"a": a, "b": b, "c": c, "resumed": resumed, "emu": emu, "feed": fed}
 
 
-def test_report_has_every_section_with_numbers(results, tmp_path):
-    res, a, b = results
+def report(res, out, *args):
+    """``wsibench report RES -o OUT ARGS``, in this process: (exit status, stdout, stderr)."""
+    out_buf, err_buf = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out_buf), contextlib.redirect_stderr(err_buf):
+        rc = cli.main(["report", str(res), "-o", str(out), *args])
+    return rc, out_buf.getvalue(), err_buf.getvalue()
+
+
+def sections(doc: str) -> dict[str, str]:
+    return dict(re.findall(r'<section id="(\w+)"><h2>[^<]*</h2>(.*?)</section>', doc, flags=re.S))
+
+
+def text(fragment: str) -> str:
+    """What a reader sees: styles dropped, cells and blocks apart, inline tags gone, entities as characters."""
+    import html
+    fragment = re.sub(r"<style\b.*?</style>", "", fragment, flags=re.S)
+    fragment = re.sub(r"</?(td|th|tr|li|p|br|div|caption|figcaption|h\d|section|table)\b[^>]*>", " ", fragment)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", "", fragment)).split())
+
+
+def sig(v: float) -> str:
+    """A throughput as a reader expects it: about three significant digits, thousands separated."""
+    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.1f}" if abs(v) >= 10 else f"{v:.2f}"
+
+
+def percent(v: float) -> str:
+    return f"{100 * v:.0f}%" if v >= 0.1 else f"{100 * v:.1f}%"
+
+
+def ratio(r: float) -> str:
+    return f"{r:.0f}×" if r >= 10 else f"{r:.1f}×" if r >= 1 else f"{r:.2f}×"
+
+
+def test_resumed_work_is_not_counted_as_throughput(results):
+    res, runs = results
+    df = table([load(p) for p in find_runs([res])]).set_index("run_id")
+    resumed = df.loc[runs["resumed"]["run_id"]]
+    assert resumed["patches_resumed"] == runs["resumed"]["stages"]["patches"]["items"] > 0
+    assert pd.isna(resumed.get("patches_patches_per_s")) and pd.isna(resumed.get("patches_seconds"))
+    assert resumed["masks_items_per_s"] > 0  # masks were made again: measured
+    fresh = df.loc[runs["b"]["run_id"]]
+    assert fresh["patches_patches_per_s"] == runs["b"]["stages"]["patches"]["patches_per_s"]
+
+
+def test_report_answers_first_with_every_section_and_its_numbers(results, tmp_path):
+    res, runs = results
+    a, b, c, emu, fed = (runs[k] for k in ("a", "b", "c", "emu", "feed"))
     out, csv = tmp_path / "report.html", tmp_path / "table.csv"
-    r = subprocess.run([sys.executable, "-m", "harness.cli", "report", str(res), "-o", str(out), "--csv", str(csv)],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    rc, stdout, stderr = report(res, out, "--csv", str(csv))
+    assert rc == 0, stderr
+    assert "baseline multiprocessing ×2 @ local" in stdout
     doc = out.read_text()
-    sections = dict(re.findall(r'<section id="(\w+)"><h2>[^<]*</h2>(.*?)</section>', doc, flags=re.S))
-    assert list(sections) == ["summary", "throughput", "scaling", "breakdown", "starvation", "storage", "quality",
-                              "heatmaps", "environment"]
-    for run in (a, b):
-        assert run["run_id"] in sections["summary"]
-        assert f"{run['stages']['patches']['patches_per_s']:,.1f}" in sections["summary"]
-        assert f"{run['train']['input_wait_fraction']:,.3f}" in sections["starvation"]
-        assert f"{run['train']['val_auc']:,.3f}" in sections["quality"]
-    assert "multiprocessing x2 @ local" in sections["summary"] and "local x1 @ local" in sections["summary"]
-    for s in ("throughput", "scaling", "breakdown", "starvation", "quality"):
-        assert "<svg" in sections[s], s
-    assert "patch-level ROC" in sections["quality"]
+    sec = sections(doc)
+    assert list(sec) == ["summary", "throughput", "scaling", "breakdown", "training", "feed", "storage", "quality",
+                         "heatmaps", "environment", "runs"]
+    summary = text(sec["summary"])
+    # the answer, in words: the baseline's figures, then each configuration as ratios against it
+    pa, pb, pc = (x["stages"]["patches"]["patches_per_s"] for x in (a, b, c))
+    assert f"multiprocessing ×2 @ local (baseline): mask stage {sig(a['stages']['masks']['items_per_s'])} slides/s, " \
+           f"patch stage {sig(pa)} patches/s" in summary
+    assert f"local ×1 @ local: mask stage " in summary and f"patch stage {ratio(pb / pa)}" in summary
+    assert f"multiprocessing ×1 @ local: mask stage " in summary and f"patch stage {ratio(pc / pa)}" in summary
+    assert f"training {ratio(b['train']['images_per_s'] / a['train']['images_per_s'])}" in summary
+    # ... and in figures: each stage's headline throughput, AU and input wait per configuration, accelerators fed
+    for v in (pa, pb, pc, a["stages"]["tfrecords"]["patches_per_s"], a["train"]["images_per_s"],
+              a["infer"]["patches_per_s"]):
+        assert sig(v) in summary
+    for x in (a, b):
+        assert percent(x["train"]["accelerator_utilization"]) in summary
+    assert f"feed @ local" in summary and str(fed["feed"]["max_accelerators"]) in summary
+    assert "slides/s" in summary and "images/s" in summary and "patches/s" in summary  # units
+    if emu:
+        assert "EMULATED" in summary and "Emulated storage." in text(doc)
+        assert f"multiprocessing ×2 @ emu: mask stage" in summary
+    # the resumed run is named, and its stage carries no figure
+    assert "resumed" in text(sec["summary"]) and f"{runs['resumed']['stages']['patches']['items']} items resumed" \
+        in text(sec["runs"])
+    # detail sections carry their numbers
+    assert sig(pa) in text(sec["throughput"]) and sig(pc) in text(sec["scaling"])
+    assert percent(a["train"]["input_wait_fraction"]) in text(sec["training"])
+    assert all(f"{p['accelerators']} {percent(p['au'])}" in text(sec["feed"]) for p in fed["feed"]["probes"])
+    assert f"{a['train']['val_auc']:.3f}" in text(sec["quality"])
     for job in ("slide_seq_read", "jpeg_small_writes", "tfrecord_stream", "checkpoint_write"):
-        assert job in sections["storage"]
-    assert sections["heatmaps"].count('<img alt="heatmap') == 2
-    assert a["environment"]["cpu_model"] in sections["environment"]
-    assert not re.search(r"""(src|href)=["']?(https?:|//)""", doc)  # self-contained: nothing to fetch
+        assert job in sec["storage"]
+    assert sec["heatmaps"].count('<img alt="heatmap') == 2
+    env = text(sec["environment"])
+    assert a["environment"]["cpu_model"] in env and f"{a['environment']['cpu_count']} logical cores" in env
+    assert "{" not in env and "multiprocessing ×2" in env  # topology as readable rows, not a dict
+    assert all(x["run_id"] in sec["runs"].replace("<wbr>", "") for x in (a, b, c, fed))
+    # self-contained: nothing to fetch, no script
+    assert not re.search(r"""(src|href)=["']?(https?:|//|file:)""", doc) and "<script" not in doc
     df = pd.read_csv(csv)
-    assert set(df.run_id) == {a["run_id"], b["run_id"]} and df.patches_patches_per_s.notna().all()
+    assert a["run_id"] in set(df.run_id) and df.set_index("run_id").loc[a["run_id"], "patches_patches_per_s"] > 0
 
 
-def test_report_renders_in_headless_chromium(results, tmp_path):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not chromium:
-        pytest.skip("chromium is not installed (scripts/setup installs it)")
-    res, _, _ = results
-    out = tmp_path / "report.html"
-    subprocess.run([sys.executable, "-m", "harness.cli", "report", str(res), "-o", str(out)], check=True)
-    shot = tmp_path / "shot.png"
-    r = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                        f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
-                        "--window-size=1200,3000", f"--screenshot={shot}", out.as_uri()],
-                       capture_output=True, text=True, timeout=120)
-    console = [l for l in r.stderr.splitlines() if ":CONSOLE" in l or "ERR_FILE_NOT_FOUND" in l]
-    assert not console, console  # the page has no script: any console line is an error (a failed load)
-    px = np.asarray(Image.open(shot).convert("L"), float)
-    assert px.shape == (3000, 1200) and px.std() > 20 and (px < 128).mean() > 0.01  # text and plots, not blank
+def test_baseline_by_name_and_plots_only_where_they_inform(results, tmp_path):
+    res, runs = results
+    a, b = runs["a"], runs["b"]
+    out = tmp_path / "r.html"
+    rc, _, stderr = report(res, out, "--baseline", "local x1")
+    assert rc == 0, stderr
+    summary = text(sections(out.read_text())["summary"])
+    assert "local ×1 @ local (baseline)" in summary
+    pa, pb = (x["stages"]["patches"]["patches_per_s"] for x in (a, b))
+    assert f"multiprocessing ×2 @ local: mask stage" in summary and f"patch stage {ratio(pa / pb)}" in summary
+    rc, _, stderr = report(res, out, "--baseline", "no-such-storage")
+    assert rc == 1 and "names no configuration" in stderr and "local ×1 @ local" in stderr
+    # two configurations with one worker count each: no scaling plot, said so
+    two = tmp_path / "two"
+    for x in (a, b):
+        shutil.copytree(res / x["run_id"], two / x["run_id"])
+    rc, _, stderr = report(two, out)
+    assert rc == 0, stderr
+    doc = out.read_text()
+    assert "scaling" not in sections(doc) and "feed" not in sections(doc)
+    assert re.search(r"Left out, as these runs hold nothing for them: [^<]*Scaling with workers", doc)
+
+LAYOUT = """(() => {
+  const W = document.documentElement.clientWidth, out = {width: W, scrollWidth: document.documentElement.scrollWidth,
+    wide: [], texts: [], tall: [], external: []};
+  for (const e of document.querySelectorAll('body *')) {
+    const r = e.getBoundingClientRect();
+    const name = `${e.tagName}.${e.className.baseVal ?? e.className}`;
+    if (r.width && r.right > W + 0.5) out.wide.push(`${name} right ${r.right}`);
+  }
+  for (const e of document.querySelectorAll('[src],[href]')) {
+    const v = e.getAttribute('src') || e.getAttribute('href');
+    if (!/^(data:|#)/.test(v)) out.external.push(v.slice(0, 80));
+  }
+  // text in figures: inside its figure, and clear of every other text of that figure
+  document.querySelectorAll('svg').forEach((svg, n) => {
+    const box = svg.getBoundingClientRect();
+    const t = [...svg.querySelectorAll('g[id*="text_"]')].map(g => g.getBoundingClientRect()).filter(r => r.width);
+    t.forEach((a, i) => {
+      if (a.left < box.left - 1 || a.right > box.right + 1 || a.top < box.top - 1 || a.bottom > box.bottom + 1)
+        out.texts.push(`figure ${n}: text outside the figure`);
+      for (const b of t.slice(i + 1)) {
+        const w = Math.min(a.right, b.right) - Math.max(a.left, b.left);
+        const h = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
+        if (w > 1 && h > 1) out.texts.push(`figure ${n}: texts overlap by ${w.toFixed(1)}x${h.toFixed(1)} px`);
+      }
+    });
+  });
+  // what may not be cut by a page break must fit on one
+  for (const e of document.querySelectorAll('figure, .keep, tr')) {
+    const h = e.getBoundingClientRect().height;
+    if (h > PAGE) out.tall.push(`${e.tagName}.${e.className}: ${Math.round(h)} px`);
+  }
+  return out;
+})()"""
+A4_CONTENT = (round((210 - 24) / 25.4 * 96), round((297 - 28) / 25.4 * 96))  # A4 less the @page margins, CSS px
+
+
+def test_report_as_a_reader_sees_it_in_chromium_and_on_a4(results, tmp_path):
+    """Rendered by headless Chromium, on screens of 1280 and 800 px and laid out for print at A4 width: nothing
+    wider than the page, no text of a figure over another or outside it, nothing that must stay whole taller than
+    a page, nothing fetched; then printed to an A4 PDF whose pages carry the report."""
+    res, _ = results
+    pdf = tmp_path / "report.pdf"
+    rc, _, stderr = report(res, pdf)
+    assert rc == 0, stderr
+    html_path = tmp_path / "report.html"
+    assert html_path.is_file() and pdf.is_file()
+    js = LAYOUT.replace("PAGE", str(A4_CONTENT[1]))
+    bad = tmp_path / "bad.html"  # the check itself sees a table too wide, texts over each other, a fetched image
+    bad.write_text('<table><tr><td style="white-space:nowrap">' + "wide " * 400 + '</td></tr></table>'
+                   '<svg width="200" height="50"><g id="text_1"><text x="10" y="20">1400</text></g>'
+                   '<g id="text_2"><text x="14" y="24">patch stage</text></g></svg><img src="missing.png">')
+    with Browser(width=1280, height=1000) as b:
+        b.open(bad)
+        got = b.eval(js)
+        assert got["scrollWidth"] > got["width"] and got["wide"] and got["texts"] and got["external"]
+        b.open(html_path)
+        for width, media in ((1280, "screen"), (800, "screen"), (A4_CONTENT[0], "print")):
+            b.media(media)
+            b.viewport(width, 1000)
+            got = b.eval(js)
+            where = f"{media} at {width} px"
+            assert got["scrollWidth"] == got["width"] == width and not got["wide"], (where, got["wide"][:5])
+            assert not got["texts"], (where, got["texts"][:5])
+            assert not got["external"], got["external"]
+            if media == "print":
+                assert not got["tall"], got["tall"][:5]
+        b.media("screen")
+        b.viewport(1280, 1000)
+        b.screenshot(tmp_path / "screen.png")
+    px = np.asarray(Image.open(tmp_path / "screen.png").convert("L"), float)
+    assert px.shape[1] == 1280 and px.shape[0] > 3000 and px.std() > 20  # a long page of text and plots, not blank
+    raw = pdf.read_bytes()
+    assert raw.startswith(b"%PDF")
+    sizes = re.findall(rb"/MediaBox \[0 0 ([\d.]+) ([\d.]+)\]", raw)
+    assert len(sizes) >= 4 and all(abs(float(w) - 595.3) < 2 and abs(float(h) - 841.9) < 2 for w, h in sizes)  # A4
+    if shutil.which("pdftoppm"):  # poppler-utils, installed by scripts/setup
+        subprocess.run(["pdftoppm", "-r", "30", "-png", "-f", "1", "-l", "2", str(pdf), str(tmp_path / "page")],
+                       check=True)
+        for page in sorted(tmp_path.glob("page-*.png")):
+            g = np.asarray(Image.open(page).convert("L"), float)
+            assert (g < 128).mean() > 0.01, page  # printed text and figures on the first pages
 
 
 def test_records_round_trip_and_a_failed_run_is_listed(results, dataset, tmp_path):
-    res, a, _ = results
+    res, runs = results
+    a = runs["a"]
     runs = [load(p) for p in find_runs([res])]
     df = table(runs)
     df.to_parquet(tmp_path / "t.parquet")

@@ -1,268 +1,144 @@
-"""The comparison report: one self-contained HTML file (inline SVG plots, inline images, no network).
+"""The comparison report: one self-contained HTML file (inline SVG plots and images, no script, no network), and
+optionally the same document printed to an A4 PDF by headless Chromium.
 
-Sections: summary per configuration, per-stage throughput, scaling with workers, time per stage, accelerator
-starvation and AU, storage characterisation (fio), model quality (AUC, ROC), sample heatmaps, environment.
-Emulated storage is marked wherever a run on it appears.
+The report is the list ``SECTIONS``, in order. A section is a function of the shared ``Context`` (context.py)
+returning its HTML, or None when the runs hold nothing for it (it is then left out); it may also add sentences to
+the summary at the top (``findings``). To add a section, write those functions and add one entry: for example a
+per-stage "Storage I/O" section reading ``stages[stage]["io_profile"]`` from the runs, or "Sizing" reading the
+results of ``wsibench size``, each returning None where the runs lack them.
 """
 from __future__ import annotations
 
-import base64
-import html
-import io
-import re
+import datetime as dt
+from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
-import pandas as pd
+from typing import Callable
 
 from ..errors import DataError
-from ..results import HEADLINE, config_key, find_runs, load, table
-
-SECTIONS = [("summary", "Summary per configuration"), ("throughput", "Per-stage throughput"),
-            ("scaling", "Scaling with workers"), ("breakdown", "Time per stage"),
-            ("starvation", "Accelerator starvation and AU"), ("storage", "Storage characterisation (fio)"),
-            ("quality", "Model quality"), ("heatmaps", "Sample heatmaps"), ("environment", "Environment")]
-
-CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
-h1{font-size:1.6em}h2{border-bottom:2px solid #c33;padding-bottom:.2em;margin-top:2em}
-table{border-collapse:collapse;margin:.5em 0;font-size:.9em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
-th{background:#f4f0f0}td.l,th.l{text-align:left}.emu{background:#fff3cd}.bad{background:#f8d7da}
-.note{color:#666;font-size:.9em}figure{display:inline-block;margin:.5em}.tw{overflow-x:auto}svg{max-width:100%;height:auto}"""
+from ..fsutil import atomic_path
+from ..results import find_runs, load
+from . import environment, performance, quality, storage, summary, training
+from .context import Context, build_context
+from .html import esc, swatch
 
 
-def _svg(fig) -> str:
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")
-    import matplotlib.pyplot as plt
-    plt.close(fig)
-    text = buf.getvalue()
-    text = re.sub(r"<metadata>.*?</metadata>", "", text[text.find("<svg"):], flags=re.S)
-    return text
+@dataclass(frozen=True)
+class Section:
+    id: str
+    title: str
+    render: Callable[[Context], str | None]
+    findings: Callable[[Context], list[str]] | None = None
 
 
-def _plt():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    plt.rcParams["svg.fonttype"] = "none"
-    return plt
+SECTIONS = [
+    Section("summary", "Summary", summary.render),
+    Section("throughput", "Throughput per stage", performance.throughput),
+    Section("scaling", "Scaling with workers", performance.scaling),
+    Section("breakdown", "Time per stage", performance.breakdown),
+    Section("training", "Training: accelerator utilisation and input wait", training.render, training.findings),
+    Section("feed", "Accelerators fed per storage", training.feed),
+    Section("storage", "Storage", storage.render),
+    Section("quality", "Model quality", quality.render),
+    Section("heatmaps", "Sample heatmaps", quality.heatmaps),
+    Section("environment", "Workloads, machines and engines", environment.render),
+    Section("runs", "Runs", environment.runs),
+]
+
+CSS = """
+:root{--ink:#1d1d1f;--muted:#5f6368;--rule:#d9d9de;--accent:#0b5394}
+*{box-sizing:border-box}
+body{font:14px/1.45 "DejaVu Sans","Liberation Sans",Arial,sans-serif;color:var(--ink);margin:0 auto;padding:24px 28px;
+ max-width:1040px;overflow-wrap:break-word}
+h1{font-size:24px;margin:0 0 4px}h2{font-size:18px;color:var(--accent);border-bottom:2px solid var(--accent);
+ padding-bottom:3px;margin:28px 0 10px;break-after:avoid}h3{font-size:15px;margin:18px 0 6px;break-after:avoid}
+.sub{color:var(--muted);margin:0 0 12px}
+.banner{background:#fff4d6;border-left:4px solid #e0a800;padding:8px 12px;margin:12px 0}
+ul.findings{padding-left:20px;font-size:14.5px}ul.findings li{margin:3px 0}ul.caveats{padding-left:20px;color:#444}
+table{border-collapse:collapse;margin:8px 0 14px;font-size:12.5px;max-width:100%}
+caption{caption-side:bottom;text-align:left;color:var(--muted);font-size:11.5px;padding-top:4px}
+th,td{border-bottom:1px solid var(--rule);padding:4px 7px;vertical-align:top}
+thead th{border-bottom:1.5px solid #888;font-weight:600;vertical-align:bottom;background:#f6f7f9}
+th.l,td.l{text-align:left}th.r,td.r{text-align:right;font-variant-numeric:tabular-nums}
+td.r{white-space:nowrap}td.l{overflow-wrap:anywhere}tbody th{font-weight:600;background:#fafafa}
+.u{font-weight:400;color:var(--muted);font-size:11px}.x{color:var(--accent);font-size:11.5px}.na{color:#aaa}
+tr.bad td{background:#fdecee}table:not(.props) tbody td.l:first-child{min-width:10em}
+.sw{display:inline-block;width:11px;height:11px;border-radius:2px;margin-right:6px;vertical-align:-1px;
+ border:1px solid rgba(0,0,0,.25)}
+.badge{display:inline-block;font-size:9.5px;font-weight:700;letter-spacing:.03em;border-radius:3px;padding:0 4px;
+ margin-left:5px;vertical-align:1px;white-space:nowrap}
+.badge.emu{background:#ffe08a;color:#5c4400}.badge.base{background:#dbe7f5;color:#0b3d75}
+figure{margin:8px 0 14px}figure svg{display:block;max-width:100%;height:auto}
+figcaption{color:var(--muted);font-size:11.5px;margin-top:2px}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(440px,1fr));gap:4px 20px}
+.heats{display:flex;flex-wrap:wrap;gap:12px}.heats img{max-width:100%;height:auto;display:block}
+.note{color:var(--muted);font-size:12px}code{font-size:11.5px}
+.missing{color:var(--muted);font-size:12px}.lead{break-after:avoid}
+@media (max-width:900px){table{font-size:11.5px}th,td{padding:3px 4px}
+ table:not(.props) tbody td.l:first-child{min-width:8em}}
+@page{size:A4;margin:13mm 12mm 15mm}
+@media print{
+ body{padding:0;max-width:none;font-size:12.5px}
+ table{font-size:11px}th,td{padding:3px 4px}table:not(.props) tbody td.l:first-child{min-width:8em}
+ h2{break-before:auto;margin-top:18px}
+ .grid{grid-template-columns:1fr}
+ figure,.keep,tr,img{break-inside:avoid}
+ thead{display:table-header-group}
+ .banner,tr.bad td,thead th,tbody th,.sw,.badge{-webkit-print-color-adjust:exact;print-color-adjust:exact}
+}
+"""
 
 
-def _fmt(v) -> str:
-    if v is None or (isinstance(v, float) and np.isnan(v)):
-        return ""
-    if isinstance(v, float):
-        return f"{v:,.3f}" if abs(v) < 10 else f"{v:,.1f}"
-    return html.escape(str(v))
-
-
-def _table(df: pd.DataFrame, left=(), cls=None) -> str:
-    head = "".join(f'<th class="{"l" if c in left else ""}">{html.escape(str(c))}</th>' for c in df.columns)
-    rows = []
-    for i, r in df.iterrows():
-        c = cls(r) if cls else ""
-        rows.append(f'<tr class="{c}">' + "".join(f'<td class="{"l" if k in left else ""}">{_fmt(v)}</td>'
-                                                  for k, v in r.items()) + "</tr>")
-    return f"<div class=\"tw\"><table><tr>{head}</tr>{''.join(rows)}</table></div>"
-
-
-def _label(s: dict) -> str:
-    return config_key(s) + (" [EMULATED]" if s.get("storage", {}).get("emulated") else "")
-
-
-def build(paths, out: str | Path, csv: str | Path | None = None, title: str = "wsibench comparison report") -> dict:
+def build(paths, out: str | Path, csv: str | Path | None = None, title: str = "wsibench comparison report",
+          baseline: str | None = None, pdf: str | Path | None = None) -> dict:
+    """Write the report of the runs under ``paths`` to ``out`` (HTML), and to ``pdf`` when given."""
     runs = [load(p) for p in find_runs(paths)]
     if not runs:
         raise DataError(f"no runs (folders with summary.json) under {', '.join(map(str, paths))}")
-    df = table(runs)
+    ctx = build_context(runs, baseline, title)
     if csv:
-        df.to_csv(csv, index=False)
-    plt = _plt()
-    parts = {}
-    emulated = df["emulated"].any()
-    ids = {c: f"C{i + 1}" for i, c in enumerate(dict.fromkeys(df["config"]))}  # short labels for the plots
-    df.insert(0, "id", df["config"].map(ids))
-    by_cfg = df.groupby("config", sort=False)
+        with atomic_path(csv) as tmp:
+            ctx.df.drop(columns=["cfg"]).to_csv(tmp, index=False)
+    ctx.findings = [line for s in SECTIONS if s.findings for line in s.findings(ctx)]
+    parts, left_out = [], []
+    for s in SECTIONS:
+        body = s.render(ctx)
+        if body:
+            parts.append(f'<section id="{s.id}"><h2>{esc(s.title)}</h2>{body}</section>')
+        else:
+            left_out.append(s.title)
+    doc = _document(ctx, "".join(parts), left_out)
+    with atomic_path(out) as tmp:
+        Path(tmp).write_text(doc, encoding="utf-8")
+    info = {"runs": len(runs), "configurations": len(ctx.configs), "baseline": ctx.baseline.label, "out": str(out),
+            "sections": [s.id for s in SECTIONS if s.title not in left_out]}
+    if pdf:
+        from .chromium import BrowserError, print_pdf
 
-    # summary: per configuration, the mean of each headline figure over its runs
-    cols = [c for c in df.columns if c.endswith(("_patches_per_s", "_images_per_s", "_seconds", "_auc",
-                                                  "input_wait_fraction", "accelerator_utilization"))]
-    summ = by_cfg[cols].mean(numeric_only=True).reset_index() if cols else df[["config"]].drop_duplicates()
-    summ.insert(0, "id", summ["config"].map(ids))
-    summ.insert(2, "runs", by_cfg.size().values)
-    summ.insert(2, "failed", by_cfg["status"].apply(lambda s: int((s == "failed").sum())).values)
-    emu_cfg = set(df.loc[df.emulated, "config"])
-    parts["summary"] = (_table(summ, left=("config",), cls=lambda r: "emu" if r["config"] in emu_cfg else "")
-                        + _table(df[["run_id", "workload", "config", "status", "error", "created_at"]],
-                                 left=("run_id", "workload", "config", "status", "error", "created_at"),
-                                 cls=lambda r: "bad" if r["status"] != "ok" else ("emu" if r["config"] in emu_cfg else "")))
+        info["pdf"] = str(pdf)
+        try:
+            info["pdf_bytes"] = print_pdf(out, pdf, footer=title)
+        except BrowserError as e:
+            raise BrowserError(f"{e}; the HTML report is written: {out}") from None
+    return info
 
-    # throughput per stage by configuration
-    stages = [s for s in HEADLINE if f"{s}_{HEADLINE[s]}" in df]
-    if stages:
-        cols_n = min(3, len(stages))
-        rows_n = -(-len(stages) // cols_n)
-        fig, axes = plt.subplots(rows_n, cols_n, figsize=(3.4 * cols_n, 0.3 * len(ids) * rows_n + 1.6 * rows_n),
-                                 squeeze=False)
-        for ax in axes.flat[len(stages):]:
-            ax.axis("off")
-        for ax, s in zip(axes.flat, stages):
-            m = by_cfg[f"{s}_{HEADLINE[s]}"].agg(["mean", "min", "max"]).dropna()
-            ax.barh(range(len(m)), m["mean"], xerr=[m["mean"] - m["min"], m["max"] - m["mean"]],
-                    color=["#e0a800" if c in emu_cfg else "#c33" for c in m.index])
-            ax.set_yticks(range(len(m)), [ids[c] for c in m.index], fontsize=8)
-            ax.invert_yaxis()
-            ax.set_title(f"{s}: {HEADLINE[s].replace('_', ' ')}", fontsize=9)
-        legend = "; ".join(f"{i} = {html.escape(c)}" for c, i in ids.items())
-        parts["throughput"] = (_svg(fig) + f'<p class="note">Mean of the runs, bars from min to max. {legend}.'
-                               + (" Yellow: emulated storage.</p>" if emulated else "</p>"))
-    else:
-        parts["throughput"] = "<p>No stage figures in these runs.</p>"
 
-    # scaling: throughput against workers, one line per (stage, engine, storage)
-    lines = []
-    for s in stages:
-        col = f"{s}_{HEADLINE[s]}"
-        for (eng, sto), g in df.dropna(subset=[col]).groupby(["engine", "storage"]):
-            pts = g.groupby("workers")[col].mean()
-            lines.append((f"{s} {eng} @ {sto}", pts))
-    if lines:
-        shown = [s for s in stages if any(n.startswith(s + " ") for n, _ in lines)]
-        fig, axes = plt.subplots(1, len(shown), figsize=(3.4 * len(shown), 3), squeeze=False)
-        for ax, st in zip(axes[0], shown):
-            for name, pts in lines:
-                if name.startswith(st + " "):
-                    ax.plot(pts.index, pts.values, marker="o", label=name.removeprefix(st + " "))
-            ax.set_title(f"{st}: {HEADLINE[st].replace('_', ' ')}", fontsize=9)
-            ax.set_xlabel("workers")
-            ax.legend(fontsize=6)
-        parts["scaling"] = _svg(fig) + _table(pd.DataFrame(
-            [{"series": n, **{f"{int(k)} workers": v for k, v in p.items()}} for n, p in lines]), left=("series",))
-    else:
-        parts["scaling"] = "<p>No throughput figures.</p>"
-
-    # time breakdown per stage, per run
-    secs = [c for c in df.columns if c.endswith("_seconds") and c.split("_")[0] in HEADLINE]
-    if secs:
-        fig, ax = plt.subplots(figsize=(7, 0.3 * len(df) + 1.4))
-        left = np.zeros(len(df))
-        for c in secs:
-            v = df[c].fillna(0).to_numpy(float)
-            ax.barh(range(len(df)), v, left=left, label=c.removesuffix("_seconds"))
-            left += v
-        ax.set_yticks(range(len(df)), [f"{r.run_id[-6:]} ({r.id})" for r in df.itertuples()], fontsize=7)
-        ax.set_xlabel("seconds")
-        ax.legend(fontsize=7)
-        parts["breakdown"] = _svg(fig)
-    else:
-        parts["breakdown"] = "<p>No stage timings.</p>"
-
-    # starvation
-    tcols = [c for c in ("train_input_wait_fraction", "train_accelerator_utilization", "train_images_per_s",
-                         "train_steps") if c in df]
-    if tcols:
-        t = df.dropna(subset=[tcols[0]])[["run_id", "config", *tcols]].reset_index(drop=True)
-        fig, ax = plt.subplots(figsize=(6, 3))
-        x = np.arange(len(t))
-        ax.bar(x - 0.2, t["train_input_wait_fraction"], 0.4, label="input wait fraction")
-        ax.bar(x + 0.2, t["train_accelerator_utilization"], 0.4, label="AU")
-        ax.axhline(0.9, color="k", lw=0.8, ls="--")
-        ax.set_xticks(x, [f"{r[-6:]} ({ids[c]})" for r, c in zip(t["run_id"], t["config"])], fontsize=7)
-        ax.legend(fontsize=7)
-        parts["starvation"] = _svg(fig) + _table(t, left=("run_id", "config"))
-    else:
-        parts["starvation"] = "<p>No training in these runs.</p>"
-    feeds = [s for s in runs if (s.get("feed") or {}).get("probes")]
-    if feeds:  # how many emulated accelerators each storage keeps busy
-        fig, ax = plt.subplots(figsize=(5, 3))
-        for s in feeds:
-            p = pd.DataFrame(s["feed"]["probes"])
-            ax.plot(p["accelerators"], p["au"], marker="o",
-                    label=f"{s['storage']['profile']}{' (emulated)' if s['storage'].get('emulated') else ''}: "
-                          f"max {s['feed']['max_accelerators']}")
-        ax.axhline(s["feed"]["threshold"], color="k", lw=0.8, ls="--")
-        ax.set_xlabel("emulated accelerators")
-        ax.set_ylabel("AU")
-        ax.legend(fontsize=7)
-        rows = pd.DataFrame([{"run_id": s["run_id"], "storage": s["storage"]["profile"],
-                              "accelerator": f"{s['feed']['accelerator']['step_s']} s / batch {s['feed']['accelerator']['batch']}",
-                              "max accelerators": s["feed"]["max_accelerators"], **{f"AU@{p['accelerators']}": p["au"]
-                              for p in s["feed"]["probes"]}} for s in feeds])
-        if parts["starvation"].startswith("<p>No training"):
-            parts["starvation"] = ""
-        parts["starvation"] += "<h3>Emulated accelerators per storage</h3>" + _svg(fig) + _table(rows, left=("run_id", "storage", "accelerator"))
-
-    # storage: fio characterisation of each profile seen
-    fio_rows = []
-    for s in runs:
-        f = s.get("storage", {}).get("fio")
-        if not f:
-            continue
-        for job, j in f["jobs"].items():
-            fio_rows.append({"storage": s["storage"]["profile"] + (" [EMULATED]" if s["storage"].get("emulated") else ""),
-                             "measured": f.get("created_at"), "job": job,
-                             "MiB/s": (j.get("read_bw_bytes_per_s") or j.get("write_bw_bytes_per_s") or 0) / 2**20,
-                             "IOPS": j.get("read_iops") or j.get("write_iops"),
-                             "p99 ms": ((j.get("read_p99_latency_s") or j.get("write_p99_latency_s") or 0) * 1e3),
-                             "files/s": j.get("files_per_s")})
-    mounts = pd.DataFrame([{"storage": s["storage"]["profile"], "root": s["storage"]["root"],
-                            "fstype": s["storage"].get("fstype"), "emulated": s["storage"].get("emulated"),
-                            "emulation": str(s["storage"].get("emulation") or "")} for s in runs]).drop_duplicates()
-    parts["storage"] = (_table(mounts, left=tuple(mounts.columns), cls=lambda r: "emu" if r["emulated"] else "")
-                        + (_table(pd.DataFrame(fio_rows).drop_duplicates(), left=("storage", "measured", "job"))
-                           if fio_rows else '<p class="note">No fio characterisation recorded for these profiles '
-                                            '(run <code>wsibench fio PROFILE</code> before the runs).</p>'))
-
-    # quality
-    qcols = [c for c in ("train_val_auc", "infer_patch_auc", "infer_slide_auc") if c in df]
-    rocs = [(s["run_id"], s["infer"]["roc"]) for s in runs if (s.get("infer") or {}).get("roc")]
-    q = _table(df.dropna(subset=qcols, how="all")[["run_id", "config", *qcols]], left=("run_id", "config")) if qcols else ""
-    if rocs:
-        fig, ax = plt.subplots(figsize=(3.6, 3.6))
-        for rid, roc in rocs:
-            ax.plot(roc["fpr"], roc["tpr"], label=rid[-6:])
-        ax.plot([0, 1], [0, 1], "k:", lw=0.8)
-        ax.set_xlabel("false positive rate")
-        ax.set_ylabel("true positive rate")
-        ax.set_title("patch-level ROC", fontsize=9)
-        ax.legend(fontsize=7)
-        q += _svg(fig)
-    parts["quality"] = q or "<p>No trained model in these runs.</p>"
-
-    # heatmaps: a few from the latest run that has them
-    figs = []
-    for s in reversed(runs):
-        for p in (s.get("infer") or {}).get("heatmaps", [])[:4]:
-            if Path(p).is_file():
-                from PIL import Image
-                im = Image.open(p)
-                im.thumbnail((360, 360))
-                buf = io.BytesIO()
-                im.save(buf, "PNG")
-                figs.append(f'<figure><img alt="heatmap {html.escape(Path(p).stem)}" src="data:image/png;base64,'
-                            f'{base64.b64encode(buf.getvalue()).decode()}"><figcaption>{html.escape(Path(p).stem)}'
-                            f"</figcaption></figure>")
-        if figs:
-            break
-    parts["heatmaps"] = "".join(figs) or "<p>No heatmaps in these runs.</p>"
-
-    # environment
-    env = []
-    for s in runs:
-        e = s.get("environment", {})
-        env.append({"run_id": s["run_id"], "cpu": e.get("cpu_model"), "cpus": e.get("cpu_count"),
-                    "memory GiB": (e.get("memory_bytes") or 0) / 2**30, "gpus": len(e.get("gpus") or []),
-                    "python": e.get("python"), "tensorflow": e.get("packages", {}).get("tensorflow-cpu")
-                    or e.get("packages", {}).get("tensorflow"),
-                    "engine topology": str((s.get("engine") or {}).get("stages", ""))[:120],
-                    "potential caching": (s.get("page_cache") or {}).get("potential_caching")})
-    parts["environment"] = _table(pd.DataFrame(env), left=("run_id", "cpu", "python", "tensorflow", "engine topology"))
-
-    banner = ('<p class="emu"><b>Some results ran on EMULATED storage</b> (throttled FUSE mounts on one machine); '
-              "they show sensitivity to storage, not the performance of the real system.</p>" if emulated else "")
-    body = "".join(f'<section id="{k}"><h2>{t}</h2>{parts[k]}</section>' for k, t in SECTIONS)
-    doc = (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-           f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"
-           f'<p class="note">{len(runs)} runs, {df["config"].nunique()} configurations.</p>{banner}{body}</body></html>')
-    Path(out).write_text(doc)
-    return {"runs": len(runs), "configurations": int(df["config"].nunique()), "out": str(out)}
+def _document(ctx: Context, body: str, left_out: list[str]) -> str:
+    n_cfg = len(ctx.configs)
+    plural = lambda n, word: f"{n} {word}{'' if n == 1 else 's'}"  # noqa: E731
+    workloads = sorted({c.workload for c in ctx.configs.values()})
+    emulated = [c for c in ctx.configs.values() if c.emulated]
+    banner = (f'<p class="banner"><b>Emulated storage.</b> {len(emulated)} of {n_cfg} configurations ran on '
+              "emulated storage (a throttled FUSE mount on one machine): they show how the pipeline responds to "
+              "slower storage, not what the real system would deliver.</p>" if emulated else "")
+    legend = " ".join(f'<span style="white-space:nowrap">{swatch(c)}</span>&ensp;' for c in ctx.configs.values())
+    missing = (f'<p class="missing">Left out, as these runs hold nothing for them: {esc(", ".join(left_out))}.</p>'
+               if left_out else "")
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{esc(ctx.title)}</title><style>{CSS}</style></head><body>"
+            f"<h1>{esc(ctx.title)}</h1>"
+            f'<p class="sub">{plural(len(ctx.runs), "run")} of {esc(", ".join(workloads))} in '
+            f'{plural(n_cfg, "configuration")}' + (f"; baseline {swatch(ctx.baseline)}" if ctx.comparing else "")
+            + f". Written {now} by wsibench.</p>"
+            + (f'<p class="sub">{legend}</p>' if n_cfg > 1 else "") + f"{banner}{body}{missing}</body></html>")

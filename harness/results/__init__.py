@@ -5,9 +5,13 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 HEADLINE = {"masks": "items_per_s", "patches": "patches_per_s", "tfrecords": "patches_per_s",
             "train": "images_per_s", "infer": "patches_per_s"}
+UNITS = {"masks": "slides/s", "patches": "patches/s", "tfrecords": "patches/s", "train": "images/s",
+         "infer": "patches/s"}  # what each stage's headline figure counts
+THROUGHPUT = ("items_per_s", "patches_per_s", "images_per_s")
 
 
 def find_runs(paths) -> list[Path]:
@@ -31,7 +35,20 @@ def config_key(s: dict) -> str:
     e = s.get("engine", {})
     per = e.get("per_stage") or {}
     name = e.get("name", "?") + ("+" + ",".join(f"{k}={v}" for k, v in sorted(per.items())) if per else "")
-    return f"{name} x{e.get('workers')} @ {s.get('storage', {}).get('profile')}"
+    workers = f" x{e['workers']}" if e.get("workers") else ""
+    return f"{name}{workers} @ {s.get('storage', {}).get('profile')}"
+
+
+def resumed_items(s: dict, stage: str) -> int:
+    """Items of a stage that an earlier run had completed (skipped, not redone): from the stage record, or from
+    the run's per-item table where the record does not count them."""
+    rec = (s.get("stages") or {}).get(stage) or {}
+    if rec.get("skipped") is not None:
+        return int(rec["skipped"])
+    path = Path(s.get("_dir", "")) / f"{stage}.parquet"
+    if s.get("_dir") and path.is_file() and "skipped" in pq.read_schema(path).names:
+        return int(pd.read_parquet(path, columns=["skipped"])["skipped"].fillna(False).astype(bool).sum())
+    return 0
 
 
 def row(s: dict) -> dict:
@@ -41,12 +58,16 @@ def row(s: dict) -> dict:
          "created_at": s.get("created_at"), "engine": s.get("engine", {}).get("name"),
          "workers": s.get("engine", {}).get("workers"), "storage": st.get("profile"), "fstype": st.get("fstype"),
          "emulated": bool(st.get("emulated")), "config": config_key(s),
-         "matrix": s.get("tags", {}).get("matrix"), "repetition": s.get("tags", {}).get("repetition")}
+         "matrix": s.get("tags", {}).get("matrix"), "repetition": s.get("tags", {}).get("repetition"),
+         "role": s.get("tags", {}).get("role")}
     for name, rec in s.get("stages", {}).items():
-        for k in ("seconds", "items_per_s", "patches_per_s", "images_per_s", "bytes_read", "bytes_written",
+        resumed = resumed_items(s, name)
+        for k in ("seconds", "items", "items_per_s", "patches_per_s", "images_per_s", "bytes_read", "bytes_written",
                   "files_written", "status"):
-            if rec.get(k) is not None:
+            if rec.get(k) is not None and not (resumed and k in ("seconds", *THROUGHPUT)):  # resumed: not measured
                 r[f"{name}_{k}"] = rec[k]
+        if resumed:
+            r[f"{name}_resumed"] = resumed
     for k in ("images_per_s", "input_wait_fraction", "accelerator_utilization", "val_auc", "steps"):
         if (s.get("train") or {}).get(k) is not None:
             r[f"train_{k}"] = s["train"][k]

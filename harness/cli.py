@@ -39,7 +39,8 @@ def cmd_run(a) -> int:
     w = load_workload(a.workload)
     stages = [s.strip() for s in a.stages.split(",") if s.strip()] if a.stages else None
     summary = pipeline.run(w, stages=stages, storage=a.storage, results_dir=a.results, engine=a.engine,
-                           workers=a.workers, strict=a.strict, drop_caches=a.drop_caches)
+                           workers=a.workers, strict=a.strict, drop_caches=a.drop_caches,
+                           wait_if_busy=a.if_busy == "wait")
     from pathlib import Path
 
     from .report import build
@@ -222,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--engine", choices=ENGINES,
                    help="engine for every stage, overriding the workload's (and its per-stage choices)")
     s.add_argument("--workers", type=int, help="worker processes of embedded engines (default: the workload's)")
+    s.add_argument("--if-busy", choices=["wait", "fail"], default="wait",
+                   help="when another run uses the workload's folder on this storage: wait for it (default) or fail")
     s.set_defaults(fn=cmd_run)
 
     s = command("fio", ["results", "strict"],

@@ -15,6 +15,7 @@ import pandas as pd
 
 from . import accelerators
 from .config import ConfigError, Workload, load_profile
+from .fsutil import check_name, workload_lock
 from .pipeline import RunOptions, run_attached
 from .results import record
 from .storage import attach, drop_caches, fio
@@ -31,7 +32,8 @@ def feed(workload: Workload, storage: str | None = None, results_dir: str | Path
     if emu is None:
         raise ConfigError(f"{workload.source}: feed needs train.accelerator or train.step_time_s (the emulated step)")
     profile = load_profile(storage or workload.storage)
-    with attach(profile, results_dir, strict) as (root, storage_record):
+    with attach(profile, results_dir, strict) as (root, storage_record), \
+            workload_lock(root / check_name(workload.name, "workload"), announce=lambda m: print(m, file=sys.stderr)):
         tfr = root / workload.name / "tfrecords"
         if not (tfr / "splits.json").is_file():
             print(f"[feed] preparing TFRecords on {profile.name}", file=sys.stderr)

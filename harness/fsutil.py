@@ -115,3 +115,55 @@ def remove_temporaries(folder: str | Path, within: str | Path) -> int:
             remove(p, within)
             n += 1
     return n
+
+
+class Busy(WsibenchError, RuntimeError):
+    """A workload folder another run is using."""
+
+
+_held: dict[str, int] = {}  # locks this process holds: nested runs (feed preparing its data) take them again
+
+
+@contextlib.contextmanager
+def workload_lock(folder: str | Path, wait: bool = True, announce=print):
+    """Hold the lock of a workload's folder for the block: one run per folder at a time. Another run waits for it
+    (saying so) or, with wait=False, fails with Busy naming the run that holds it."""
+    import datetime as dt
+    import fcntl
+    import socket
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / ".wsibench.lock"
+    key = str(path.resolve())
+    if _held.get(key):
+        _held[key] += 1
+        try:
+            yield
+        finally:
+            _held[key] -= 1
+        return
+    f = open(path, "a+")
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = path.read_text().strip() or "another run"
+            if not wait:
+                raise Busy(f"{folder} is in use by {holder}; wait for it, or run with --if-busy wait") from None
+            announce(f"[run] waiting for {folder}: in use by {holder}")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()} since {dt.datetime.now().isoformat(timespec='seconds')}\n")
+        f.flush()
+        _held[key] = 1
+        try:
+            yield
+        finally:
+            del _held[key]
+            f.seek(0)
+            f.truncate()
+            fcntl.flock(f, fcntl.LOCK_UN)
+    finally:
+        f.close()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .config import STAGES, StorageProfile, Workload, load_profile
 from .errors import UnknownName
-from .fsutil import check_name, remove
+from .fsutil import check_name, remove, workload_lock
 from .registry import STAGES as STAGE_REGISTRY, load
 from .results import record
 from .slides.dataset import list_slides, prepare
@@ -32,15 +32,17 @@ class RunOptions:
     drop_caches: bool = False               # drop the page cache before each stage (root only)
     fresh: bool = False                     # remove the outputs of the stages run first: a measurement, not a resume
     tags: dict = field(default_factory=dict)  # recorded as they are (matrix id, configuration, repetition)
+    wait_if_busy: bool = True               # another run holds the workload's folder: wait for it, or fail
 
 
 def run(workload: Workload, *, stages=None, storage: str | None = None, results_dir: str | Path = "results",
         engine: str | None = None, workers: int | None = None, strict: bool = False, drop_caches: bool = False,
-        fresh: bool = False, tags: dict | None = None) -> dict:
+        fresh: bool = False, tags: dict | None = None, wait_if_busy: bool = True) -> dict:
     """Run the workload; return the summary (also written to <results>/<run_id>/summary.json)."""
     return run_with(workload, RunOptions(stages=tuple(stages) if stages else None, storage=storage,
                                          results_dir=Path(results_dir), engine=engine, workers=workers,
-                                         strict=strict, drop_caches=drop_caches, fresh=fresh, tags=dict(tags or {})))
+                                         strict=strict, drop_caches=drop_caches, fresh=fresh, tags=dict(tags or {}),
+                                         wait_if_busy=wait_if_busy))
 
 
 def run_with(workload: Workload, opts: RunOptions) -> dict:
@@ -63,11 +65,13 @@ def run_attached(workload: Workload, opts: RunOptions, profile: StorageProfile, 
     engine = {"name": opts.engine or ecfg.name, "workers": opts.workers or ecfg.workers,
               "workers_requested": opts.workers or ecfg.workers,
               "address": ecfg.address or ecfg.master, "per_stage": dict(ecfg.stages) if not opts.engine else {}}
-    with record.recording(results_dir, workload, storage_record, engine, opts.tags) as rec:
+    data = root / check_name(workload.name, "workload")
+    lock = workload_lock(data, opts.wait_if_busy, lambda m: print(m, file=sys.stderr, flush=True))
+    with lock, record.recording(results_dir, workload, storage_record, engine, opts.tags) as rec:
         summary = rec.summary
         summary["storage"]["fio"] = fio.latest(results_dir, profile.name)
-        ctx = StageContext(workload, profile, root, root / check_name(workload.name, "workload"), rec.dir, summary,
-                           opts.engine, opts.workers, tables=rec.tables)
+        ctx = StageContext(workload, profile, root, data, rec.dir, summary, opts.engine, opts.workers,
+                           tables=rec.tables)
         print(f"[run] {rec.run_id}: stages {', '.join(stages)} on {profile.name} ({root}"
               f"{', emulated' if profile.emulated else ''}) with {engine['name']} x{engine['workers']}",
               file=sys.stderr)

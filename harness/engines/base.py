@@ -13,7 +13,13 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
+from ..errors import WsibenchError
+
 IO_KEYS = {"rchar": "bytes_read", "wchar": "bytes_written", "syscr": "read_calls", "syscw": "write_calls"}
+
+
+class WorkerCrashed(WsibenchError, RuntimeError):
+    """An item whose worker process died running it, twice: recorded with how it died; never retried again."""
 
 
 @dataclass
@@ -75,6 +81,8 @@ def call(fn: Callable, index: int, item: Any, retries: int = 0) -> Outcome:
             err = error_text(e)
             if os.environ.get("WSIBENCH_TRACEBACK"):
                 traceback.print_exc()
+            if isinstance(e, WorkerCrashed):  # it killed its worker twice: a third time helps nobody
+                break
     return Outcome(index, item, None, err, time.perf_counter() - t0, attempt, {}, worker_id())
 
 

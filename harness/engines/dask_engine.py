@@ -28,8 +28,10 @@ class DaskEngine(Engine):
 
             import dask
             logging.getLogger("distributed").setLevel(logging.ERROR)
-            # the statistical profiler samples every task's stack every 10 ms: measurable on CPU-bound tasks
-            dask.config.set({"distributed.worker.profile.enabled": False})
+            # the statistical profiler samples every task's stack every 10 ms: measurable on CPU-bound tasks;
+            # tasks wait on the scheduler, not queued on workers, so a worker that dies takes only its own task
+            dask.config.set({"distributed.worker.profile.enabled": False,
+                             "distributed.scheduler.worker-saturation": 1.0})
             self._cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                          host="127.0.0.1", dashboard_address="127.0.0.1:0", silence_logs=40)
             self.client = Client(self._cluster)

@@ -16,7 +16,7 @@ import time
 import uuid
 
 from ..errors import RunError
-from .base import Engine, Outcome, error_text, measure, package_zip, warm_up
+from .base import Engine, Outcome, WorkerCrashed, error_text, measure, package_zip, warm_up, worker_id
 
 
 class SparkEngine(Engine):
@@ -29,12 +29,14 @@ class SparkEngine(Engine):
         from pyspark.sql import SparkSession
 
         local = master is None or master.startswith("local")
-        self.master = master or f"local[{workers},{retries + 1}]"  # local mode takes its failure count here
+        # a task gets at least two attempts: after a worker crash the second runs the item alone (isolate)
+        attempts = max(2, retries + 1)
+        self.master = master or f"local[{workers},{attempts}]"  # local mode takes its failure count here
         loopback = local or "127.0.0.1" in self.master or "localhost" in self.master
         if loopback:  # the UI and the driver's services bind SPARK_LOCAL_IP, else every interface
             os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
         b = (SparkSession.builder.master(self.master).appName("wsibench")
-             .config("spark.task.maxFailures", str(retries + 1))
+             .config("spark.task.maxFailures", str(attempts))
              .config("spark.python.worker.reuse", "true")
              .config("spark.ui.showConsoleProgress", "false")
              .config("spark.log.level", "ERROR")
@@ -55,7 +57,7 @@ class SparkEngine(Engine):
 
     def map(self, fn, items):
         group = f"wsibench-{uuid.uuid4().hex[:8]}"
-        task = functools.partial(_task, fn, self.retries + 1)
+        task = functools.partial(_task, fn, self.retries + 1)  # Python errors: retried as configured
         box: dict = {}
 
         def job():
@@ -106,14 +108,15 @@ class SparkEngine(Engine):
         executors = None if self.local else self.sc._jsc.sc().getExecutorMemoryStatus().size() - 1  # minus the driver
         return {"name": self.name, "workers": self.workers if self.local else max(1, executors),
                 "address": self.master, "ui": self.sc.uiWebUrl, "threads": self.sc.defaultParallelism,
-                "max_failures": self.retries + 1}
+                "max_failures": max(2, self.retries + 1)}
 
     def close(self):
         self.session.stop()
 
 
-def _task(fn, max_failures: int, iv) -> Outcome:
-    """One item in a Spark task: raise to let Spark retry it, but return the error on the last attempt."""
+def _task(fn, attempts: int, iv) -> Outcome:
+    """One item in a Spark task: raise to let Spark retry it, but return the error on its last attempt (a
+    WorkerCrashed, the item having killed its worker twice, is final at once)."""
     from pyspark import TaskContext
 
     i, item = iv
@@ -121,10 +124,10 @@ def _task(fn, max_failures: int, iv) -> Outcome:
         return measure(fn, i, item)
     except Exception as e:  # noqa: BLE001
         ctx = TaskContext.get()
-        attempt = ctx.attemptNumber() + 1 if ctx else max_failures
-        if attempt < max_failures:
+        attempt = ctx.attemptNumber() + 1 if ctx else attempts
+        if attempt < attempts and not isinstance(e, WorkerCrashed):
             raise
-        return Outcome(i, item, None, error_text(e), 0.0, attempt, {}, f"{os.uname().nodename}:{os.getpid()}")
+        return Outcome(i, item, None, error_text(e), 0.0, attempt, {}, worker_id())
 
 
 def _warm_partition(fn, _):

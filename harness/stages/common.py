@@ -21,6 +21,8 @@ import pandas as pd
 
 from ..engines import Engine, Outcome, make_engine, run_all
 from ..engines.base import import_module
+from ..engines.isolate import guarded
+from ..fsutil import remove
 
 
 @dataclass
@@ -78,8 +80,10 @@ class StageContext:
             warm = functools.partial(import_module, module)
         eng.warm(warm)
         startup += time.perf_counter() - t0
+        inflight = self.data / ".inflight" / stage  # markers of items running now (a crash leaves its marker)
+        remove(inflight, self.data)  # nobody else runs in this workload folder (the run holds its lock)
         t0 = time.perf_counter()
-        outcomes = run_all(eng, fn, items, label=stage)
+        outcomes = run_all(eng, functools.partial(guarded, fn, str(inflight)), items, label=stage)
         mapped = Mapped(outcomes, time.perf_counter() - t0, startup)
         self.summary["engine"].setdefault("stages", {})[stage] = eng.topology()
         return mapped

@@ -16,6 +16,7 @@ import errno
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -183,13 +184,30 @@ def _operations(backing: str, p: dict):
     return Throttled()
 
 
-def serve(backing: str, mountpoint: str, params: dict) -> None:
+def serve(backing: str, mountpoint: str, params: dict, users: str | None = None) -> None:
+    """Serve the mount in the foreground. With ``users`` (the folder where attached runs register), a watchdog
+    unmounts and ends the server once no registered run is alive: a killed run leaves no server behind."""
     import mfusepy as fuse
 
     name = check_name(params.get("name", "emulated"), "storage profile")  # the fsname must not add mount options
+    if users:
+        threading.Thread(target=_watch_users, args=(Path(users), mountpoint), daemon=True).start()
     fuse.FUSE(_operations(os.path.abspath(backing), params), mountpoint, raw_fi=True, foreground=True, nothreads=False,
               fsname=f"wsibench-{name}", default_permissions=False,
               **({"ro": True} if params.get("read_only") else {}))
+
+
+def _watch_users(users: Path, mountpoint: str, grace: float = 3.0, first_user_timeout: float = 60.0) -> None:
+    started, last_seen = time.monotonic(), None
+    while True:
+        time.sleep(0.5)
+        registered = users.is_dir() and any(users.iterdir())  # a run registered (alive, or killed since)
+        if _live_users(users) or (registered and last_seen is None):
+            last_seen = time.monotonic()
+        elif (last_seen is not None and time.monotonic() - last_seen > grace) or \
+                (last_seen is None and time.monotonic() - started > first_user_timeout):
+            subprocess.run(["fusermount3", "-u", "-z", mountpoint], capture_output=True)
+            return
 
 
 def check_can_mount() -> None:
@@ -201,35 +219,132 @@ def check_can_mount() -> None:
         raise EmulationError("emulated storage needs fusermount3: apt-get install fuse3")
 
 
+# --- shared, reference-counted mounts ------------------------------------------------------------------------
+#
+# Runs on the same emulated profile share its mount: each registers itself (users/<pid>, with the process's start
+# time, so a reused pid is not taken for it) under the mount's state folder, beside the mount point. The last to
+# leave unmounts; a run that is killed leaves an entry whose process is gone, which the next run and the server's
+# watchdog ignore. A mount whose server died (listed in /proc/mounts, "Transport endpoint is not connected") is
+# cleared before use. Attaching and leaving hold an exclusive lock on the state folder.
+
+def _start_time(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _live_users(users: Path) -> list[Path]:
+    alive = []
+    for entry in users.glob("*") if users.is_dir() else []:
+        try:
+            pid, start = entry.name, entry.read_text().strip()
+            if _start_time(int(pid)) == start:
+                alive.append(entry)
+            else:
+                entry.unlink(missing_ok=True)
+        except (OSError, ValueError):
+            continue
+    return alive
+
+
+def mount_state(mountpoint: Path) -> str:
+    """'alive' (served), 'dead' (in the mount table, its server gone) or 'none'."""
+    target = os.path.realpath(mountpoint)
+    try:
+        listed = any(line.split()[1].replace("\\040", " ") == target
+                     for line in Path("/proc/mounts").read_text().splitlines() if len(line.split()) > 1)
+    except OSError:
+        listed = False
+    if not listed:
+        return "none"
+    try:
+        os.statvfs(mountpoint)  # answered by the server itself
+        return "alive"
+    except OSError:
+        return "dead"
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _unmount(mountpoint: Path, state: Path) -> None:
+    subprocess.run(["fusermount3", "-u", str(mountpoint)], capture_output=True)
+    if mount_state(mountpoint) != "none":
+        subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], capture_output=True)
+    pid = state / "server.pid"
+    try:
+        server = int(pid.read_text())
+        for _ in range(100):  # it ends once unmounted
+            if _start_time(server) is None:
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(server, signal.SIGKILL)
+    except (OSError, ValueError):
+        pass
+    for f in ("server.pid", "params.json"):
+        (state / f).unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def mounted(backing: Path, mountpoint: Path, params: dict, timeout: float = 20.0):
-    """Mount the throttled passthrough of ``backing`` at ``mountpoint`` for the duration of the block."""
+    """The throttled passthrough of ``backing`` mounted at ``mountpoint`` for the duration of the block, shared
+    with the other runs that use it at the same time."""
     check_can_mount()
     backing.mkdir(parents=True, exist_ok=True)
-    mountpoint.mkdir(parents=True, exist_ok=True)
-    if os.path.ismount(mountpoint):  # a leftover of a killed run
-        subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], capture_output=True)
-    log = open(mountpoint.parent / f"{mountpoint.name}.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "harness.storage.emulate", str(backing), str(mountpoint),
-                             "--params", json.dumps(params)], stdout=log, stderr=subprocess.STDOUT)
+    state = mountpoint.parent / f".{mountpoint.name}.wsibench"
+    users, me = state / "users", str(os.getpid())
+    with _locked(state / "lock"):
+        if mount_state(mountpoint) == "dead":  # a killed server's mount: clear it
+            print(f"[storage] clearing the dead mount at {mountpoint} (its server was killed)", file=sys.stderr)
+            subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], capture_output=True)
+        others = _live_users(users)
+        current = (state / "params.json").read_text() if (state / "params.json").is_file() else None
+        if mount_state(mountpoint) == "alive" and current != json.dumps(params, sort_keys=True):
+            if others:
+                raise EmulationError(f"{mountpoint} is mounted by another run (pid {others[0].name}) with other "
+                                     "emulation settings; wait for it to finish")
+            _unmount(mountpoint, state)
+        if mount_state(mountpoint) == "none":
+            mountpoint.mkdir(parents=True, exist_ok=True)
+            _serve(backing, mountpoint, params, state, timeout)
+        users.mkdir(parents=True, exist_ok=True)
+        (users / me).write_text(_start_time(os.getpid()) or "")
     try:
-        deadline = time.time() + timeout
-        while not os.path.ismount(mountpoint):
-            if proc.poll() is not None or time.time() > deadline:
-                log.flush()
-                raise EmulationError(f"could not mount emulated storage at {mountpoint}: "
-                                     f"{(mountpoint.parent / f'{mountpoint.name}.log').read_text()[-500:]}")
-            time.sleep(0.05)
         yield mountpoint
     finally:
-        subprocess.run(["fusermount3", "-u", str(mountpoint)], capture_output=True)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], capture_output=True)
+        with _locked(state / "lock"):
+            (users / me).unlink(missing_ok=True)
+            if not _live_users(users):
+                _unmount(mountpoint, state)
+
+
+def _serve(backing: Path, mountpoint: Path, params: dict, state: Path, timeout: float) -> None:
+    """Start the server (in its own session: a Ctrl-C aimed at one run does not pull the mount from the others)."""
+    log_path = state / "server.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "harness.storage.emulate", str(backing), str(mountpoint),
+                                 "--params", json.dumps(params), "--users", str(state / "users")],
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    (state / "server.pid").write_text(str(proc.pid))
+    (state / "params.json").write_text(json.dumps(params, sort_keys=True))
+    deadline = time.time() + timeout
+    while mount_state(mountpoint) != "alive":
+        if proc.poll() is not None or time.time() > deadline:
             proc.kill()
-            proc.wait()
-        log.close()
+            raise EmulationError(f"could not mount emulated storage at {mountpoint}: {log_path.read_text()[-500:]}")
+        time.sleep(0.05)
 
 
 def main(argv=None):
@@ -237,8 +352,9 @@ def main(argv=None):
     ap.add_argument("backing")
     ap.add_argument("mountpoint")
     ap.add_argument("--params", default="{}", help="JSON: read_mb_s, write_mb_s, iops, latency_ms, metadata_ms, read_only")
+    ap.add_argument("--users", help="folder of the runs using the mount: the server ends when none is alive")
     a = ap.parse_args(argv)
-    serve(a.backing, a.mountpoint, json.loads(a.params))
+    serve(a.backing, a.mountpoint, json.loads(a.params), a.users)
 
 
 if __name__ == "__main__":

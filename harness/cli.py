@@ -27,7 +27,11 @@ def cmd_synth(a) -> int:
 
 
 def cmd_validate(a) -> int:
+    from .config import load_profile
+
     w = load_workload(a.workload)
+    for name in dict.fromkeys([w.storage, *w.matrix.storage]):  # the profiles it names must exist and be valid
+        load_profile(name)
     print(f"{a.workload}: ok (workload {w.name!r}: stages {', '.join(w.stages)}, dataset {w.dataset.kind}, "
           f"engine {w.engine.name} x{w.engine.workers}, storage {w.storage})")
     return 0
@@ -115,9 +119,9 @@ def cmd_report(a) -> int:
 
 
 def cmd_runs(a) -> int:
-    from .results import find_runs, load, table
+    from .results import find_runs, load, table, unrecorded
 
-    runs = [load(p) for p in find_runs([a.results])]
+    runs = [load(p) for p in find_runs([a.results])] + unrecorded([a.results])
     if not runs:
         print(f"no runs under {a.results}")
         return 0
@@ -127,7 +131,7 @@ def cmd_runs(a) -> int:
                          "train_val_auc", "infer_slide_auc") if c in df]
     out = df[head + extra].copy()
     out["storage"] = [f"{s} (emulated)" if e else s for s, e in zip(df.storage, df.emulated)]
-    out["status"] = [f"{st}: {err}" if st == "failed" and err else st for st, err in zip(df.status, df.error)]
+    out["status"] = [f"{st}: {err}" if st != "ok" and isinstance(err, str) else st for st, err in zip(df.status, df.error)]
     with __import__("pandas").option_context("display.max_colwidth", 60, "display.width", 200):
         print(out.rename(columns=lambda c: c.replace("_patches_per_s", " patches/s").replace("_images_per_s", " images/s"))
               .to_string(index=False, float_format=lambda v: f"{v:.3g}"))
@@ -302,7 +306,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    import signal
+
+    from .errors import Interrupted
+
+    def terminate(signum, frame):
+        raise Interrupted(signal.Signals(signum).name)
+
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, terminate)  # like Ctrl-C: the run records that it was interrupted
     try:
         return args.fn(args)
     except WsibenchError as e:  # the user's to fix: one line; anything else is a bug and keeps its traceback

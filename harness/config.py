@@ -28,12 +28,12 @@ class ConfigError(WsibenchError, ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 class SyntheticSpec(_Strict):
-    slides: int = Field(12, gt=0, description="slides in all, training and testing")
-    size: int = Field(8192, ge=1024, description="level-0 width and height in pixels")
+    slides: int = Field(12, gt=0, le=100_000, description="slides in all, training and testing")
+    size: int = Field(8192, ge=1024, le=1_048_576, description="level-0 width and height in pixels")
     seed: int = 0
     tumor_fraction: float = Field(0.5, ge=0, le=1, description="share of slides that carry lesions")
     test_fraction: float = Field(0.25, ge=0, lt=1, description="share of each class kept for testing")
@@ -56,10 +56,10 @@ class Dataset(_Strict):
 
 
 class Masks(_Strict):
-    level: int | None = Field(None, ge=0, description="pyramid level; default: nearest a 32x downsample")
-    target_downsample: float = Field(32.0, gt=0)
-    tissue_level: int | None = Field(None, ge=0, description="default: same rule as level")
-    median_blur: int = Field(7, gt=0, description="odd kernel size, in mask pixels")
+    level: int | None = Field(None, ge=0, le=32, description="pyramid level; default: nearest a 32x downsample")
+    target_downsample: float = Field(32.0, ge=1, le=4096)
+    tissue_level: int | None = Field(None, ge=0, le=32, description="default: same rule as level")
+    median_blur: int = Field(7, gt=0, le=255, description="odd kernel size, in mask pixels")
     min_saturation: int = Field(20, ge=0, le=255, description="floor under the Otsu threshold")
     tumor_groups: list[str] = ["_0", "_1", "Tumor", "tumor", "metastasis"]
     exclusion_groups: list[str] = ["_2", "Exclusion", "negative"]
@@ -72,13 +72,13 @@ class Masks(_Strict):
 
 
 class Patches(_Strict):
-    size: int = Field(224, gt=0)
-    level: int = Field(0, ge=0)
-    mpp: float | None = Field(None, gt=0, description="target microns per pixel; overrides level")
-    stride: int | None = Field(None, gt=0, description="default: the patch size")
+    size: int = Field(224, gt=0, le=4096, description="patch side in pixels")
+    level: int = Field(0, ge=0, le=32)
+    mpp: float | None = Field(None, gt=0, le=1000, description="target microns per pixel; overrides level")
+    stride: int | None = Field(None, gt=0, le=65536, description="default: the patch size")
     tumor_threshold: float = Field(0.9, gt=0, le=1)
     tissue_threshold: float = Field(0.5, ge=0, le=1)
-    max_per_class: int = Field(3000, gt=0)
+    max_per_class: int = Field(3000, gt=0, le=10_000_000)
     normal_from_tumor_slides: bool = True
     output: Literal["jpeg", "tfrecord"] = "jpeg"
     jpeg_quality: int = Field(90, ge=1, le=100)
@@ -86,52 +86,54 @@ class Patches(_Strict):
 
 
 class TFRecords(_Strict):
-    shard_mb: float = Field(100.0, gt=0, description="target shard size in MB")
-    shards: int | None = Field(None, gt=0, description="a shard count; overrides shard_mb")
+    shard_mb: float = Field(100.0, gt=0, le=100_000, description="target shard size in MB")
+    shards: int | None = Field(None, gt=0, le=1_000_000, description="a shard count; overrides shard_mb")
     val_fraction: float = Field(0.05, ge=0, lt=1, description="share of slides for validation")
     seed: int = 0
 
 
 class Train(_Strict):
     model: Literal[tuple(MODELS)] = "inception_v3"  # type: ignore[valid-type]
-    image_size: int | None = Field(None, gt=0, description="input side in px; default 224 (inception_v3), 96 (small_cnn)")
-    batch_size: int = Field(32, gt=0)
-    epochs: int = Field(1, gt=0)
-    steps_per_epoch: int | None = Field(None, gt=0, description="default: one pass over the training shards")
+    image_size: int | None = Field(None, gt=0, le=4096, description="input side in px; default 224 (inception_v3), 96 (small_cnn)")
+    batch_size: int = Field(32, gt=0, le=65536)
+    epochs: int = Field(1, gt=0, le=100_000)
+    steps_per_epoch: int | None = Field(None, gt=0, le=1_000_000_000, description="default: one pass over the training shards")
     optimizer: Literal[tuple(OPTIMIZERS)] | None = Field(  # type: ignore[valid-type]
         None, description="default: rmsprop (inception_v3), adam (small_cnn)")
-    learning_rate: float | None = Field(None, gt=0, description="default: 0.01 (rmsprop), 0.001 (adam)")
+    learning_rate: float | None = Field(None, gt=0, le=100, description="default: 0.01 (rmsprop), 0.001 (adam)")
     lr_decay: float = Field(0.94, gt=0, le=1, description="learning-rate factor every lr_decay_epochs")
-    lr_decay_epochs: float = Field(30.0, gt=0)
-    weight_decay: float = Field(4e-5, ge=0)
-    shuffle_buffer: int = Field(2048, ge=0)
-    interleave_cycle: int = Field(4, gt=0, description="shards read in parallel")
-    parallel_calls: int = Field(-1, ge=-1, description="decode threads; -1 = AUTOTUNE")
-    prefetch: int = Field(-1, ge=-1, description="batches prefetched; -1 = AUTOTUNE, 0 = none")
+    lr_decay_epochs: float = Field(30.0, gt=0, le=1_000_000)
+    weight_decay: float = Field(4e-5, ge=0, le=1)
+    shuffle_buffer: int = Field(2048, ge=0, le=100_000_000)
+    interleave_cycle: int = Field(4, gt=0, le=4096, description="shards read in parallel")
+    parallel_calls: int = Field(-1, ge=-1, le=4096, description="decode threads; -1 = AUTOTUNE")
+    prefetch: int = Field(-1, ge=-1, le=4096, description="batches prefetched; -1 = AUTOTUNE, 0 = none")
     augment: bool = True
     balance_classes: bool = Field(True, description="weigh the loss so each class counts half")
     mixed_precision: bool = False
-    decode_delay_ms: float = Field(0.0, ge=0, description="artificial delay per image in the decode map (starvation experiments)")
+    decode_delay_ms: float = Field(0.0, ge=0, le=60_000, description="artificial delay per image in the decode map (starvation experiments)")
     seed: int = 0
     distribution: Literal["none", "multiworker", "horovod"] = Field(
         "none", description="several training processes: tf.distribute MultiWorkerMirroredStrategy or Horovod (Gloo)")
-    processes: int = Field(1, gt=0, description="training processes (ranks): distributed workers or emulated accelerators")
+    processes: int = Field(1, gt=0, le=4096, description="training processes (ranks): distributed workers or emulated accelerators")
     accelerator: str | None = Field(None, description="emulate this accelerator (a name from `wsibench feed --help`, "
                                                       "or 'calibrated' for the newest `wsibench calibrate` result)")
-    step_time_s: float | None = Field(None, gt=0, description="emulated step time in seconds (instead of an accelerator)")
+    step_time_s: float | None = Field(None, gt=0, le=3600, description="emulated step time in seconds (instead of an accelerator)")
 
 
 class Infer(_Strict):
-    batch_size: int = Field(64, gt=0)
-    stride: int | None = Field(None, gt=0, description="default: the patch size")
+    batch_size: int = Field(64, gt=0, le=65536)
+    stride: int | None = Field(None, gt=0, le=65536, description="default: the patch size")
     tissue_threshold: float = Field(0.5, ge=0, le=1)
-    top_k: int = Field(10, gt=0, description="slide score: mean of the k highest patch probabilities")
+    top_k: int = Field(10, gt=0, le=1_000_000, description="slide score: mean of the k highest patch probabilities")
+    allow_stale_model: bool = Field(False, description="judge a model older than the TFRecord shards (by default "
+                                                       "refused: it was not trained on them)")
 
 
 class Engine(_Strict):
     name: Literal[ENGINES] = "local"  # type: ignore[valid-type]
-    workers: int = Field(1, gt=0, description="worker processes (embedded engines)")
-    retries: int = Field(1, ge=0, description="retries of a failing item, by the engine's own mechanism")
+    workers: int = Field(1, gt=0, le=4096, description="worker processes (embedded engines)")
+    retries: int = Field(1, ge=0, le=100, description="retries of a failing item, by the engine's own mechanism")
     address: str | None = Field(None, description="dask: scheduler of an existing cluster, tcp://host:8786")
     master: str | None = Field(None, description="spark: spark://host:7077, yarn, k8s://...; default local[workers]")
     spark_conf: dict[str, str] = {}
@@ -147,9 +149,9 @@ class Network(_Strict):
 
 class Matrix(_Strict):
     engines: list[Literal[ENGINES]] = []  # type: ignore[valid-type]
-    workers: list[int] = []
+    workers: list[Annotated[int, Field(gt=0, le=4096)]] = []
     storage: list[str] = []
-    repetitions: int = Field(1, gt=0)
+    repetitions: int = Field(1, gt=0, le=1000)
     measure: list[Literal[STAGES]] = ["patches"]  # type: ignore[valid-type]
 
 
@@ -213,7 +215,9 @@ def load_toml(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"{path}: file not found")
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a TOML file: not UTF-8 text (byte {e.start})") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
 
@@ -229,11 +233,11 @@ def load_workload(path: str | Path) -> Workload:
 
 class Emulate(_Strict):
     backing: str = Field(description="folder the throttled mount passes through to; '{results}' allowed")
-    read_mb_s: float | None = Field(None, gt=0)
-    write_mb_s: float | None = Field(None, gt=0)
-    iops: float | None = Field(None, gt=0)
-    latency_ms: float = Field(0.0, ge=0, description="per read or write operation")
-    metadata_ms: float = Field(0.0, ge=0, description="per create, open, mkdir, unlink, rename")
+    read_mb_s: float | None = Field(None, gt=0, le=1e6)
+    write_mb_s: float | None = Field(None, gt=0, le=1e6)
+    iops: float | None = Field(None, gt=0, le=1e9)
+    latency_ms: float = Field(0.0, ge=0, le=10_000, description="per read or write operation")
+    metadata_ms: float = Field(0.0, ge=0, le=10_000, description="per create, open, mkdir, unlink, rename")
     read_only: bool = False
 
 

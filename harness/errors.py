@@ -13,6 +13,10 @@ class WsibenchError(Exception):
     exit_code = 1
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: the run records ``interrupted`` with what it completed, then stops."""
+
+
 class StageInputError(WsibenchError, RuntimeError):
     """A stage's input is missing: an earlier stage has to run first."""
 

@@ -84,6 +84,8 @@ def run_attached(workload: Workload, opts: RunOptions, profile: StorageProfile, 
             ctx.slides = list_slides(ctx.dataset)
             summary["dataset"]["slides"] = len(ctx.slides)
             for stage in stages:
+                summary["running_stage"] = stage
+                rec.save()
                 if opts.fresh:
                     remove(ctx.data / stage, ctx.data)  # each stage's outputs: <data>/<stage>/
                 if opts.drop_caches:
@@ -95,6 +97,8 @@ def run_attached(workload: Workload, opts: RunOptions, profile: StorageProfile, 
                 rec_["startup_seconds"] = rec_.get("startup_seconds", 0.0) + imported
                 rec_["seconds"] = time.perf_counter() - t0  # the whole wall time of the stage
                 summary["stages"][stage] = rec_
+                del summary["running_stage"]
+                rec.save()
                 print(f"[{stage}] {rec_['status']}: {rec_['items']} items in {rec_['seconds']:.1f}s"
                       + (f", {rec_['patches']} patches ({rec_['patches_per_s']:.0f}/s)" if rec_.get("patches") else "")
                       + (f", {len(rec_['errors'])} failed" if rec_["errors"] else ""), file=sys.stderr)

@@ -154,3 +154,167 @@ def test_one_run_per_workload_folder_at_a_time(dataset, tmp_path, capfd):
         other.wait(10)
     assert s["status"] == "ok" and time.monotonic() - t0 >= 1.5
     assert f"waiting for {root / 't'}: in use by pid {other.pid}" in capfd.readouterr().err
+
+
+# --- validation catches absurd values -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, key", [
+    ("[patches]\nsize = 100000\n", "patches.size"),
+    ("[train]\nbatch_size = 1000000000\n", "train.batch_size"),
+    ("[train]\nbatch_size = 1e9\n", "train.batch_size"),
+    ("[infer]\nbatch_size = 1000000000000\n", "infer.batch_size"),
+    ("[masks]\nlevel = 99\n", "masks.level"),
+    ("[masks]\ntarget_downsample = inf\n", "masks.target_downsample"),
+    ("[masks]\ntarget_downsample = nan\n", "masks.target_downsample"),
+    ("[dataset.synthetic]\nsize = 100000000\n", "dataset.synthetic.size"),
+    ("[matrix]\nworkers = [1, 100000]\n", "matrix.workers.1"),
+])
+def test_validation_catches_absurd_values(tmp_path, text, key):
+    from harness.config import ConfigError, load_workload
+    p = tmp_path / "w.toml"
+    p.write_text('name = "t"\n' + text)
+    with pytest.raises(ConfigError, match=rf"^{p}: {key}: "):
+        load_workload(p)
+
+
+def test_validate_checks_the_storage_profiles_and_a_binary_workload_is_named(tmp_path):
+    import subprocess
+    import sys
+    p = tmp_path / "w.toml"
+    p.write_text('name = "t"\nstorage = "no-such-profile"\n')
+    r = subprocess.run([sys.executable, "-m", "harness.cli", "validate", str(p)], capture_output=True, text=True)
+    assert r.returncode == 2 and "storage_profiles/no-such-profile.toml: file not found" in r.stderr
+    b = tmp_path / "binary.toml"
+    b.write_bytes(bytes(range(256)) * 4)
+    r = subprocess.run([sys.executable, "-m", "harness.cli", "validate", str(b)], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.strip() == f"error: {b}: not a TOML file: not UTF-8 text (byte 128)"
+
+
+# --- interrupts leave an honest record ----------------------------------------------------------------------
+
+def _start_run(tmp_path, dataset, engine: str):
+    import subprocess
+    import sys
+    wl = tmp_path / "w.toml"
+    wl.write_text(f'name = "t"\nstages = ["masks", "patches", "tfrecords"]\n[dataset]\nkind = "camelyon16"\n'
+                  f'path = "{dataset}"\n[patches]\nmax_per_class = 400\n')
+    env = dict(os.environ, WSIBENCH_LOCAL_ROOT=str(tmp_path / "data"))
+    p = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(wl), "--engine", engine, "--workers", "2",
+                          "--results", str(tmp_path / "results")], env=env, start_new_session=True,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait(lambda: list((tmp_path / "data" / "t" / "patches").glob("*/*.jpg")), timeout=180)  # the patch stage runs
+    return p
+
+
+def _record(tmp_path) -> dict:
+    import json
+    (summary,) = (tmp_path / "results").glob("*/summary.json")
+    return json.loads(summary.read_text())
+
+
+@pytest.mark.parametrize("engine, sig", [("dask", "SIGINT"), ("spark", "SIGTERM")])
+def test_an_interrupted_run_records_interrupted_with_what_it_completed(engine, sig, dataset, tmp_path):
+    import signal
+    p = _start_run(tmp_path, dataset, engine)
+    if sig == "SIGINT":
+        os.killpg(p.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the whole process group
+    else:
+        os.kill(p.pid, signal.SIGTERM)
+    assert p.wait(120) == 130
+    s = _record(tmp_path)
+    assert s["status"] == "interrupted" and list(s["stages"]) == ["masks"]
+    assert s["error"] == f"interrupted ({sig}) during the patches stage; completed: masks"
+
+
+def test_a_killed_run_is_listed_as_incomplete(dataset, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    p = _start_run(tmp_path, dataset, "multiprocessing")
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    (tmp_path / "results" / "20260101T000000-t-000000").mkdir()  # killed before it could write a record at all
+    r = subprocess.run([sys.executable, "-m", "harness.cli", "runs", "--results", str(tmp_path / "results")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    rid = _record(tmp_path)["run_id"]
+    assert "incomplete: its process ended without finishing the record (killed?) during the patches" in \
+        next(l for l in r.stdout.splitlines() if rid in l)
+    assert "incomplete: no record" in next(l for l in r.stdout.splitlines() if "20260101T000000-t-000000" in l)
+
+
+# --- full disks and corrupt shards during training -------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def shards(dataset, tmp_path_factory):
+    """Shards of the test dataset, made once: <data>/t/tfrecords."""
+    from harness import pipeline
+    from harness.config import parse_workload
+    tmp = tmp_path_factory.mktemp("shards")
+    w = parse_workload({"name": "t", "stages": ["masks", "patches", "tfrecords"],
+                        "dataset": {"kind": "camelyon16", "path": str(dataset)}, "patches": {"max_per_class": 100},
+                        "tfrecords": {"shard_mb": 0.3, "val_fraction": 0.5}})
+    os.environ["WSIBENCH_LOCAL_ROOT"] = str(tmp / "data")
+    try:
+        assert pipeline.run(w, results_dir=tmp / "results")["status"] == "ok"
+    finally:
+        del os.environ["WSIBENCH_LOCAL_ROOT"]
+    return tmp / "data" / "t" / "tfrecords"
+
+
+TRAIN = """
+import sys
+from pathlib import Path
+from harness.config import Train
+from harness.stages import train
+cfg = Train(model="small_cnn", image_size=32, batch_size=16, steps_per_epoch=3, epochs=2, augment=False)
+train.run(Path(sys.argv[1]), Path(sys.argv[2]), cfg, progress=print)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root (the CI machine has it)")
+def test_a_full_disk_during_training_names_the_file_and_leaves_no_temporary(shards, tmp_path):
+    import subprocess
+    import sys
+    out = tmp_path / "tiny"
+    out.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    try:
+        r = subprocess.run([sys.executable, "-c", TRAIN, str(shards), str(out / "train")], capture_output=True, text=True)
+        assert r.returncode == 1, (r.returncode, r.stderr[-2000:])  # an error, not a crash (139 was h5py's segfault)
+        assert f"{out}/train/checkpoints/epoch-000.weights.h5: no room to write it" in r.stderr
+        assert "No space left on device" in r.stderr
+        assert not list(out.rglob(".*.tmp*")) and not list(out.rglob("*.h5")) and not (out / "train" / "model.keras").exists()
+    finally:
+        subprocess.run(["umount", str(out)], capture_output=True)
+
+
+def test_a_corrupt_shard_is_named_and_a_failed_training_leaves_no_older_model(shards, dataset, tmp_path):
+    import shutil
+
+    from harness import pipeline
+    from harness.config import parse_workload
+    from harness.errors import DataError, StageInputError
+    data = tmp_path / "data" / "t"
+    shutil.copytree(shards, data / "tfrecords")
+    (data / "train").mkdir()
+    (data / "train" / "model.keras").write_bytes(b"an older model")
+    victim = sorted((data / "tfrecords").glob("train-*.tfrecord"))[0]
+    raw = bytearray(victim.read_bytes())
+    raw[len(raw) // 2: len(raw) // 2 + 64] = bytes(64)  # inside a record: its CRC no longer matches
+    victim.write_bytes(bytes(raw))
+    w = parse_workload({"name": "t", "dataset": {"kind": "camelyon16", "path": str(dataset)},
+                        "train": {"model": "small_cnn", "image_size": 32, "batch_size": 16, "steps_per_epoch": 40,
+                                  "augment": False, "shuffle_buffer": 0}})
+    os.environ["WSIBENCH_LOCAL_ROOT"] = str(tmp_path / "data")
+    try:
+        with pytest.raises(DataError, match=rf"{victim}: bad data CRC at byte \d+ \(TensorFlow: .*corrupted record"):
+            pipeline.run(w, stages=["train"], results_dir=tmp_path / "results")
+        assert not (data / "train" / "model.keras").exists()  # the older model is gone with the failed training
+        (data / "train" / "model.keras").write_bytes(b"an older model")
+        os.utime(data / "train" / "model.keras", (1, 1))  # older than the shards
+        with pytest.raises(StageInputError, match="is older than the shards"):
+            pipeline.run(w, stages=["infer"], results_dir=tmp_path / "results")
+    finally:
+        del os.environ["WSIBENCH_LOCAL_ROOT"]

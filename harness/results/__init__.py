@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -25,10 +26,31 @@ def find_runs(paths) -> list[Path]:
     return out
 
 
+RUN_FOLDER = re.compile(r"\d{8}T\d{6}-")
+
+
 def load(run_dir: Path) -> dict:
+    """A run's record. A record still ``running`` whose process is gone is ``incomplete`` (the run was killed)."""
+    from .record import still_running
+
     s = json.loads((Path(run_dir) / "summary.json").read_text())
     s["_dir"] = str(run_dir)
+    if s.get("status") == "running" and still_running(s) is False:
+        s["status"] = "incomplete"
+        s["error"] = (f"its process ended without finishing the record (killed?) during the "
+                      f"{s.get('running_stage', 'start-up')}")
     return s
+
+
+def unrecorded(paths) -> list[dict]:
+    """Run folders holding no record at all (a run killed before it wrote one): listed as incomplete."""
+    out = []
+    for p in map(Path, paths):
+        for d in sorted(p.iterdir()) if p.is_dir() else []:
+            if d.is_dir() and RUN_FOLDER.match(d.name) and not (d / "summary.json").exists():
+                out.append({"run_id": d.name, "status": "incomplete", "error": "no record (killed before writing one?)",
+                            "_dir": str(d)})
+    return out
 
 
 def config_key(s: dict) -> str:

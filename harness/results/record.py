@@ -1,8 +1,9 @@
 """The run record of design.md: summary.json plus one Parquet table per stage, written atomically.
 
-``recording`` owns a run's record from its first line to its last: it names the run, makes its folder, and
-writes the record on every way out, with the status the run reached (``failed`` with the error when an
-exception ends it).
+``recording`` owns a run's record from its first line to its last: it names the run, makes its folder, writes a
+first record at once (status ``running``, with the process that runs it, so that a run killed outright is seen
+as incomplete), and writes the record again on every way out, with the status the run reached: ``failed`` with
+the error when an exception ends it, ``interrupted`` on Ctrl-C or SIGTERM.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import importlib.metadata as md
 import json
 import os
 import platform
+import socket
 import sys
 import time
 import uuid
@@ -96,6 +98,10 @@ class Run:
     summary: dict
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
 
+    def save(self) -> None:
+        """Write the record as it stands (at each stage's start and end: a killed run says where it was)."""
+        write_json(self.dir / "summary.json", self.summary)
+
 
 @contextlib.contextmanager
 def recording(results_dir: Path, workload, storage: dict, engine: dict, tags: dict | None = None, kind: str = ""):
@@ -106,13 +112,36 @@ def recording(results_dir: Path, workload, storage: dict, engine: dict, tags: di
     run_dir.mkdir(parents=True)
     run = Run(run_id, run_dir, new_summary(run_id, workload, storage, engine))
     run.summary["tags"] = dict(tags or {})
+    run.summary["process"] = {"host": socket.gethostname(), "pid": os.getpid(), "start": _start_time(os.getpid())}
+    write(run_dir, run.summary, {})
     try:
         yield run
         if run.summary["status"] == "running":
             run.summary["status"] = "ok"
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (errors.Interrupted)
+        during = run.summary.pop("running_stage", None)
+        run.summary["status"] = "interrupted"
+        run.summary["error"] = (f"interrupted ({str(e) or 'SIGINT'})" + (f" during the {during} stage" if during else "")
+                                + f"; completed: {', '.join(run.summary['stages']) or 'no stage'}")
+        raise
     except Exception as e:  # recorded, then raised
         run.summary["status"], run.summary["error"] = "failed", f"{type(e).__name__}: {e}"
         raise
     finally:
         write(run_dir, run.summary, run.tables)
         print(f"[{kind or 'run'}] {run.summary['status']}: record in {run_dir}", file=sys.stderr)
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def still_running(summary: dict) -> bool | None:
+    """Whether the process that wrote a ``running`` record is alive: None when it ran on another host."""
+    p = summary.get("process") or {}
+    if p.get("host") != socket.gethostname():
+        return None
+    return p.get("pid") is not None and _start_time(p["pid"]) == p.get("start")

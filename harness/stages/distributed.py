@@ -113,7 +113,10 @@ def _rank_main(spec: dict) -> dict:
     t_first = io_first = None
     for i in range(steps_n):
         t0 = time.perf_counter()
-        x, y, nbytes = next(it)
+        try:
+            x, y, nbytes = next(it)
+        except tf.errors.DataLossError as e:
+            raise tr.named_data_loss(files, e) from None
         t1 = time.perf_counter()
         if mode == "emulated":
             time.sleep(spec["step_s"])

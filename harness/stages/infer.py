@@ -117,6 +117,10 @@ def drive(ctx: StageContext) -> dict:
     model = ctx.data / "train" / "model.keras"
     if not model.is_file():
         raise StageInputError(f"infer: no model at {model}; run the train stage first")
+    splits = ctx.data / "tfrecords" / "splits.json"
+    if splits.is_file() and model.stat().st_mtime < splits.stat().st_mtime and not ctx.workload.infer.allow_stale_model:
+        raise StageInputError(f"infer: the model {model} is older than the shards {splits} (a training that failed "
+                              "since?); run the train stage, or set infer.allow_stale_model = true to judge it anyway")
     items = ctx.items("testing")
     if not items:
         raise StageInputError(f"infer: no test slides under {ctx.dataset / 'testing' / 'images'}")

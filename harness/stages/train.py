@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from ..accelerators import resolve as resolve_accelerator
 from ..config import Train
 from ..errors import DataError, StageInputError
 from ..engines.base import proc_io
+from ..fsutil import remove, remove_temporaries
 from ..metrics import Sampler, auc, step_figures
 from ..models import build as build_model, image_size, optimizer
 from .common import StageContext
@@ -81,18 +83,38 @@ def predict(model, ds) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(probs), np.concatenate(labels)
 
 
-def save_model(model, path: Path) -> None:
+class StorageFull(DataError):
+    """Not enough free space for a checkpoint or the model; the message names the file."""
+
+
+def _saved(write, model, path: Path) -> None:
+    """Write with Keras to a temporary of ours beside ``path`` (the ``.<name>.tmp<pid>`` pattern the stages
+    clean up, keeping the suffix Keras wants), then rename. Before writing, check that the storage has room for
+    the file (as large as the last one, or the model's weights): a full disk mid-write crashes h5py instead of
+    raising. Any failure names the file and leaves no temporary."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp{os.getpid()}-{path.name}")  # keeps the suffix Keras wants
-    model.save(tmp)
-    os.replace(tmp, path)
+    stem, suffix = path.name.split(".", 1)
+    tmp = path.with_name(f".{stem}.tmp{os.getpid()}.{suffix}")
+    need = path.stat().st_size if path.exists() else sum(int(np.prod(v.shape)) * 4 for v in model.weights)
+    free = shutil.disk_usage(path.parent).free
+    if free < 1.2 * need + 2**16:
+        raise StorageFull(f"{path}: no room to write it: {free / 2**20:.1f} MiB free, about {need / 2**20:.1f} MiB "
+                          "needed (No space left on device)")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except Exception as e:  # noqa: BLE001 - Keras and h5py raise many kinds; one that names the file
+        raise DataError(f"{path}: could not write it: {type(e).__name__}: {e}") from e
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_model(model, path: Path) -> None:
+    _saved(model.save, model, path)
 
 
 def save_weights(model, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp{os.getpid()}-{path.name}")
-    model.save_weights(tmp)
-    os.replace(tmp, path)
+    _saved(model.save_weights, model, path)
 
 
 def calibrate(cfg: Train, steps: int = 10, warmup: int = 3) -> dict:
@@ -163,44 +185,47 @@ def run(tfrecords_dir: Path, out: Path, cfg: Train, log_name: str = "run", progr
     steps, epochs, checkpoints = [], [], []
     wall_start = None
     validation_seconds = 0.0
-    with Sampler() as sampler, writer.as_default():
-        for epoch in range(cfg.epochs):
-            t_epoch = time.perf_counter()
-            for _ in range(steps_per_epoch):
-                t0 = time.perf_counter()
-                x, y, nbytes = next(it)
-                t1 = time.perf_counter()
-                loss = float(train_step(x, y))  # reading the loss back waits for the step to finish
-                t2 = time.perf_counter()
-                step = len(steps)
-                if step == 0:
-                    wall_start = t2  # the first step (tracing, warm-up) is not measured
-                steps.append({"step": step, "epoch": epoch, "wait_seconds": t1 - t0, "compute_seconds": t2 - t1,
-                              "batch_size": int(y.shape[0]), "record_bytes": int(tf.reduce_sum(nbytes)), "loss": loss})
-                tf.summary.scalar("loss", loss, step=step)
-                tf.summary.scalar("wait_seconds", t1 - t0, step=step)
-            wall_end = time.perf_counter()
-            checkpoints.append({"epoch": epoch, **timed_save(save_weights, model,
-                                                                out / "checkpoints" / f"epoch-{epoch:03d}.weights.h5")})
-            val = {}
-            if val_ds is not None:
-                t_val = time.perf_counter()
-                probs, labels = predict(model, val_ds)
-                val = {"val_auc": auc(probs, labels), "val_images": int(len(labels)),
-                       "val_seconds": time.perf_counter() - t_val}
-                validation_seconds += val["val_seconds"]
-                if val["val_auc"] is not None:
-                    tf.summary.scalar("val_auc", val["val_auc"], step=len(steps))
-            epochs.append({"epoch": epoch, "seconds": time.perf_counter() - t_epoch,
-                           "loss": float(np.mean([s["loss"] for s in steps[-steps_per_epoch:]])), **val})
-            progress(f"[train] epoch {epoch + 1}/{cfg.epochs}: loss {epochs[-1]['loss']:.4f}"
-                     + (f", val AUC {val['val_auc']:.3f}" if val.get("val_auc") is not None else "")
-                     + f" ({epochs[-1]['seconds']:.0f}s)")
-            # wall clock of the measured steps: validation and checkpoints excluded
-            if epoch == 0:
-                measured_wall = wall_end - wall_start
-            else:
-                measured_wall += wall_end - t_epoch
+    try:
+        with Sampler() as sampler, writer.as_default():
+            for epoch in range(cfg.epochs):
+                t_epoch = time.perf_counter()
+                for _ in range(steps_per_epoch):
+                    t0 = time.perf_counter()
+                    x, y, nbytes = next(it)
+                    t1 = time.perf_counter()
+                    loss = float(train_step(x, y))  # reading the loss back waits for the step to finish
+                    t2 = time.perf_counter()
+                    step = len(steps)
+                    if step == 0:
+                        wall_start = t2  # the first step (tracing, warm-up) is not measured
+                    steps.append({"step": step, "epoch": epoch, "wait_seconds": t1 - t0, "compute_seconds": t2 - t1,
+                                  "batch_size": int(y.shape[0]), "record_bytes": int(tf.reduce_sum(nbytes)), "loss": loss})
+                    tf.summary.scalar("loss", loss, step=step)
+                    tf.summary.scalar("wait_seconds", t1 - t0, step=step)
+                wall_end = time.perf_counter()
+                checkpoints.append({"epoch": epoch, **timed_save(save_weights, model,
+                                                                    out / "checkpoints" / f"epoch-{epoch:03d}.weights.h5")})
+                val = {}
+                if val_ds is not None:
+                    t_val = time.perf_counter()
+                    probs, labels = predict(model, val_ds)
+                    val = {"val_auc": auc(probs, labels), "val_images": int(len(labels)),
+                           "val_seconds": time.perf_counter() - t_val}
+                    validation_seconds += val["val_seconds"]
+                    if val["val_auc"] is not None:
+                        tf.summary.scalar("val_auc", val["val_auc"], step=len(steps))
+                epochs.append({"epoch": epoch, "seconds": time.perf_counter() - t_epoch,
+                               "loss": float(np.mean([s["loss"] for s in steps[-steps_per_epoch:]])), **val})
+                progress(f"[train] epoch {epoch + 1}/{cfg.epochs}: loss {epochs[-1]['loss']:.4f}"
+                         + (f", val AUC {val['val_auc']:.3f}" if val.get("val_auc") is not None else "")
+                         + f" ({epochs[-1]['seconds']:.0f}s)")
+                # wall clock of the measured steps: validation and checkpoints excluded
+                if epoch == 0:
+                    measured_wall = wall_end - wall_start
+                else:
+                    measured_wall += wall_end - t_epoch
+    except tf.errors.DataLossError as e:
+        raise named_data_loss(train_files + val_files, e) from None
     model_path = out / "model.keras"
     saved = timed_save(save_model, model, model_path)
     writer.close()
@@ -217,6 +242,20 @@ def run(tfrecords_dir: Path, out: Path, cfg: Train, log_name: str = "run", progr
                "record_bytes": int(sum(s["record_bytes"] for s in steps)),
                "cpu": sampler.summary(), "log_dir": str(out / "logs" / log_name)}
     return figures, steps, model
+
+
+def named_data_loss(files: list[str], error) -> DataError:
+    """TensorFlow's DataLossError names no file: find the shard whose records fail their CRC, and name it."""
+    from .. import tfrecord
+
+    for f in files:
+        try:
+            for _ in tfrecord.read_records(f):
+                pass
+        except tfrecord.CorruptRecord as e:
+            return DataError(f"{e} (TensorFlow: {error.message.splitlines()[0]})")
+    return DataError(f"a corrupted record in one of {len(files)} shards under {Path(files[0]).parent}: "
+                     f"{error.message.splitlines()[0]}")
 
 
 def timed_save(save, model, path: Path) -> dict:
@@ -239,6 +278,10 @@ def drive(ctx: StageContext) -> dict:
     if not (tfr / "splits.json").is_file():
         raise StageInputError(f"train: {tfr / 'splits.json'} not found; run the tfrecords stage first")
     cfg = ctx.workload.train
+    if not (cfg.accelerator or cfg.step_time_s):  # a failed training must not leave an older model behind
+        remove(ctx.data / "train" / "model.keras", ctx.data)
+        if (ctx.data / "train").is_dir():
+            remove_temporaries(ctx.data / "train", ctx.data)
     if cfg.accelerator or cfg.step_time_s or cfg.distribution != "none":
         figures = _train_processes(ctx, tfr, cfg)
     else:

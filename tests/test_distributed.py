@@ -35,7 +35,7 @@ def test_au_arithmetic_by_hand():
     a = aggregate(ranks)
     assert a["accelerator_utilization"] == pytest.approx(14 / 20) and a["input_wait_fraction"] == pytest.approx(6 / 20)
     assert a["images_per_s"] == 16.0 and a["mib_per_s"] == pytest.approx(3.0) and a["images"] == 4 * 25 + 4 * 15
-    assert a["measured_steps"] == 40 and a["bytes_read"] == 150
+    assert a["measured_steps"] == 40 and a["bytes_read"] == 150 and a["host_cpu_busy_fraction"] == 0.0
 
 
 def _workload(dataset, **train):

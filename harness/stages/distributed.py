@@ -300,7 +300,7 @@ def aggregate(ranks: list[dict]) -> dict:
             "mib_per_s": sum(r["measured_bytes_read"] / r["wall_seconds"] for r in ranks if r["wall_seconds"]) / 2**20,
             "wall_seconds": per_wall, "measured_steps": sum(r["measured_steps"] for r in ranks),
             "startup_seconds": max(r.get("startup_seconds", 0.0) for r in ranks),
-            "host_cpu_busy_fraction": sum(r["host_cpu_busy_fraction"] for r in ranks) / len(ranks),
+            "host_cpu_busy_fraction": sum(r.get("host_cpu_busy_fraction", 0.0) for r in ranks) / len(ranks),
             **{k: sum(r.get(k, 0) for r in ranks) for k in ("bytes_read", "bytes_written", "read_calls", "write_calls")}}
 
 

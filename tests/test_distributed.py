@@ -28,14 +28,23 @@ def test_au_arithmetic_by_hand():
     # two ranks: AU = total compute / total wall; samples/s add up
     ranks = [{"wait_seconds": 1.0, "compute_seconds": 9.0, "wall_seconds": 10.0, "images_per_s": 10.0,
               "accelerator_utilization": 0.9, "measured_bytes_read": 2**20 * 10, "steps": [{"batch_size": 4}] * 26,
-              "measured_steps": 25, "bytes_read": 100},
+              "measured_steps": 25, "bytes_read": 100, "host_cpu_busy_fraction": 0.6, "cpu_seconds": 4.0},
              {"wait_seconds": 5.0, "compute_seconds": 5.0, "wall_seconds": 10.0, "images_per_s": 6.0,
               "accelerator_utilization": 0.5, "measured_bytes_read": 2**20 * 20, "steps": [{"batch_size": 4}] * 16,
-              "measured_steps": 15, "bytes_read": 50}]
+              "measured_steps": 15, "bytes_read": 50, "host_cpu_busy_fraction": 0.4, "cpu_seconds": 2.0}]
     a = aggregate(ranks)
     assert a["accelerator_utilization"] == pytest.approx(14 / 20) and a["input_wait_fraction"] == pytest.approx(6 / 20)
     assert a["images_per_s"] == 16.0 and a["mib_per_s"] == pytest.approx(3.0) and a["images"] == 4 * 25 + 4 * 15
-    assert a["measured_steps"] == 40 and a["bytes_read"] == 150 and a["host_cpu_busy_fraction"] == 0.0
+    assert a["measured_steps"] == 40 and a["bytes_read"] == 150
+    assert a["host_cpu_busy_fraction"] == pytest.approx(0.5) and a["ranks_cpu_fraction"] == pytest.approx(6 / (10 * os.cpu_count()))
+
+
+def test_feed_names_what_bounded_a_probe():
+    from harness.stages.distributed import limit
+    assert limit(0.95, 0.9, 1.0, 1.0) is None  # it kept its accelerators busy
+    assert limit(0.5, 0.9, 0.97, 0.9) == "cpu"  # the ranks themselves used the cores up
+    assert limit(0.5, 0.9, 0.97, 0.1) == "contended"  # others did: no storage figure to read
+    assert limit(0.5, 0.9, 0.40, 0.3) == "storage"  # cores to spare, the data did not come
 
 
 def _workload(dataset, **train):
@@ -131,8 +140,9 @@ def test_feed_finds_fewer_accelerators_on_slow_storage(prepared, dataset, tmp_pa
     assert min(aus) < 0.9 and aus == sorted(aus, reverse=True)  # AU falls as accelerators are added
     assert slow["max_accelerators"] < local["max_accelerators"]
     failing = [p for p in slow["probes"] if p["au"] < 0.9]
-    assert all(p["limit"] == "storage" and p["cpu_busy_fraction"] < 0.9 for p in failing), failing
-    assert slow["bound_by"] == "storage"
+    # the ranks wait on storage: they leave the cores idle (on a host others keep busy, the probe says so)
+    assert failing and all(p["ranks_cpu_fraction"] < 0.5 for p in failing), failing
+    assert all(p["limit"] == ("storage" if p["cpu_busy_fraction"] < 0.9 else "contended") for p in failing), failing
     assert s["storage"]["emulated"] and (prepared / "results" / s["run_id"] / "feed_probes.parquet").is_file()
 
 
@@ -165,7 +175,7 @@ def test_two_ranks_with_half_batches_take_the_step_one_rank_takes_with_the_whole
     runs = {}
     for world, decay in ((1, 0.05), (2, 0.05), (2, 0.0)):
         cfg = Train(model="small_cnn", image_size=32, batch_size=16 // world, optimizer="sgd", learning_rate=0.5,
-                    augment=False, shuffle_buffer=0, interleave_cycle=2, seed=3, weight_decay=decay)
+                    augment=False, shuffle_buffer=0, interleave_cycle=1, seed=3, weight_decay=decay)
         out = tmp_path / f"w{world}-{decay}"
         res = distributed.run(files, out, cfg, mode, world, steps=1)
         model = tf.keras.models.load_model(out / "model.keras", compile=False)

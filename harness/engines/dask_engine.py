@@ -46,13 +46,22 @@ class DaskEngine(Engine):
         futures = self.client.map(measure, [fn] * len(items), range(len(items)), items, retries=self.retries,
                                   pure=False)
         index = {f.key: i for i, f in enumerate(futures)}
-        for fut in as_completed(futures):
+        lost = dict.fromkeys(range(len(items)), 0)
+        done = as_completed(futures)
+        for fut in done:
             i = index[fut.key]
             if fut.status == "finished":
                 yield fut.result()
+            elif fut.status == "error":
+                yield Outcome(i, items[i], None, error_text(fut.exception()), 0.0, self.retries + 1)
+            elif lost[i] < 3:  # cancelled or lost by the cluster (a worker or the connection went): again
+                lost[i] += 1
+                again = self.client.submit(measure, fn, i, items[i], retries=self.retries, pure=False)
+                index[again.key] = i
+                done.add(again)
             else:
-                exc = fut.exception()
-                yield Outcome(i, items[i], None, error_text(exc), 0.0, self.retries + 1)
+                yield Outcome(i, items[i], None, f"the cluster lost it {lost[i] + 1} times (status {fut.status})",
+                              0.0, lost[i] + 1)
             fut.release()
 
     def warm(self, fn):

@@ -125,12 +125,13 @@ def _rank_main(spec: dict) -> dict:
             loss = float(step(x, y))
         t2 = time.perf_counter()
         if i == 0:
-            t_first, io_first, cpu_first = t2, proc_io(), psutil.cpu_times()
+            t_first, io_first, cpu_first, own_first = t2, proc_io(), psutil.cpu_times(), sum(os.times()[:2])
             startup = time.time() - spec["launched_at"]  # process start, imports, model, first batch and step
         rows.append({"step": i, "wait_seconds": t1 - t0, "compute_seconds": t2 - t1, "batch_size": int(y.shape[0]),
                      "record_bytes": int(tf.reduce_sum(nbytes)), "loss": loss})
     t_end, io_end = time.perf_counter(), proc_io()
     host_busy = cpu_busy(cpu_first, psutil.cpu_times())  # the whole host's cores, over the measured steps
+    own_cpu = sum(os.times()[:2]) - own_first  # this rank's CPU seconds (all its threads) over the same steps
     sampler.__exit__(None, None, None)
     figs = step_figures([r["wait_seconds"] for r in rows], [r["compute_seconds"] for r in rows],
                         [r["batch_size"] for r in rows], t_first, t_end)
@@ -153,7 +154,7 @@ def _rank_main(spec: dict) -> dict:
             "loss_last": float(np.mean(losses[-5:])) if losses else None,
             "model_path": saved["path"] if saved else None, "model_save": saved,
             "weights_checksum": checksum, "weights_change_max": change, "cpu": sampler.summary(),
-            "host_cpu_busy_fraction": host_busy}
+            "host_cpu_busy_fraction": host_busy, "cpu_seconds": own_cpu}
 
 
 def _subset(files: list[str], rank: int, world: int) -> list[str]:
@@ -300,7 +301,9 @@ def aggregate(ranks: list[dict]) -> dict:
             "mib_per_s": sum(r["measured_bytes_read"] / r["wall_seconds"] for r in ranks if r["wall_seconds"]) / 2**20,
             "wall_seconds": per_wall, "measured_steps": sum(r["measured_steps"] for r in ranks),
             "startup_seconds": max(r.get("startup_seconds", 0.0) for r in ranks),
-            "host_cpu_busy_fraction": sum(r.get("host_cpu_busy_fraction", 0.0) for r in ranks) / len(ranks),
+            "host_cpu_busy_fraction": sum(r["host_cpu_busy_fraction"] for r in ranks) / len(ranks),
+            # the ranks' own share of the host's cores over the measured steps
+            "ranks_cpu_fraction": sum(r["cpu_seconds"] for r in ranks) / (per_wall * (os.cpu_count() or 1)),
             **{k: sum(r.get(k, 0) for r in ranks) for k in ("bytes_read", "bytes_written", "read_calls", "write_calls")}}
 
 
@@ -324,6 +327,17 @@ def run(files: list[str], out: Path, train_cfg, mode: str, world: int, steps: in
 
 
 CPU_SATURATED = 0.9  # host CPU busy fraction from which a probe that misses its AU counts as CPU-bound
+RANKS_CPU_HUNGRY = 0.5  # ... when the ranks themselves used at least this share of the cores (else: contended)
+
+
+def limit(au: float, threshold: float, host_busy: float, ranks_cpu: float) -> str | None:
+    """What bounded a probe that missed its AU: ``cpu`` (the host's cores saturated, by the load generator itself),
+    ``contended`` (saturated by other processes: not a valid storage figure), ``storage`` (cores to spare)."""
+    if au >= threshold:
+        return None
+    if host_busy >= CPU_SATURATED:
+        return "cpu" if ranks_cpu >= RANKS_CPU_HUNGRY else "contended"
+    return "storage"
 
 
 def cpu_busy(before, after) -> float:
@@ -359,8 +373,9 @@ def feed(files: list[str], out: Path, train_cfg, step_s: float, threshold: float
                      "au_min_rank": min(min(r["au_per_rank"]) for r in runs),
                      "input_wait_fraction": mean("input_wait_fraction"), "samples_per_s": mean("images_per_s"),
                      "mib_per_s": mean("mib_per_s"), "cpu_busy_fraction": busy,
-                     "caches_dropped": all(r["caches_dropped"] for r in runs),
-                     "limit": None if au >= threshold else ("cpu" if busy >= CPU_SATURATED else "storage")}
+                     "ranks_cpu_fraction": mean("ranks_cpu_fraction"),
+                     "caches_dropped": all(r["caches_dropped"] for r in runs)}
+        probes[n]["limit"] = limit(au, threshold, busy, probes[n]["ranks_cpu_fraction"])
         p = probes[n]
         progress(f"[feed] {n} accelerators: AU {au:.3f}" + (f" ({min(aus):.3f}-{max(aus):.3f})" if len(runs) > 1 else "")
                  + f", {p['samples_per_s']:.0f} samples/s, {p['mib_per_s']:.1f} MiB/s, host CPU {busy:.0%} busy"

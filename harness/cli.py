@@ -27,6 +27,20 @@ def cmd_synth(a) -> int:
 
 
 def cmd_validate(a) -> int:
+    if a.explain is not None:
+        from .docs import workload_reference_text
+        from .errors import UnknownName
+
+        try:
+            print(workload_reference_text(a.explain))
+        except KeyError:
+            raise UnknownName(f"--explain {a.explain}: no such key or table; try `wsibench validate --explain` "
+                              "for them all") from None
+        if not a.workload:
+            return 0
+    elif not a.workload:
+        print("error: validate needs a workload file (or --explain, for the reference of every key)", file=sys.stderr)
+        return 2
     from .config import load_profile
 
     w = load_workload(a.workload)
@@ -119,12 +133,15 @@ def cmd_report(a) -> int:
 
 
 def cmd_runs(a) -> int:
-    from .results import find_runs, load, table, unrecorded
+    from .results import load_all, table, unrecorded
 
-    runs = [load(p) for p in find_runs([a.results])] + unrecorded([a.results])
+    runs, unreadable = load_all([a.results])
+    runs += unrecorded([a.results])
+    for line in unreadable:  # records of another schema version: named, with what to run; the others are listed
+        print(f"warning: {line}", file=sys.stderr)
     if not runs:
-        print(f"no runs under {a.results}")
-        return 0
+        print(f"no {'readable ' if unreadable else ''}runs under {a.results}")
+        return 1 if unreadable else 0
     df = table(runs)
     head = ["run_id", "workload", "engine", "workers", "storage", "status"]
     extra = [c for c in ("patches_patches_per_s", "train_images_per_s", "train_input_wait_fraction",
@@ -215,14 +232,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=2, help="parallel slide writers (default 2)")
     s.set_defaults(fn=cmd_synth)
 
-    s = command("validate", ["workload"], help="check a workload file and report every problem",
-                description="Parse and validate a workload TOML; errors name the file, the key and what was expected.")
+    s = command("validate", help="check a workload file and report every problem; --explain: every key",
+                description="Parse and validate a workload TOML; errors name the file, the key and what was "
+                            "expected. --explain prints every key of workloads and storage profiles with its type, "
+                            "default and meaning (also in docs/workload-reference.md).")
+    s.add_argument("workload", nargs="?", help="workload TOML file")
+    s.add_argument("--explain", nargs="?", const="", metavar="SECTION",
+                   help="print the reference of every key, or of those under SECTION (e.g. train, engine.stages)")
     s.set_defaults(fn=cmd_validate)
 
     s = command("run", ["workload", "storage", "results", "strict", "drop_caches"],
                 help="run a workload's stages and write a run record",
                 description=f"Run the pipeline stages ({', '.join(STAGES)}) of a workload and record "
-                            "throughput, I/O and errors per stage under the results folder.")
+                            "throughput, I/O and errors per stage under the results folder: "
+                            "RESULTS/<run_id>/summary.json, whose every key is documented in docs/run-record.md "
+                            "(JSON Schema: docs/run-record.schema.json).")
     s.add_argument("--stages", help=f"comma-separated subset of: {','.join(STAGES)} (default: the workload's)")
     s.add_argument("--engine", choices=ENGINES,
                    help="engine for every stage, overriding the workload's (and its per-stage choices)")
@@ -300,7 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = command("runs", ["results"], help="list recorded runs with their headline figures",
                 description="List the runs under a results folder: id, workload, engine, workers, storage, "
-                            "status (with the error of failed runs) and headline figures.")
+                            "status (with the error of failed runs) and headline figures. Records of schema "
+                            "version 1 and 2 are read (docs/run-record.md); a record of another version is "
+                            "named on stderr, with what to run, and the others are listed.")
     s.set_defaults(fn=cmd_runs)
     return p
 

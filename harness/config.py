@@ -34,16 +34,19 @@ class _Strict(BaseModel):
 class SyntheticSpec(_Strict):
     slides: int = Field(12, gt=0, le=100_000, description="slides in all, training and testing")
     size: int = Field(8192, ge=1024, le=1_048_576, description="level-0 width and height in pixels")
-    seed: int = 0
+    seed: int = Field(0, description="random seed: the same specification and seed give the same slides")
     tumor_fraction: float = Field(0.5, ge=0, le=1, description="share of slides that carry lesions")
     test_fraction: float = Field(0.25, ge=0, lt=1, description="share of each class kept for testing")
     mpp: float = Field(0.25, gt=0, description="microns per pixel at level 0")
 
 
 class Dataset(_Strict):
-    kind: Literal["synthetic", "camelyon16"] = "synthetic"
+    kind: Literal["synthetic", "camelyon16"] = Field(
+        "synthetic", description="synthetic: slides generated once per specification (see [dataset.synthetic]) under "
+                                 "<storage root>/<workload>/dataset; camelyon16: an existing folder (path)")
     path: str | None = Field(None, description="folder in the CAMELYON16 layout (kind = camelyon16)")
-    synthetic: SyntheticSpec = SyntheticSpec()
+    synthetic: SyntheticSpec = Field(
+        SyntheticSpec(), description="the synthetic CAMELYON16-like dataset (kind = synthetic)")
 
     @model_validator(mode="after")
     def _path_for_camelyon(self):
@@ -57,12 +60,17 @@ class Dataset(_Strict):
 
 class Masks(_Strict):
     level: int | None = Field(None, ge=0, le=32, description="pyramid level; default: nearest a 32x downsample")
-    target_downsample: float = Field(32.0, ge=1, le=4096)
+    target_downsample: float = Field(
+        32.0, ge=1, le=4096, description="the mask level is the one whose downsample is nearest this (log scale), "
+                                         "when level is unset")
     tissue_level: int | None = Field(None, ge=0, le=32, description="default: same rule as level")
     median_blur: int = Field(7, gt=0, le=255, description="odd kernel size, in mask pixels")
     min_saturation: int = Field(20, ge=0, le=255, description="floor under the Otsu threshold")
-    tumor_groups: list[str] = ["_0", "_1", "Tumor", "tumor", "metastasis"]
-    exclusion_groups: list[str] = ["_2", "Exclusion", "negative"]
+    tumor_groups: list[str] = Field(
+        ["_0", "_1", "Tumor", "tumor", "metastasis"], description="ASAP annotation groups painted as tumor")
+    exclusion_groups: list[str] = Field(
+        ["_2", "Exclusion", "negative"], description="ASAP annotation groups painted as not tumor, last (holes in "
+                                                     "lesions)")
 
     @model_validator(mode="after")
     def _odd(self):
@@ -73,46 +81,54 @@ class Masks(_Strict):
 
 class Patches(_Strict):
     size: int = Field(224, gt=0, le=4096, description="patch side in pixels")
-    level: int = Field(0, ge=0, le=32)
+    level: int = Field(0, ge=0, le=32, description="pyramid level the patches are cut from (unless mpp is set)")
     mpp: float | None = Field(None, gt=0, le=1000, description="target microns per pixel; overrides level")
     stride: int | None = Field(None, gt=0, le=65536, description="default: the patch size")
-    tumor_threshold: float = Field(0.9, gt=0, le=1)
-    tissue_threshold: float = Field(0.5, ge=0, le=1)
-    max_per_class: int = Field(3000, gt=0, le=10_000_000)
-    normal_from_tumor_slides: bool = True
-    output: Literal["jpeg", "tfrecord"] = "jpeg"
-    jpeg_quality: int = Field(90, ge=1, le=100)
-    seed: int = 0
+    tumor_threshold: float = Field(
+        0.9, gt=0, le=1, description="a patch is tumor when at least this share of its footprint is tumor")
+    tissue_threshold: float = Field(
+        0.5, ge=0, le=1, description="a patch is normal when it holds no tumor and at least this share of tissue")
+    max_per_class: int = Field(
+        3000, gt=0, le=10_000_000, description="patches kept per class and slide (a seeded choice when there are "
+                                               "more)")
+    normal_from_tumor_slides: bool = Field(True, description="take normal patches from tumor slides too")
+    output: Literal["jpeg", "tfrecord"] = Field(
+        "jpeg", description="jpeg: one file per patch (the small-file workload); tfrecord: one TFRecord file per "
+                            "slide")
+    jpeg_quality: int = Field(90, ge=1, le=100, description="JPEG quality of the encoded patches")
+    seed: int = Field(0, description="seed of the per-class choice")
 
 
 class TFRecords(_Strict):
     shard_mb: float = Field(100.0, gt=0, le=100_000, description="target shard size in MB")
     shards: int | None = Field(None, gt=0, le=1_000_000, description="a shard count; overrides shard_mb")
     val_fraction: float = Field(0.05, ge=0, lt=1, description="share of slides for validation")
-    seed: int = 0
+    seed: int = Field(0, description="seed of the train/validation split and of the shuffle")
 
 
 class Train(_Strict):
-    model: Literal[tuple(MODELS)] = "inception_v3"  # type: ignore[valid-type]
+    model: Literal[tuple(MODELS)] = Field(  # type: ignore[valid-type]
+        "inception_v3", description="inception_v3: the reference model, from scratch; small_cnn: small, for CPUs")
     image_size: int | None = Field(None, gt=0, le=4096, description="input side in px; default 224 (inception_v3), 96 (small_cnn)")
-    batch_size: int = Field(32, gt=0, le=65536)
-    epochs: int = Field(1, gt=0, le=100_000)
+    batch_size: int = Field(32, gt=0, le=65536, description="images per step (per process)")
+    epochs: int = Field(1, gt=0, le=100_000, description="training epochs; validation AUC and a checkpoint after each")
     steps_per_epoch: int | None = Field(None, gt=0, le=1_000_000_000, description="default: one pass over the training shards")
     optimizer: Literal[tuple(OPTIMIZERS)] | None = Field(  # type: ignore[valid-type]
         None, description="default: rmsprop (inception_v3), adam (small_cnn)")
     learning_rate: float | None = Field(None, gt=0, le=100, description="default: 0.01 (rmsprop), 0.001 (adam)")
     lr_decay: float = Field(0.94, gt=0, le=1, description="learning-rate factor every lr_decay_epochs")
-    lr_decay_epochs: float = Field(30.0, gt=0, le=1_000_000)
-    weight_decay: float = Field(4e-5, ge=0, le=1)
-    shuffle_buffer: int = Field(2048, ge=0, le=100_000_000)
+    lr_decay_epochs: float = Field(30.0, gt=0, le=1_000_000, description="epochs between learning-rate decays")
+    weight_decay: float = Field(4e-5, ge=0, le=1, description="L2 regularisation of the weights; 0 = none")
+    shuffle_buffer: int = Field(
+        2048, ge=0, le=100_000_000, description="records in the tf.data shuffle buffer; 0 = no shuffle")
     interleave_cycle: int = Field(4, gt=0, le=4096, description="shards read in parallel")
     parallel_calls: int = Field(-1, ge=-1, le=4096, description="decode threads; -1 = AUTOTUNE")
     prefetch: int = Field(-1, ge=-1, le=4096, description="batches prefetched; -1 = AUTOTUNE, 0 = none")
-    augment: bool = True
+    augment: bool = Field(True, description="random flips, 90-degree rotations and brightness on training images")
     balance_classes: bool = Field(True, description="weigh the loss so each class counts half")
-    mixed_precision: bool = False
+    mixed_precision: bool = Field(False, description="compute in float16 (Keras mixed_float16 policy)")
     decode_delay_ms: float = Field(0.0, ge=0, le=60_000, description="artificial delay per image in the decode map (starvation experiments)")
-    seed: int = 0
+    seed: int = Field(0, description="seed of the weights, the shuffle and the augmentation")
     distribution: Literal["none", "multiworker", "horovod"] = Field(
         "none", description="several training processes: tf.distribute MultiWorkerMirroredStrategy or Horovod (Gloo)")
     processes: int = Field(1, gt=0, le=4096, description="training processes (ranks): distributed workers or emulated accelerators")
@@ -122,21 +138,24 @@ class Train(_Strict):
 
 
 class Infer(_Strict):
-    batch_size: int = Field(64, gt=0, le=65536)
+    batch_size: int = Field(64, gt=0, le=65536, description="patches per model call")
     stride: int | None = Field(None, gt=0, le=65536, description="default: the patch size")
-    tissue_threshold: float = Field(0.5, ge=0, le=1)
+    tissue_threshold: float = Field(
+        0.5, ge=0, le=1, description="patches with at least this share of tissue are classified")
     top_k: int = Field(10, gt=0, le=1_000_000, description="slide score: mean of the k highest patch probabilities")
     allow_stale_model: bool = Field(False, description="judge a model older than the TFRecord shards (by default "
                                                        "refused: it was not trained on them)")
 
 
 class Engine(_Strict):
-    name: Literal[ENGINES] = "local"  # type: ignore[valid-type]
+    name: Literal[ENGINES] = Field(  # type: ignore[valid-type]
+        "local", description="engine of every stage not named in stages")
     workers: int = Field(1, gt=0, le=4096, description="worker processes (embedded engines)")
     retries: int = Field(1, ge=0, le=100, description="retries of a failing item, by the engine's own mechanism")
     address: str | None = Field(None, description="dask: scheduler of an existing cluster, tcp://host:8786")
     master: str | None = Field(None, description="spark: spark://host:7077, yarn, k8s://...; default local[workers]")
-    spark_conf: dict[str, str] = {}
+    spark_conf: dict[str, str] = Field(
+        {}, description="extra Spark settings, e.g. {\"spark.executor.memory\" = \"4g\"}")
     stages: dict[Literal[STAGES], Literal[ENGINES]] = Field(  # type: ignore[valid-type]
         {}, description="engine per stage, e.g. {patches = 'spark', infer = 'dask'}")
 
@@ -148,11 +167,16 @@ class Network(_Strict):
 
 
 class Matrix(_Strict):
-    engines: list[Literal[ENGINES]] = []  # type: ignore[valid-type]
-    workers: list[Annotated[int, Field(gt=0, le=4096)]] = []
-    storage: list[str] = []
-    repetitions: int = Field(1, gt=0, le=1000)
-    measure: list[Literal[STAGES]] = ["patches"]  # type: ignore[valid-type]
+    engines: list[Literal[ENGINES]] = Field(  # type: ignore[valid-type]
+        [], description="engines to compare; default: engine.name")
+    workers: list[Annotated[int, Field(gt=0, le=4096)]] = Field(
+        [], description="worker counts to compare; default: engine.workers")
+    storage: list[str] = Field([], description="storage profiles to compare; default: storage")
+    repetitions: int = Field(
+        1, gt=0, le=1000, description="runs of each configuration (mean, std, min, max; > 5% spread flagged)")
+    measure: list[Literal[STAGES]] = Field(  # type: ignore[valid-type]
+        ["patches"], description="stages measured, fresh every time; the stages before them are prepared once per "
+                                 "storage profile")
 
 
 def _safe(value: str) -> str:
@@ -167,18 +191,23 @@ SafeName = Annotated[str, AfterValidator(_safe)]
 
 class Workload(_Strict):
     name: SafeName = Field(description="the workload's folder under the storage root and part of every run id")
-    description: str = ""
-    stages: list[Literal[STAGES]] = ["masks", "patches", "tfrecords"]  # type: ignore[valid-type]
-    storage: str = "local"
-    dataset: Dataset = Dataset()
-    engine: Engine = Engine()
-    masks: Masks = Masks()
-    patches: Patches = Patches()
-    tfrecords: TFRecords = TFRecords()
-    train: Train = Train()
-    infer: Infer = Infer()
-    network: Network = Network()
-    matrix: Matrix = Matrix()
+    description: str = Field("", description="free text")
+    stages: list[Literal[STAGES]] = Field(  # type: ignore[valid-type]
+        ["masks", "patches", "tfrecords"], description="stages run by `wsibench run`, always in pipeline order; "
+                                                       "--stages overrides")
+    storage: str = Field(
+        "local", description="storage profile: a name in storage_profiles/ or a TOML path; --storage overrides")
+    dataset: Dataset = Field(Dataset(), description="the slides and their annotations")
+    engine: Engine = Field(Engine(), description="what maps the stages over their items (slides, shards)")
+    masks: Masks = Field(Masks(), description="the masks stage: tumor masks from annotations, tissue masks from pixels")
+    patches: Patches = Field(
+        Patches(), description="the patch stage: a labelled grid over the masks, patches cut and encoded")
+    tfrecords: TFRecords = Field(
+        TFRecords(), description="the tfrecords stage: shuffled shards split into train and validation by slide")
+    train: Train = Field(Train(), description="the train stage: a tf.data pipeline and a timed training loop")
+    infer: Infer = Field(Infer(), description="the infer stage: heatmaps of the test slides, patch and slide AUC")
+    network: Network = Field(Network(), description="where the services of distributed training listen")
+    matrix: Matrix = Field(Matrix(), description="`wsibench matrix`: the configurations compared")
 
     @property
     def source(self) -> str:
@@ -233,23 +262,25 @@ def load_workload(path: str | Path) -> Workload:
 
 class Emulate(_Strict):
     backing: str = Field(description="folder the throttled mount passes through to; '{results}' allowed")
-    read_mb_s: float | None = Field(None, gt=0, le=1e6)
-    write_mb_s: float | None = Field(None, gt=0, le=1e6)
-    iops: float | None = Field(None, gt=0, le=1e9)
+    read_mb_s: float | None = Field(None, gt=0, le=1e6, description="read bandwidth cap, MB/s; unset = none")
+    write_mb_s: float | None = Field(None, gt=0, le=1e6, description="write bandwidth cap, MB/s; unset = none")
+    iops: float | None = Field(None, gt=0, le=1e9, description="operations per second cap; unset = none")
     latency_ms: float = Field(0.0, ge=0, le=10_000, description="per read or write operation")
     metadata_ms: float = Field(0.0, ge=0, le=10_000, description="per create, open, mkdir, unlink, rename")
-    read_only: bool = False
+    read_only: bool = Field(False, description="refuse writes through the mount")
 
 
 class StorageProfile(_Strict):
-    name: SafeName
-    description: str = ""
+    name: SafeName = Field(description="profile name; default: the file's name without .toml")
+    description: str = Field("", description="free text")
     root: str = Field(description="root folder; '{results}' stands for the results directory")
     root_env: str | None = Field(None, description="environment variable that overrides root")
     fstype: str | None = Field(None, description="file-system type the profile claims (ext4, nfs, beegfs, ...)")
-    emulated: bool = False
+    emulated: bool = Field(False, description="label every result on this profile as emulated")
     create: bool = Field(False, description="create the root when missing (only for folders the harness owns)")
-    reference: dict[str, float | str] = {}
+    reference: dict[str, float | str] = Field(
+        {}, description="figures to compare against (vendor or measured), units in the key names; copied into run "
+                        "records")
     emulate: Emulate | None = Field(None, description="mount a throttled FUSE passthrough at root for the run")
 
     def resolve_root(self, results_dir: Path) -> Path:

@@ -34,3 +34,35 @@ def truth(dataset: Path, slide: str) -> Layout:
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+# Tests that write records of other schema versions on purpose put them under a folder of this name.
+FOREIGN_RECORDS = "foreign-records"
+
+
+def record_problems(base: Path) -> tuple[int, list[str]]:
+    """(records found, the first problem of each that departs from docs/run-record.schema.json) for every
+    summary.json under base, except those under a FOREIGN_RECORDS folder."""
+    from harness.results import schema
+
+    paths = [p for p in sorted(base.rglob("summary.json")) if FOREIGN_RECORDS not in p.relative_to(base).parts]
+    bad = []
+    for path in paths:
+        try:
+            found = schema.problems(json.loads(path.read_text()), str(path))
+        except ValueError as e:
+            found = [f"{path}: not JSON: {e}"]
+        if found:
+            bad.append(found[0] + (f" (and {len(found) - 1} more)" if len(found) > 1 else ""))
+    return len(paths), bad
+
+
+@pytest.fixture(scope="session", autouse=True)
+def run_records_match_their_schema(tmp_path_factory):
+    """At the end of the session, every run record the tests wrote (summary.json under pytest's base temp
+    folder) must validate against the schema; the session fails naming the file and the JSON path."""
+    yield
+    n, bad = record_problems(tmp_path_factory.getbasetemp())
+    if bad:
+        pytest.fail(f"{len(bad)} of {n} run records written by the tests do not match docs/run-record.schema.json:\n"
+                    + "\n".join(bad), pytrace=False)

@@ -18,7 +18,7 @@ LAYERS = [
     ["harness.pipeline", "harness.matrix", "harness.feed", "harness.report"],
     ["harness.stages", "harness.engines", "harness.storage", "harness.slides"],
     ["harness.config", "harness.metrics", "harness.results", "harness.fsutil", "harness.errors", "harness.registry",
-     "harness.models", "harness.accelerators", "harness.tfrecord"],
+     "harness.models", "harness.accelerators", "harness.tfrecord", "harness.docs"],
 ]
 
 

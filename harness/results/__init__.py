@@ -1,7 +1,7 @@
-"""Recorded runs: finding them, reading them, flattening them into one comparison table."""
+"""Recorded runs: finding them, reading them (older schema versions upgraded), flattening them into one
+comparison table."""
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -30,10 +30,11 @@ RUN_FOLDER = re.compile(r"\d{8}T\d{6}-")
 
 
 def load(run_dir: Path) -> dict:
-    """A run's record. A record still ``running`` whose process is gone is ``incomplete`` (the run was killed)."""
-    from .record import still_running
+    """A run's record in the current schema version (older versions upgraded; RecordError for the others).
+    A record still ``running`` whose process is gone is ``incomplete`` (the run was killed)."""
+    from .record import read, still_running
 
-    s = json.loads((Path(run_dir) / "summary.json").read_text())
+    s = read(run_dir)
     s["_dir"] = str(run_dir)
     if s.get("status") == "running" and still_running(s) is False:
         s["status"] = "incomplete"
@@ -51,6 +52,19 @@ def unrecorded(paths) -> list[dict]:
                 out.append({"run_id": d.name, "status": "incomplete", "error": "no record (killed before writing one?)",
                             "_dir": str(d)})
     return out
+
+
+def load_all(paths) -> tuple[list[dict], list[str]]:
+    """The records of the runs under paths that this version can read, and one line for each it cannot."""
+    from .schema import RecordError
+
+    runs, unreadable = [], []
+    for p in find_runs(paths):
+        try:
+            runs.append(load(p))
+        except RecordError as e:
+            unreadable.append(str(e))
+    return runs, unreadable
 
 
 def config_key(s: dict) -> str:

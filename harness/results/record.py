@@ -1,4 +1,7 @@
-"""The run record of design.md: summary.json plus one Parquet table per stage, written atomically.
+"""The run record: summary.json plus one Parquet table per stage, written atomically.
+
+summary.json's keys, their units and when they are null are documented in docs/run-record.schema.json
+(rendered as docs/run-record.md); a record carries the ``schema_version`` of that layout.
 
 ``recording`` owns a run's record from its first line to its last: it names the run, makes its folder, writes a
 first record at once (status ``running``, with the process that runs it, so that a run killed outright is seen
@@ -23,7 +26,9 @@ from pathlib import Path
 import pandas as pd
 
 from ..fsutil import atomic_path, write_json
+from .schema import RecordError
 
+SCHEMA_VERSION = 2  # docs/run-record.schema.json; version 1: the same record without schema_version
 PACKAGES = ("wsibench", "numpy", "tifffile", "imagecodecs", "openslide-python", "openslide-bin", "opencv-python-headless",
             "pyarrow", "pandas", "tensorflow-cpu", "tensorflow", "dask", "distributed", "pyspark")
 
@@ -74,7 +79,7 @@ def _text(v) -> str:
 
 
 def new_summary(run_id: str, workload, storage: dict, engine: dict) -> dict:
-    return {"run_id": run_id, "workload": workload.name, "workload_file": workload.source,
+    return {"schema_version": SCHEMA_VERSION, "run_id": run_id, "workload": workload.name, "workload_file": workload.source,
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "status": "running",
             "engine": engine, "storage": dict(storage), "environment": environment(),
             "settings": workload.model_dump(), "stages": {}}
@@ -88,7 +93,46 @@ def write(run_dir: Path, summary: dict, tables: dict[str, pd.DataFrame]) -> None
 
 
 def read(run_dir: str | Path) -> dict:
-    return json.loads((Path(run_dir) / "summary.json").read_text())
+    """A run's summary.json, brought to SCHEMA_VERSION (``upgrade``)."""
+    path = Path(run_dir) / "summary.json"
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise RecordError(f"{path}: not valid JSON ({e}); records are written atomically, so this one was "
+                          "changed by something else") from None
+    if not isinstance(doc, dict):
+        raise RecordError(f"{path}: not a wsibench run record (a JSON object was expected)")
+    return upgrade(doc, str(path))
+
+
+def _from_v1(doc: dict) -> dict:
+    """Version 1 (records without schema_version) has the keys of version 2."""
+    return {"schema_version": 2, **doc}
+
+
+UPGRADES = {1: _from_v1}  # older version -> its record in the next version
+
+
+def upgrade(doc: dict, source: str = "summary.json") -> dict:
+    """The record in SCHEMA_VERSION's layout; a RecordError that says what to run for versions it cannot read."""
+    version = doc.get("schema_version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise RecordError(f"{source}: schema_version {version!r} is not a version number; not a wsibench run record?")
+    if version > SCHEMA_VERSION:
+        wrote = (doc.get("environment") or {}).get("packages", {}).get("wsibench")
+        raise RecordError(f"{source}: run record schema_version {version}, written by a newer wsibench"
+                          f"{f' ({wrote})' if wrote else ''}; this one ({_installed_version()}) reads versions 1 to "
+                          f"{SCHEMA_VERSION}. Update wsibench (git pull, then scripts/setup) to read it")
+    while version < SCHEMA_VERSION:
+        doc, version = UPGRADES[version](doc), version + 1
+    return doc
+
+
+def _installed_version() -> str:
+    try:
+        return md.version("wsibench")
+    except md.PackageNotFoundError:
+        return "version unknown"
 
 
 @dataclass

@@ -29,6 +29,9 @@ SIZE = 8192
 # interleaved rounds per ratio, the best (least disturbed) time of each side kept; the test suite's smoke run sets 1
 ROUNDS = int(os.environ.get("WSIBENCH_BENCH_ROUNDS", "5"))
 COPIES = 8          # slides (the real one under 8 names) mapped by the engines
+# patch grids on the real slide: 224, the default (42 patches: the per-slide planning from its masks, at full
+# resolution on this single-level slide, weighs most); 56, dense and overlapping (619 patches: per-patch work weighs most)
+STRIDES = [224, 56]
 REAL_SLIDE = Path(os.environ.get("WSIBENCH_REAL_SLIDE") or
                   Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "slides" / "CMU-1-Small-Region.svs")
 
@@ -58,7 +61,8 @@ def _data() -> dict:
 
 
 def _real_data() -> dict:
-    """The real slide under COPIES names (same file), with masks for each and the patches the stage selects."""
+    """The real slide under COPIES names (same file), with masks for each, and the patches the stage selects
+    with each of STRIDES."""
     if not REAL_SLIDE.is_file():  # the benchmarks' setup skips them with this reason
         return {"skip": f"the real slide {REAL_SLIDE} is absent (set WSIBENCH_REAL_SLIDE to a copy of OpenSlide's "
                         "CMU-1-Small-Region.svs)"}
@@ -71,9 +75,11 @@ def _real_data() -> dict:
               "tumor_groups": [], "exclusion_groups": []} for i in range(COPIES)]
     for it in items:
         masks.run_slide(it, Masks(), str(root / "masks"))
-    patches.run_slide(items[0], Patches(), str(root / "masks"), str(root / "plan"))
-    man = pd.read_parquet(patches.manifest_path(root / "plan", "cmu0"))
-    chosen = [(int(r.x), int(r.y), r.label) for r in man.itertuples()]
+    chosen = {}
+    for stride in STRIDES:
+        patches.run_slide(items[0], Patches(stride=stride), str(root / "masks"), str(root / f"plan-{stride}"))
+        man = pd.read_parquet(patches.manifest_path(root / f"plan-{stride}", "cmu0"))
+        chosen[stride] = [(int(r.x), int(r.y), r.label) for r in man.itertuples()]
     return {"root": str(root), "items": items, "chosen": chosen}
 
 
@@ -91,18 +97,18 @@ def _need_real(data) -> None:
         raise NotImplementedError(data["skip"])  # asv: skipped
 
 
-def _stage_seconds(data, item, out: Path) -> float:
+def _stage_seconds(data, stride: int, out: Path) -> float:
     from harness.config import Patches
     from harness.stages import patches
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
-    rec = patches.run_slide(item, Patches(), str(Path(data["root"]) / "masks"), str(out))
+    rec = patches.run_slide(data["items"][0], Patches(stride=stride), str(Path(data["root"]) / "masks"), str(out))
     dt = time.perf_counter() - t0
-    assert rec["patches"] == len(data["chosen"]) and not rec.get("skipped"), rec
+    assert rec["patches"] == len(data["chosen"][stride]) and not rec.get("skipped"), rec
     return dt
 
 
-def _reference_seconds(data, out: Path) -> float:
+def _reference_seconds(chosen: list, out: Path) -> float:
     """The reference approach: per patch, one OpenSlide read_region and one PIL JPEG save (quality 90)."""
     import openslide
     shutil.rmtree(out, ignore_errors=True)
@@ -110,13 +116,13 @@ def _reference_seconds(data, out: Path) -> float:
         (out / label).mkdir(parents=True)
     t0 = time.perf_counter()
     s = openslide.OpenSlide(str(REAL_SLIDE))
-    for x, y, label in data["chosen"]:
+    for x, y, label in chosen:
         s.read_region((x, y), 0, (224, 224)).convert("RGB").save(out / label / f"cmu_{x}_{y}.jpg", quality=90)
     s.close()
     return time.perf_counter() - t0
 
 
-def _codec_inputs(data) -> tuple[list, list, tuple]:
+def _codec_inputs(chosen: list) -> tuple[list, list, tuple]:
     """Untimed: the raw source tiles the patches cover (each once), the patches' pixels, the JPEG tables."""
     import openslide
     import tifffile
@@ -126,7 +132,7 @@ def _codec_inputs(data) -> tuple[list, list, tuple]:
         page = tf.pages[0]
         assert page.is_tiled and page.compression == 7, "the real slide's level 0 is expected to be JPEG tiles"
         tw, th, cols = page.tilewidth, page.tilelength, -(-page.imagewidth // page.tilewidth)
-        tiles = sorted({(ty, tx) for x, y, _ in data["chosen"] for ty in range(y // th, (y + 223) // th + 1)
+        tiles = sorted({(ty, tx) for x, y, _ in chosen for ty in range(y // th, (y + 223) // th + 1)
                         for tx in range(x // tw, (x + 223) // tw + 1)})
         fh = tf.filehandle
         raw = []
@@ -136,7 +142,7 @@ def _codec_inputs(data) -> tuple[list, list, tuple]:
         decode = (page.jpegtables, *jpeg_decode_colorspace(page.photometric, page.planarconfig, page.extrasamples,
                                                            page.is_jfif))
     s = openslide.OpenSlide(str(REAL_SLIDE))
-    pixels = [np.asarray(s.read_region((x, y), 0, (224, 224)).convert("RGB")) for x, y, _ in data["chosen"]]
+    pixels = [np.asarray(s.read_region((x, y), 0, (224, 224)).convert("RGB")) for x, y, _ in chosen]
     s.close()
     return raw, pixels, decode
 
@@ -210,44 +216,47 @@ class Patches:
 
 
 class RealSlide:
-    """The patch stage on the real slide, and its ratios to the reference approach and to the codec limit."""
+    """The patch stage on the real slide, and its ratios to the reference approach and to the codec limit, for
+    each patch grid (stride) of STRIDES."""
     timeout = 600
     number = 1
+    params = STRIDES
+    param_names = ["stride"]
 
     setup_cache = _real_cache
 
-    def setup(self, data):
+    def setup(self, data, stride):
         _need_real(data)
         self.outs = itertools.count()
 
-    def teardown(self, data):
+    def teardown(self, data, stride):
         for p in Path(data.get("root", "/nonexistent")).glob("bench-*"):
             shutil.rmtree(p, ignore_errors=True)
 
-    def time_patch_stage_real_slide(self, data):
+    def time_patch_stage_real_slide(self, data, stride):
         from harness.config import Patches
         from harness.stages import patches
-        patches.run_slide(data["items"][0], Patches(), str(Path(data["root"]) / "masks"),
+        patches.run_slide(data["items"][0], Patches(stride=stride), str(Path(data["root"]) / "masks"),
                           str(Path(data["root"]) / f"bench-time-{next(self.outs)}"))
 
-    def track_patch_stage_vs_reference_time_ratio(self, data):
+    def track_patch_stage_vs_reference_time_ratio(self, data, stride):
         """Patch stage seconds / reference seconds (read_region + PIL save per patch), same patches, same disk."""
         root = Path(data["root"])
         stage = ref = np.inf
         for _ in range(ROUNDS):
-            stage = min(stage, _stage_seconds(data, data["items"][0], root / "bench-stage"))
-            ref = min(ref, _reference_seconds(data, root / "bench-reference"))
+            stage = min(stage, _stage_seconds(data, stride, root / "bench-stage"))
+            ref = min(ref, _reference_seconds(data["chosen"][stride], root / "bench-reference"))
         return stage / ref
 
     track_patch_stage_vs_reference_time_ratio.unit = "ratio"
 
-    def track_patch_stage_vs_codec_limit_time_ratio(self, data):
+    def track_patch_stage_vs_codec_limit_time_ratio(self, data, stride):
         """Patch stage seconds / codec-limit seconds (decode the covered tiles once, encode the patches)."""
         root = Path(data["root"])
-        inputs = _codec_inputs(data)
+        inputs = _codec_inputs(data["chosen"][stride])
         stage = codec = np.inf
         for _ in range(ROUNDS):
-            stage = min(stage, _stage_seconds(data, data["items"][0], root / "bench-stage"))
+            stage = min(stage, _stage_seconds(data, stride, root / "bench-stage"))
             codec = min(codec, *(_codec_seconds(*inputs) for _ in range(3)))  # short: three tries a round
         return stage / codec
 

@@ -29,12 +29,12 @@ def test_a_record_carries_its_version_and_validates_and_an_undocumented_key_is_n
     doc = json.loads((res / s["run_id"] / "summary.json").read_text())
     assert doc["schema_version"] == record.SCHEMA_VERSION == 2
     assert schema.problems(doc) == []
-    doc["stages"]["masks"]["startup_seconds"] = 0.5  # a key someone adds without documenting it
+    doc["stages"]["masks"]["peak_rss_bytes"] = 5  # a key someone adds without documenting it
     doc["page_cache"]["io_profile"] = {}
     found = schema.problems(doc, "x/summary.json")
     assert found == ["x/summary.json: $.page_cache: undocumented key 'io_profile': document it in "
                      "docs/run-record.schema.json (meaning, unit, when null)",
-                     "x/summary.json: $.stages.masks: undocumented key 'startup_seconds': document it in "
+                     "x/summary.json: $.stages.masks: undocumented key 'peak_rss_bytes': document it in "
                      "docs/run-record.schema.json (meaning, unit, when null)"]
     del doc["schema_version"]
     with pytest.raises(schema.RecordError, match=r"x/summary.json: \$: 'schema_version' is a required property"):

@@ -111,7 +111,7 @@ def test_generated_docs_are_in_sync():
 def test_validate_explain_documents_every_workload_key(capsys):
     assert cli.main(["validate", "--explain", "train"]) == 0
     out = capsys.readouterr().out
-    assert "[train]" in out and "batch_size = 32  (integer, > 0)" in out and "images per step" in out
+    assert "[train]" in out and "batch_size = 32  (integer, > 0, <= 65536)" in out and "images per step" in out
     assert "[engine]" not in out
     assert cli.main(["validate", "--explain", "nope"]) == 1
     assert "no such key or table" in capsys.readouterr().err

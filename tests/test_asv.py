@@ -61,3 +61,42 @@ def test_asv_check_and_quick_run():
         if "real" in name or "ratio" in name:
             assert real or "n/a" in line or "skipped" in line, line
     assert "failed" not in r.stdout.lower(), r.stdout[-3000:]
+
+
+def fake_asv(tmp_path, table: str, rc: int) -> dict:
+    """An environment whose `asv` prints the table `asv continuous` prints and exits as it does (1: worse)."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    asv = venv / "bin" / "asv"
+    asv.write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path / 'args'}\ncat <<'EOT'\n{table}\nEOT\nexit {rc}\n")
+    asv.chmod(0o755)
+    return dict(os.environ, WSIBENCH_VENV=str(venv))
+
+
+TABLE = """| Change   | Before [4ed957b7] <main>   | After [b44ac2df] <pr>   |   Ratio | Benchmark (Parameter)                       |
+|----------|----------------------------|-------------------------|---------|---------------------------------------------|
+| +        | 223±40ms                   | 403±30ms                |    1.81 | bench_stages.Patches.time_patch_stage_jpeg  |
+| !        | 1.2                        | failed                  |     n/a | bench_stages.RealSlide.track_x_time_ratio   |
+| -        | 9.89593                    | 7.33802                 |    0.74 | bench_stages.RealSlide.track_y_time_ratio   |
+SOME BENCHMARKS HAVE CHANGED SIGNIFICANTLY."""
+
+
+def test_the_gate_names_each_regression_and_fails(tmp_path):
+    env = fake_asv(tmp_path, TABLE, 1)
+    r = subprocess.run([str(ROOT / "scripts" / "bench"), "--compare", "main", "--factor", "1.2", "-b", "Patches"],
+                       cwd=ROOT, env=env, capture_output=True, text=True)
+    assert r.returncode == 1, r.stdout + r.stderr
+    args = (tmp_path / "args").read_text().split()
+    assert args[:2] == ["continuous", "--interleave-rounds"] and args[args.index("--factor") + 1] == "1.2"
+    assert args[-4:] == ["-b", "Patches", "main", "HEAD"]
+    assert "REGRESSION: slower than 1.2 x main" in r.stderr
+    assert "bench_stages.Patches.time_patch_stage_jpeg  223±40ms -> 403±30ms (x1.81)" in r.stderr
+    assert "bench_stages.RealSlide.track_x_time_ratio  1.2 -> failed (xn/a), now failing" in r.stderr
+    assert "track_y_time_ratio" not in r.stderr  # faster is not a regression
+
+
+def test_the_gate_passes_when_nothing_got_slower(tmp_path):
+    env = fake_asv(tmp_path, "\n".join(l for l in TABLE.splitlines() if not l.startswith(("| +", "| !"))), 0)
+    r = subprocess.run([str(ROOT / "scripts" / "bench"), "--compare", "main"], cwd=ROOT, env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and "no benchmark slower than 1.1x main" in r.stderr, r.stderr

@@ -45,7 +45,7 @@ def test_asv_builds_one_environment_and_installs_each_commit_into_it():
 
 
 def test_asv_check_and_quick_run():
-    env = dict(os.environ, PYTHONPATH=str(ROOT), WSIBENCH_BENCH_ROUNDS="1")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), WSIBENCH_BENCH_SMOKE="1")
     py = f"existing:{sys.executable}"
     if not (Path.home() / ".asv-machine.json").exists():
         subprocess.run([ASV, "machine", "--yes"], cwd=ROOT, env=env, check=True, capture_output=True)

@@ -27,10 +27,25 @@ def cmd_synth(a) -> int:
 
 
 def cmd_validate(a) -> int:
+    from .slides import dataset
+
     w = load_workload(a.workload)
     print(f"{a.workload}: ok (workload {w.name!r}: stages {', '.join(w.stages)}, dataset {w.dataset.kind}, "
           f"engine {w.engine.name} x{w.engine.workers}, storage {w.storage})")
-    return 0
+    ds = w.dataset
+    if ds.kind == "synthetic" or a.no_data:
+        if ds.kind == "synthetic":
+            sy = ds.synthetic
+            print(f"dataset: synthetic, {sy.slides} slides of {sy.size} px (seed {sy.seed}, difficulty "
+                  f"{sy.difficulty:g}), made by the run")
+        return 0
+    s = dataset.scan(ds.path, ds.kind, ds.test_centers)
+    _, record, errors = dataset.resolve(s, ds)
+    print(f"dataset {ds.path}: layout {s.layout}" + (" (detected)" if ds.kind == "auto" else ""))
+    print(dataset.table(record))
+    for e in errors:
+        print(f"error: {e}", file=sys.stderr)
+    return 1 if errors else 0
 
 
 def cmd_run(a) -> int:
@@ -202,8 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=2, help="parallel slide writers (default 2)")
     s.set_defaults(fn=cmd_synth)
 
-    s = command("validate", ["workload"], help="check a workload file and report every problem",
-                description="Parse and validate a workload TOML; errors name the file, the key and what was expected.")
+    s = command("validate", ["workload"], help="check a workload file and its dataset, before any work",
+                description="Parse and validate a workload TOML (errors name the file, the key and what was "
+                            "expected), then check a real dataset itself: its layout, slides per split and class, "
+                            "annotations matched or not, labels, exclusions, printed as a short table. Exits 1 "
+                            "when the dataset would stop a run (a tumor slide without annotation, a slide "
+                            "without label, unless the workload excludes them).")
+    s.add_argument("--no-data", action="store_true", help="check the workload file only, not the dataset")
     s.set_defaults(fn=cmd_validate)
 
     s = command("run", ["workload", "storage", "results", "strict", "drop_caches"],

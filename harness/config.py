@@ -37,18 +37,29 @@ class SyntheticSpec(_Strict):
     tumor_fraction: float = Field(0.5, ge=0, le=1, description="share of slides that carry lesions")
     test_fraction: float = Field(0.25, ge=0, lt=1, description="share of each class kept for testing")
     mpp: float = Field(0.25, gt=0, description="microns per pixel at level 0")
+    difficulty: float = Field(0.5, ge=0, le=1, description="0 easy .. 1 hard: stain variation between slides, "
+                              "tumour texture closer to normal, micro-metastases and isolated tumour cells")
 
 
 class Dataset(_Strict):
-    kind: Literal["synthetic", "camelyon16"] = "synthetic"
-    path: str | None = Field(None, description="folder in the CAMELYON16 layout (kind = camelyon16)")
+    kind: Literal["synthetic", "auto", "camelyon16", "camelyon17", "flat"] = Field(
+        "synthetic", description="synthetic, or a real dataset's layout; auto detects it (the record says which)")
+    path: str | None = Field(None, description="the dataset's folder (every kind but synthetic)")
     synthetic: SyntheticSpec = SyntheticSpec()
+    missing_annotations: Literal["error", "exclude"] = Field(
+        "error", description="a slide labelled tumor without lesion annotation: stop, or leave it out (recorded)")
+    missing_labels: Literal["error", "exclude"] = Field(
+        "error", description="a slide without a label (reference.csv, stage labels): stop, or leave it out (recorded)")
+    exclude_from_evaluation: list[str] | None = Field(
+        None, description="slides run but not evaluated; default: the release's known problem slides "
+                          "(CAMELYON16 Test_049, Test_114)")
+    test_centers: list[int] = Field([], description="camelyon17: centers whose slides are the test split")
 
     @model_validator(mode="after")
-    def _path_for_camelyon(self):
-        if self.kind == "camelyon16":
+    def _path_for_real_data(self):
+        if self.kind != "synthetic":
             if not self.path:
-                raise ValueError("dataset.path is required when kind = 'camelyon16'")
+                raise ValueError(f"dataset.path is required when kind = {self.kind!r}")
             if not Path(self.path).is_dir():
                 raise ValueError(f"dataset.path: folder {self.path!r} does not exist")
         return self
@@ -60,8 +71,10 @@ class Masks(_Strict):
     tissue_level: int | None = Field(None, ge=0, description="default: same rule as level")
     median_blur: int = Field(7, gt=0, description="odd kernel size, in mask pixels")
     min_saturation: int = Field(20, ge=0, le=255, description="floor under the Otsu threshold")
-    tumor_groups: list[str] = ["_0", "_1", "Tumor", "tumor", "metastasis"]
-    exclusion_groups: list[str] = ["_2", "Exclusion", "negative"]
+    tumor_groups: list[str] = Field(["_0", "_1", "Tumor", "metastasis", "metastases"],
+                                    description="annotation groups painted as tumour (case-insensitive)")
+    exclusion_groups: list[str] = Field(["_2", "Exclusion", "negative"],
+                                        description="groups painted last as not tumour (case-insensitive)")
 
     @model_validator(mode="after")
     def _odd(self):
@@ -75,6 +88,8 @@ class Patches(_Strict):
     level: int = Field(0, ge=0)
     mpp: float | None = Field(None, gt=0, description="target microns per pixel; overrides level")
     stride: int | None = Field(None, gt=0, description="default: the patch size")
+    stride_tumor: int | None = Field(None, gt=0, description="grid stride of tumor patches; default: stride")
+    stride_normal: int | None = Field(None, gt=0, description="grid stride of normal patches; default: stride")
     tumor_threshold: float = Field(0.9, gt=0, le=1)
     tissue_threshold: float = Field(0.5, ge=0, le=1)
     max_per_class: int = Field(3000, gt=0)
@@ -125,6 +140,8 @@ class Infer(_Strict):
     stride: int | None = Field(None, gt=0, description="default: the patch size")
     tissue_threshold: float = Field(0.5, ge=0, le=1)
     top_k: int = Field(10, gt=0, description="slide score: mean of the k highest patch probabilities")
+    froc_threshold: float = Field(0.5, gt=0, lt=1, description="FROC detections: heatmap regions at or above this "
+                                                               "probability, one detection each at its maximum")
 
 
 class Engine(_Strict):

@@ -25,7 +25,7 @@ def write(tmp_path, text: str) -> Path:
     ('stages = ["masks", "pachtes"]\n', "stages.1", "'masks', 'patches', 'tfrecords', 'train' or 'infer'"),
     ('[dataset]\nkind = "camelyon16"\npath = "no/such/folder"\n', "dataset", "does not exist"),
     ('[dataset]\nkind = "camelyon16"\n', "dataset", "dataset.path is required"),
-    ('[dataset]\nkind = "tcga"\n', "dataset.kind", "'synthetic' or 'camelyon16'"),
+    ('[dataset]\nkind = "tcga"\n', "dataset.kind", "'camelyon16', 'camelyon17' or 'flat'"),
     ('[engine]\nname = "ray"\n', "engine.name", "'local', 'multiprocessing', 'dask' or 'spark'"),
     ("[masks]\nmedian_blur = 4\n", "masks", "odd number"),
     ("[tfrecords]\nval_fraction = 1.5\n", "tfrecords.val_fraction", "less than 1"),

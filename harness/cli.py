@@ -18,7 +18,10 @@ def cmd_synth(a) -> int:
 
     t0 = time.perf_counter()
     with make_engine(a.engine, a.workers) as eng:
-        recs = synth.generate(a.out, a.slides, a.size, a.seed, a.tumor_fraction, a.test_fraction, a.mpp, engine=eng)
+        recs = synth.generate(a.out, a.slides, a.size, a.seed, a.tumor_fraction, a.test_fraction, a.mpp, engine=eng,
+                              difficulty=a.difficulty)
+    if a.zip_annotations:
+        synth.zip_annotations(a.out)
     dt = time.perf_counter() - t0
     mp = len(recs) * a.size ** 2 / 1e6  # level-0 megapixels
     print(json.dumps({"out": a.out, "slides": len(recs), "seconds": round(dt, 2),
@@ -172,6 +175,17 @@ def cmd_feed(a) -> int:
     return 0
 
 
+def _unit(text: str) -> float:
+    """A number from 0 to 1 (argparse type)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= v <= 1:
+        raise argparse.ArgumentTypeError(f"{v:g} is not between 0 and 1")
+    return v
+
+
 def _options() -> dict[str, argparse.ArgumentParser]:
     """Options shared by several commands, defined once (argparse parents)."""
     def parent(*args, **kw):
@@ -213,6 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tumor-fraction", type=float, default=0.5, help="share of slides with lesions (default 0.5)")
     s.add_argument("--test-fraction", type=float, default=0.25, help="share of each class kept for testing/ (default 0.25)")
     s.add_argument("--mpp", type=float, default=0.25, help="microns per pixel at level 0 (default 0.25)")
+    s.add_argument("--difficulty", type=_unit, default=0.55,
+                   help="0 (easy) to 1 (hard): stain variation between slides, tumour texture closer to normal, "
+                        "micro-metastases and isolated tumour cells (default 0.55)")
+    s.add_argument("--zip-annotations", action="store_true",
+                   help="ship the annotations as lesion_annotations.zip per split, as the CAMELYON16 release does")
     s.add_argument("--engine", default="multiprocessing", choices=ENGINES, help="engine that generates slides in parallel")
     s.add_argument("--workers", type=int, default=2, help="parallel slide writers (default 2)")
     s.set_defaults(fn=cmd_synth)

@@ -23,7 +23,6 @@ def write(tmp_path, text: str) -> Path:
     ("[patches]\nsizes = 224\n", "patches.sizes", "unknown key"),
     ("colour = 1\n", "colour", "unknown key"),
     ('stages = ["masks", "pachtes"]\n', "stages.1", "'masks', 'patches', 'tfrecords', 'train' or 'infer'"),
-    ('[dataset]\nkind = "camelyon16"\npath = "no/such/folder"\n', "dataset", "does not exist"),
     ('[dataset]\nkind = "camelyon16"\n', "dataset", "dataset.path is required"),
     ('[dataset]\nkind = "tcga"\n', "dataset.kind", "'camelyon16', 'camelyon17' or 'flat'"),
     ('[engine]\nname = "ray"\n', "engine.name", "'local', 'multiprocessing', 'dask' or 'spark'"),

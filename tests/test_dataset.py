@@ -153,7 +153,7 @@ def run_masks(tmp_path, root, **dataset_cfg):
 def test_tumor_slide_without_annotation_is_an_error_naming_it(tmp_path, slides):
     """Before: Tumor_002 (its XML missing) was cut into normal patches, silently."""
     root = camelyon16(tmp_path / "c16", slides, True, REFERENCE, xmls=("Tumor_001",))
-    with pytest.raises(DataError, match=r"1 slides labelled tumor have no lesion annotation: Tumor_002 .*"
+    with pytest.raises(DataError, match=r"slides labelled tumor without a lesion annotation \(1\): Tumor_002 .*"
                                         r"dataset.missing_annotations = \"exclude\""):
         run_masks(tmp_path, root)
     s = run_masks(tmp_path, root, missing_annotations="exclude")
@@ -164,7 +164,7 @@ def test_tumor_slide_without_annotation_is_an_error_naming_it(tmp_path, slides):
 def test_test_slide_without_label_is_an_error_naming_it(tmp_path, slides):
     """Before: Test_002 (no row in reference.csv) dropped out of the slide AUC, silently."""
     root = camelyon16(tmp_path / "c16", slides, False, "Test_001,Normal\n")
-    with pytest.raises(DataError, match=r"1 slides have no label: Test_002"):
+    with pytest.raises(DataError, match=r"slides without a label \(1\): Test_002"):
         dataset.load(root, ds())
     items, record = dataset.load(root, ds(missing_labels="exclude"))
     assert "Test_002" not in {i["slide"] for i in items}
@@ -235,7 +235,7 @@ def test_cli_validate_checks_the_dataset(tmp_path, slides):
     assert "layout camelyon16 (detected)" in r.stdout
     assert "training   tumor            2         1" in r.stdout
     assert "1 unmatched (Tumor_003.xml)" in r.stdout and "1 rows name no slide (test_999)" in r.stdout
-    assert "1 slides labelled tumor have no lesion annotation: Tumor_002" in r.stderr
+    assert "slides labelled tumor without a lesion annotation (1): Tumor_002" in r.stderr
     r = validate(tmp_path, root, 'missing_annotations = "exclude"\n')
     assert r.returncode == 0, r.stderr
     assert "excluded (not run): Tumor_002 (no lesion annotation)" in r.stdout

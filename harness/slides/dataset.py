@@ -308,10 +308,10 @@ def resolve(s: Scan, cfg) -> tuple[list[dict], dict, list[str]]:
     no_ann = [x for x in s.slides if x["label"] == "tumor" and not x.get("annotation")
               and key(x["slide"]) not in no_eval]
     no_label = [x for x in s.slides if x["label"] is None and key(x["slide"]) not in no_eval]
-    for group, setting, what in ((no_ann, "missing_annotations", "slides labelled tumor have no lesion annotation"),
-                                 (no_label, "missing_labels", "slides have no label")):
+    for group, setting, what in ((no_ann, "missing_annotations", "slides labelled tumor without a lesion annotation"),
+                                 (no_label, "missing_labels", "slides without a label")):
         if group and getattr(cfg, setting) == "error":
-            errors.append(f"{len(group)} {what}: {_names(group)} (set dataset.{setting} = \"exclude\" "
+            errors.append(f"{what} ({len(group)}): {_names(group)} (set dataset.{setting} = \"exclude\" "
                           "to leave them out, recorded in the run)")
     drop = {id(x): "no lesion annotation" for x in no_ann if cfg.missing_annotations == "exclude"}
     drop.update({id(x): "no label" for x in no_label if cfg.missing_labels == "exclude"})

@@ -13,7 +13,8 @@ from a tile of each class through a label raster. Levels >= 1 hold a small bank 
 (area-downsampled mosaics of the level above), so their cost is the boundary tiles alone.
 
 What makes the task harder (``difficulty``, 0 to 1): more stain variation between slides, tumour nuclei closer
-to normal ones (size, shape, darkness, nucleoli), and more micro-metastases and isolated tumour cells.
+to normal ones (darkness and coverage first, then size, outline and nucleoli), and more micro-metastases and
+isolated tumour cells.
 Class colour is balanced per slide: the mean colour of tumour tissue is moved to that of normal tissue, so
 colour alone does not tell the classes apart.
 """
@@ -24,6 +25,7 @@ import math
 import os
 import zlib
 from dataclasses import dataclass, fields
+from statistics import NormalDist
 from pathlib import Path
 
 import cv2
@@ -34,11 +36,13 @@ import tifffile
 from ..errors import RunError
 from .annotations import polygon_area, rasterize, smooth_blob, write_asap
 
-VERSION = 4       # bump when the output of a given seed changes
-TILE = 512        # as in the CAMELYON16 TIFFs
-BANK = 12         # pre-encoded tiles per class for levels >= 1
-ATLAS = 2048      # side of a texture atlas, level-0 pixels (smaller for small slides)
-DIFFICULTY = 0.5  # the default: the quickstart's classifier has something to learn
+VERSION = 4        # bump when the output of a given seed changes
+TILE = 512         # as in the CAMELYON16 TIFFs
+BANK = 12          # pre-encoded tiles per class for levels >= 1
+ATLAS = 2048       # side of a texture atlas, level-0 pixels (smaller for small slides)
+DIFFICULTY = 0.55  # the default, tuned on the quickstart: its classifier starts low and learns
+BLUR = 0.55        # optics: Gaussian sigma in level-0 pixels; with the grain and the noise it sets
+NOISE = 6          # sensor noise, +- grey levels                     the bytes per patch and per tile
 BG, NORMAL, TUMOR = 0, 1, 2
 # optical density of one unit of stain per R, G, B (Ruifrok & Johnston's H&E vectors)
 H_OD = np.array([0.65, 0.70, 0.29])
@@ -126,7 +130,7 @@ class Stain:
 
 def make_stain(rng: np.random.Generator, difficulty: float = DIFFICULTY) -> Stain:
     """Per-slide stain vectors: hue and strength vary more between slides as difficulty rises."""
-    sd = 0.04 + 0.14 * difficulty
+    sd = 0.04 + 0.08 * difficulty
     h = H_OD * rng.lognormal(0, sd / 2, 3) * rng.lognormal(0, sd)
     e = E_OD * rng.lognormal(0, sd / 2, 3) * rng.lognormal(0, sd)
     return Stain(h, e, np.array([241, 240, 243]) + rng.normal(0, 2, 3))
@@ -148,9 +152,12 @@ TUMOR_TEXTURE = Texture(6.2, 0.35, 135, 0.42, 0.8, 125, 0.05)  # at difficulty 0
 
 
 def textures(difficulty: float) -> dict[int, Texture]:
-    """Normal and tumour textures: tumour moves towards normal (three quarters of the way at difficulty 1)."""
-    t = 0.75 * difficulty
-    tumor = Texture(*[(1 - t) * getattr(TUMOR_TEXTURE, f.name) + t * getattr(NORMAL_TEXTURE, f.name)
+    """Normal and tumour textures. With difficulty, tumour moves towards normal: first what any filter sees
+    (nuclear darkness, coverage, eosin, gaps: equal from difficulty 0.5), then shape (nuclear size, outline,
+    nucleoli: eight tenths of the way at difficulty 1), which takes a model longer to learn."""
+    simple, shape = min(1.0, 2 * difficulty), 0.8 * difficulty
+    mix = {f.name: shape if f.name in ("radius_um", "irregular", "nucleoli") else simple for f in fields(Texture)}
+    tumor = Texture(*[(1 - mix[f.name]) * getattr(TUMOR_TEXTURE, f.name) + mix[f.name] * getattr(NORMAL_TEXTURE, f.name)
                       for f in fields(Texture)])
     return {NORMAL: NORMAL_TEXTURE, TUMOR: tumor}
 
@@ -221,14 +228,14 @@ class Atlas:
         h1, h2 = np.zeros((side, side), np.uint8), np.zeros((side, side), np.uint8)
         _nuclei(rng, h1, n // 2, tex, um)
         _nuclei(rng, h2, n - n // 2, tex, um)
-        grain = rng.integers(150, 256, (side, side), dtype=np.uint8)  # chromatin and fine texture
-        h1, h2 = (cv2.GaussianBlur(cv2.multiply(h, grain, scale=1 / 255), (0, 0), 0.6) for h in (h1, h2))
-        eosin = cv2.GaussianBlur(cv2.multiply(eosin, rng.integers(170, 256, (side, side), dtype=np.uint8),
-                                              scale=1 / 255), (0, 0), 0.6)
+        grain = rng.integers(110, 256, (side, side), dtype=np.uint8)  # chromatin and fine texture
+        h1, h2 = (cv2.GaussianBlur(cv2.multiply(h, grain, scale=1 / 255), (0, 0), BLUR) for h in (h1, h2))
+        eosin = cv2.GaussianBlur(cv2.multiply(eosin, rng.integers(130, 256, (side, side), dtype=np.uint8),
+                                              scale=1 / 255), (0, 0), BLUR)
         self.a = _rgb(h1, eosin, stain)
         self.b = _rgb(h2, None, stain)
-        noise = rng.integers(0, 9, self.a.shape, dtype=np.uint8)  # sensor noise
-        self.a = cv2.subtract(cv2.add(self.a, noise), (4.0, 4.0, 4.0, 0.0))
+        noise = rng.integers(0, 2 * NOISE + 1, self.a.shape, dtype=np.uint8)  # sensor noise
+        self.a = cv2.subtract(cv2.add(self.a, noise), (NOISE, NOISE, NOISE, 0.0))
 
     def tile(self, rng: np.random.Generator, n: int = TILE, out: np.ndarray | None = None) -> np.ndarray:
         ya, xa, yb, xb = rng.integers(0, self.side - n + 1, 4)
@@ -244,12 +251,11 @@ class Atlas:
 
 def _gap_threshold(share: float) -> float:
     """The level of a unit-variance smooth field above which ``share`` of the area lies (about)."""
-    from statistics import NormalDist
     return NormalDist(0, 0.8).inv_cdf(1 - min(max(share, 1e-4), 0.5))
 
 
 def _background(rng: np.random.Generator, stain: Stain, n: int = TILE) -> np.ndarray:
-    noise = rng.normal(0, 1.5, (n, n, 1))
+    noise = rng.integers(-2, 3, (n, n, 1))
     return np.clip(stain.background + noise, 0, 255).astype(np.uint8)
 
 
@@ -302,20 +308,24 @@ def write_slide(path: str | Path, layout: Layout, rng: np.random.Generator, mpp:
     atlases = make_atlases(rng, stain, difficulty, mpp, side=int(min(ATLAS, max(2 * TILE, size // 4))))
     enc = lambda img: imagecodecs.jpeg8_encode(img, level=quality)
     # banks for levels >= 1: level l tiles are area-downsampled 2x2 mosaics of level l-1 tiles
-    bank = {BG: [_background(rng, stain)]}
+    background = _background(rng, stain)
+    bank = {BG: [background]}
     bank.update({c: [atlases[c].tile(rng) for _ in range(BANK)] for c in (NORMAL, TUMOR)})
-    pixels, jpegs = [bank], [{BG: [enc(bank[BG][0])]}]
+    pixels, jpegs = [bank], [{BG: [enc(background)]}]
+    half = TILE // 2
     for _ in range(1, levels):
-        cur = {BG: [_background(rng, stain)]}
+        cur = {BG: [background]}
         for c in (NORMAL, TUMOR):
             cur[c] = []
             for _ in range(BANK):
-                idx = rng.integers(BANK, size=4)
-                prev = pixels[-1][c]
-                mosaic = np.vstack([np.hstack([prev[idx[0]], prev[idx[1]]]), np.hstack([prev[idx[2]], prev[idx[3]]])])
-                cur[c].append(cv2.resize(mosaic, (TILE, TILE), interpolation=cv2.INTER_AREA))
+                t = np.empty((TILE, TILE, 3), np.uint8)
+                for q, k in enumerate(rng.integers(BANK, size=4)):
+                    y, x = divmod(q, 2)
+                    t[y * half:(y + 1) * half, x * half:(x + 1) * half] = cv2.resize(
+                        pixels[-1][c][k], (half, half), interpolation=cv2.INTER_AREA)
+                cur[c].append(t)
         pixels.append(cur)
-        jpegs.append({c: [enc(t) for t in ts] for c, ts in cur.items()})
+        jpegs.append({c: ([jpegs[0][BG][0]] if c == BG else [enc(t) for t in ts]) for c, ts in cur.items()})
     # class map on a coarse grid: `cell` level-0 pixels per cell, a power of two dividing TILE
     cell = int(min(64, max(8, 2 ** math.ceil(math.log2(size / 2048)))))
     ncell = math.ceil(size / (TILE * 2 ** (levels - 1))) * TILE * 2 ** (levels - 1) // cell
@@ -460,6 +470,27 @@ def generate(out: str | Path, slides: int, size: int, seed: int, tumor_fraction:
     (out / "testing").mkdir(exist_ok=True)
     (out / "testing" / "reference.csv").write_text("".join(row + "\n" for row in rows))
     return records
+
+
+def zip_annotations(out: str | Path) -> list[Path]:
+    """Pack each split's lesion_annotations/ into lesion_annotations.zip, as the CAMELYON16 release ships them."""
+    import zipfile
+
+    made = []
+    for folder in sorted(Path(out).glob("*/lesion_annotations")):
+        if not folder.is_dir():
+            continue
+        archive = folder.with_suffix(".zip")
+        tmp = archive.with_name(f".{archive.name}.tmp{os.getpid()}")
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+            for xml in sorted(folder.glob("*.xml")):
+                z.write(xml, xml.name)
+        os.replace(tmp, archive)
+        for xml in folder.glob("*.xml"):
+            xml.unlink()
+        folder.rmdir()
+        made.append(archive)
+    return made
 
 
 def _generate_item(item):

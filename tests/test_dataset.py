@@ -29,7 +29,7 @@ def slides(tmp_path_factory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("small")
     rng = np.random.default_rng(0)
     for name, tumor in (("normal", False), ("tumor", True)):
-        synth.write_slide(out / f"{name}.tif", synth.make_layout(rng, 2048, tumor, 0.0), rng)
+        synth.write_slide(out / f"{name}.tif", synth.make_layout(rng, 2048, tumor), rng)
     write_asap(out / "tumor.xml", [("_0", LESION)])
     return {"normal": out / "normal.tif", "tumor": out / "tumor.tif", "xml": out / "tumor.xml"}
 

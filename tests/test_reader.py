@@ -118,12 +118,12 @@ def test_unproven_formats_fall_back_to_openslide(tmp_path, monkeypatch):
     """Aperio JPEG 2000 in YCbCr (33003): decoding the tiles directly gives other pixels than OpenSlide's, so the
     reader must not claim it; through the fall-back it returns OpenSlide's pixels."""
     path = write_aperio_j2k(tmp_path / "ycbcr.svs", 33003, "ycbcr")
-    assert (33003, 6) not in reader.PROVEN
     s = openslide.OpenSlide(str(path))
     r = TileReader(path, 0, s)
-    assert not r.direct and "compression 33003" in r.fallback_reason
     ref = np.asarray(s.read_region((100, 80), 0, (224, 224)))[..., :3]
-    assert np.array_equal(r.region(100, 80, 224, 224), ref)
+    assert np.array_equal(r.region(100, 80, 224, 224), ref)  # before: decoded directly, other pixels
+    assert not r.direct and "compression 33003" in r.fallback_reason
+    assert (33003, 6) not in reader.PROVEN
     monkeypatch.setitem(reader.PROVEN, (33003, 6), "claimed without proof")
     forced = TileReader(path, 0, s)
     assert forced.direct and not np.array_equal(forced.region(100, 80, 224, 224), ref)

@@ -122,11 +122,16 @@ def main(argv=None) -> int:
     from . import synth
 
     argv = sys.argv[1:] if argv is None else argv
-    real = [Path(a) for a in argv] or sorted((Path(__file__).resolve().parents[3] / "shared" / "data" / "slides").glob("*.svs"))
-    rows = []
+    real = [Path(a) for a in argv if not a.startswith("--")] or sorted((Path(__file__).resolve().parents[3] / "shared" / "data" / "slides").glob("*.svs"))
+    rows, pooled_b, pooled_t = [], [], []
     for p in real:
         b, t = patch_bytes(p, None), tile_bytes_per_pixel(p)
+        pooled_b.append(b)
+        pooled_t.append(t)
         rows.append((p.name, len(b), np.median(b) / 1024, np.median(t) if len(t) else float("nan"), None))
+    if len(real) > 1:
+        b, t = np.concatenate(pooled_b), np.concatenate(pooled_t)
+        rows.append(("real, pooled", len(b), np.median(b) / 1024, np.median(t) if len(t) else float("nan"), None))
     with tempfile.TemporaryDirectory() as tmp:
         rng = np.random.default_rng(1)
         path = Path(tmp) / "synthetic.tif"

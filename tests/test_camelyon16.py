@@ -2,8 +2,6 @@
 released, annotations in lesion_annotations.zip, a 4-column reference.csv. The layout and the mask and patch
 settings are the workload's; only the model, its steps and the engine are made small for a test."""
 import os
-import shutil
-import zipfile
 
 import numpy as np
 import pandas as pd
@@ -19,15 +17,15 @@ from conftest import ROOT
 def release_layout(src, dst):
     """The synthetic dataset as the release ships: Tumor_001.tif, lesion_annotations.zip with Tumor_001.xml."""
     for p in sorted(src.rglob("*")):
-        if p.is_file() and "ground_truth" not in p.parts:
+        if p.is_file() and "ground_truth" not in p.parts and p.name != "reference.csv":
             rel = p.relative_to(src)
             stem = p.stem[0].upper() + p.stem[1:]  # tumor_001 -> Tumor_001
             target = dst / rel.parent / (stem + p.suffix if p.suffix in (".tif", ".xml") else p.name)
             target.parent.mkdir(parents=True, exist_ok=True)
-            os.link(p, target)
+            os.link(p, target)  # slides and XML linked, not copied (the zip is a new file)
     synth.zip_annotations(dst)
-    ref = dst / "testing" / "reference.csv"
-    ref.write_text("".join(line[0].upper() + line[1:] + "\n" for line in ref.read_text().splitlines()))
+    rows = (src / "testing" / "reference.csv").read_text().splitlines()
+    (dst / "testing" / "reference.csv").write_text("".join(r[0].upper() + r[1:] + "\n" for r in rows))  # a new file
     return dst
 
 

@@ -2,7 +2,6 @@
 of cloud mirrors, CAMELYON17; names matched case-insensitively; missing annotations and labels loud; zip members
 untrusted; `wsibench validate` checks the data itself."""
 import os
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -239,3 +238,5 @@ def test_cli_validate_checks_the_dataset(tmp_path, slides):
     r = validate(tmp_path, root, 'missing_annotations = "exclude"\n')
     assert r.returncode == 0, r.stderr
     assert "excluded (not run): Tumor_002 (no lesion annotation)" in r.stdout
+    r = validate(tmp_path, tmp_path / "nowhere")  # a dataset folder is the machine's: checked here, not in the file
+    assert r.returncode == 1 and r.stderr.strip() == f"error: {tmp_path / 'nowhere'}: dataset folder not found"

@@ -18,7 +18,10 @@ def cmd_synth(a) -> int:
 
     t0 = time.perf_counter()
     with make_engine(a.engine, a.workers) as eng:
-        recs = synth.generate(a.out, a.slides, a.size, a.seed, a.tumor_fraction, a.test_fraction, a.mpp, engine=eng)
+        recs = synth.generate(a.out, a.slides, a.size, a.seed, a.tumor_fraction, a.test_fraction, a.mpp, engine=eng,
+                              difficulty=a.difficulty)
+    if a.zip_annotations:
+        synth.zip_annotations(a.out)
     dt = time.perf_counter() - t0
     mp = len(recs) * a.size ** 2 / 1e6  # level-0 megapixels
     print(json.dumps({"out": a.out, "slides": len(recs), "seconds": round(dt, 2),
@@ -42,13 +45,27 @@ def cmd_validate(a) -> int:
         print("error: validate needs a workload file (or --explain, for the reference of every key)", file=sys.stderr)
         return 2
     from .config import load_profile
+    from .slides import dataset
 
     w = load_workload(a.workload)
     for name in dict.fromkeys([w.storage, *w.matrix.storage]):  # the profiles it names must exist and be valid
         load_profile(name)
     print(f"{a.workload}: ok (workload {w.name!r}: stages {', '.join(w.stages)}, dataset {w.dataset.kind}, "
           f"engine {w.engine.name} x{w.engine.workers}, storage {w.storage})")
-    return 0
+    ds = w.dataset
+    if ds.kind == "synthetic" or a.no_data:
+        if ds.kind == "synthetic":
+            sy = ds.synthetic
+            print(f"dataset: synthetic, {sy.slides} slides of {sy.size} px (seed {sy.seed}, difficulty "
+                  f"{sy.difficulty:g}), made by the run")
+        return 0
+    s = dataset.scan(ds.path, ds.kind, ds.test_centers)
+    _, record, errors = dataset.resolve(s, ds)
+    print(f"dataset {ds.path}: layout {s.layout}" + (" (detected)" if ds.kind == "auto" else ""))
+    print(dataset.table(record))
+    for e in errors:
+        print(f"error: {e}", file=sys.stderr)
+    return 1 if errors else 0
 
 
 def cmd_run(a) -> int:
@@ -187,6 +204,17 @@ def cmd_feed(a) -> int:
     return 0
 
 
+def _unit(text: str) -> float:
+    """A number from 0 to 1 (argparse type)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= v <= 1:
+        raise argparse.ArgumentTypeError(f"{v:g} is not between 0 and 1")
+    return v
+
+
 def _options() -> dict[str, argparse.ArgumentParser]:
     """Options shared by several commands, defined once (argparse parents)."""
     def parent(*args, **kw):
@@ -228,17 +256,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tumor-fraction", type=float, default=0.5, help="share of slides with lesions (default 0.5)")
     s.add_argument("--test-fraction", type=float, default=0.25, help="share of each class kept for testing/ (default 0.25)")
     s.add_argument("--mpp", type=float, default=0.25, help="microns per pixel at level 0 (default 0.25)")
+    s.add_argument("--difficulty", type=_unit, default=0.55,
+                   help="0 (easy) to 1 (hard): stain variation between slides, tumour texture closer to normal, "
+                        "micro-metastases and isolated tumour cells (default 0.55)")
+    s.add_argument("--zip-annotations", action="store_true",
+                   help="ship the annotations as lesion_annotations.zip per split, as the CAMELYON16 release does")
     s.add_argument("--engine", default="multiprocessing", choices=ENGINES, help="engine that generates slides in parallel")
     s.add_argument("--workers", type=int, default=2, help="parallel slide writers (default 2)")
     s.set_defaults(fn=cmd_synth)
 
-    s = command("validate", help="check a workload file and report every problem; --explain: every key",
-                description="Parse and validate a workload TOML; errors name the file, the key and what was "
-                            "expected. --explain prints every key of workloads and storage profiles with its type, "
-                            "default and meaning (also in docs/workload-reference.md).")
+    s = command("validate", help="check a workload file and its dataset, before any work; --explain: every key",
+                description="Parse and validate a workload TOML (errors name the file, the key and what was "
+                            "expected), then check a real dataset itself: its layout, slides per split and class, "
+                            "annotations matched or not, labels, exclusions, printed as a short table. Exits 1 "
+                            "when the dataset would stop a run (a tumor slide without annotation, a slide "
+                            "without label, unless the workload excludes them). --explain prints every key of "
+                            "workloads and storage profiles with its type, default and meaning (also in "
+                            "docs/workload-reference.md).")
     s.add_argument("workload", nargs="?", help="workload TOML file")
     s.add_argument("--explain", nargs="?", const="", metavar="SECTION",
                    help="print the reference of every key, or of those under SECTION (e.g. train, engine.stages)")
+    s.add_argument("--no-data", action="store_true", help="check the workload file only, not the dataset")
     s.set_defaults(fn=cmd_validate)
 
     s = command("run", ["workload", "storage", "results", "strict", "drop_caches"],

@@ -37,24 +37,33 @@ class SyntheticSpec(_Strict):
     seed: int = Field(0, description="random seed: the same specification and seed give the same slides")
     tumor_fraction: float = Field(0.5, ge=0, le=1, description="share of slides that carry lesions")
     test_fraction: float = Field(0.25, ge=0, lt=1, description="share of each class kept for testing")
-    mpp: float = Field(0.25, gt=0, description="microns per pixel at level 0")
+    mpp: float = Field(0.25, gt=0, le=1000, description="microns per pixel at level 0")
+    difficulty: float = Field(0.55, ge=0, le=1, description="0 easy .. 1 hard: stain variation between slides, "
+                              "tumour texture closer to normal, micro-metastases and isolated tumour cells")
 
 
 class Dataset(_Strict):
-    kind: Literal["synthetic", "camelyon16"] = Field(
+    kind: Literal["synthetic", "auto", "camelyon16", "camelyon17", "flat"] = Field(
         "synthetic", description="synthetic: slides generated once per specification (see [dataset.synthetic]) under "
-                                 "<storage root>/<workload>/dataset; camelyon16: an existing folder (path)")
-    path: str | None = Field(None, description="folder in the CAMELYON16 layout (kind = camelyon16)")
+                                 "<storage root>/<workload>/dataset; or a real dataset's layout, auto detects it "
+                                 "(the record says which)")
+    path: str | None = Field(None, description="the dataset's folder (every kind but synthetic)")
     synthetic: SyntheticSpec = Field(
         SyntheticSpec(), description="the synthetic CAMELYON16-like dataset (kind = synthetic)")
+    missing_annotations: Literal["error", "exclude"] = Field(
+        "error", description="a slide labelled tumor without lesion annotation: stop, or leave it out (recorded)")
+    missing_labels: Literal["error", "exclude"] = Field(
+        "error", description="a slide without a label (reference.csv, stage labels): stop, or leave it out (recorded)")
+    exclude_from_evaluation: list[str] | None = Field(
+        None, description="slides run but not evaluated; default: the release's known problem slides "
+                          "(CAMELYON16 Test_049, Test_114)")
+    test_centers: list[int] = Field([], description="camelyon17: centers whose slides are the test split")
 
     @model_validator(mode="after")
-    def _path_for_camelyon(self):
-        if self.kind == "camelyon16":
-            if not self.path:
-                raise ValueError("dataset.path is required when kind = 'camelyon16'")
-            if not Path(self.path).is_dir():
-                raise ValueError(f"dataset.path: folder {self.path!r} does not exist")
+    def _path_for_real_data(self):
+        # whether the folder exists is the machine's business: `wsibench validate` and the run check it
+        if self.kind != "synthetic" and not self.path:
+            raise ValueError(f"dataset.path is required when kind = {self.kind!r}")
         return self
 
 
@@ -66,11 +75,11 @@ class Masks(_Strict):
     tissue_level: int | None = Field(None, ge=0, le=32, description="default: same rule as level")
     median_blur: int = Field(7, gt=0, le=255, description="odd kernel size, in mask pixels")
     min_saturation: int = Field(20, ge=0, le=255, description="floor under the Otsu threshold")
-    tumor_groups: list[str] = Field(
-        ["_0", "_1", "Tumor", "tumor", "metastasis"], description="ASAP annotation groups painted as tumor")
-    exclusion_groups: list[str] = Field(
-        ["_2", "Exclusion", "negative"], description="ASAP annotation groups painted as not tumor, last (holes in "
-                                                     "lesions)")
+    tumor_groups: list[str] = Field(["_0", "_1", "Tumor", "metastasis", "metastases"],
+                                    description="ASAP annotation groups painted as tumor (case-insensitive)")
+    exclusion_groups: list[str] = Field(["_2", "Exclusion", "negative"],
+                                        description="ASAP annotation groups painted last as not tumor, holes in "
+                                                    "lesions (case-insensitive)")
 
     @model_validator(mode="after")
     def _odd(self):
@@ -84,6 +93,8 @@ class Patches(_Strict):
     level: int = Field(0, ge=0, le=32, description="pyramid level the patches are cut from (unless mpp is set)")
     mpp: float | None = Field(None, gt=0, le=1000, description="target microns per pixel; overrides level")
     stride: int | None = Field(None, gt=0, le=65536, description="default: the patch size")
+    stride_tumor: int | None = Field(None, gt=0, le=65536, description="grid stride of tumor patches; default: stride")
+    stride_normal: int | None = Field(None, gt=0, le=65536, description="grid stride of normal patches; default: stride")
     tumor_threshold: float = Field(
         0.9, gt=0, le=1, description="a patch is tumor when at least this share of its footprint is tumor")
     tissue_threshold: float = Field(
@@ -145,6 +156,8 @@ class Infer(_Strict):
     top_k: int = Field(10, gt=0, le=1_000_000, description="slide score: mean of the k highest patch probabilities")
     allow_stale_model: bool = Field(False, description="judge a model older than the TFRecord shards (by default "
                                                        "refused: it was not trained on them)")
+    froc_threshold: float = Field(0.5, gt=0, lt=1, description="FROC detections: heatmap regions at or above this "
+                                                               "probability, one detection each at its maximum")
 
 
 class Engine(_Strict):

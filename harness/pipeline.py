@@ -15,7 +15,7 @@ from .errors import UnknownName
 from .fsutil import check_name, remove, workload_lock
 from .registry import STAGES as STAGE_REGISTRY, load
 from .results import record
-from .slides.dataset import list_slides, prepare
+from .slides.dataset import load as load_dataset, prepare
 from .stages.common import StageContext
 from .storage import attach, drop_caches as drop_page_cache, fio, folder_bytes
 
@@ -81,8 +81,8 @@ def run_attached(workload: Workload, opts: RunOptions, profile: StorageProfile, 
             ctx.dataset = prepare(workload, ctx.data, ctx.engine)
             summary["dataset"] = {"path": str(ctx.dataset), "kind": workload.dataset.kind,
                                   "seconds": time.perf_counter() - t0}
-            ctx.slides = list_slides(ctx.dataset)
-            summary["dataset"]["slides"] = len(ctx.slides)
+            ctx.slides, info = load_dataset(ctx.dataset, workload.dataset)  # layout, counts, exclusions
+            summary["dataset"].update(info)
             for stage in stages:
                 summary["running_stage"] = stage
                 rec.save()

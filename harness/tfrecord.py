@@ -65,6 +65,22 @@ def patch_example(jpeg: bytes, label: int, slide: str, x: int, y: int, height: i
                     "slide": slide, "loc_x": int(x), "loc_y": int(y)})
 
 
+def patch_example_size(jpeg_size: int, label: int, slide: str, x: int, y: int, height: int, width: int) -> int:
+    """len(patch_example(jpeg, ...)) for any JPEG of ``jpeg_size`` bytes, computed without the JPEG."""
+    def field(n: int) -> int:  # a length-delimited field of n payload bytes (one-byte field tags here)
+        return 1 + len(_varint(n)) + n
+    others = example({"image/format": b"jpeg", "image/class/label": int(label), "image/height": int(height),
+                      "image/width": int(width), "slide": slide, "loc_x": int(x), "loc_y": int(y)})
+    n, shift, i = 0, 0, 1  # the length of its map entries: the varint after its one-byte tag
+    while True:
+        n |= (others[i] & 0x7F) << shift
+        if not others[i] & 0x80:
+            break
+        i, shift = i + 1, shift + 7
+    image = field(field(len(b"image/encoded")) + field(field(field(jpeg_size))))
+    return field(n + image)
+
+
 class CorruptRecord(ValueError):
     pass
 

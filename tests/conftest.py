@@ -22,9 +22,10 @@ def shared(rel: str) -> Path:
 
 @pytest.fixture(scope="session")
 def dataset(tmp_path_factory) -> Path:
-    """4 training slides (2 normal, 2 tumor) and 2 test slides, 8192 px, seed 5."""
+    """4 training slides (2 normal, 2 tumor) and 2 test slides, 8192 px, seed 5; difficulty 0 (an easy task: the
+    tests that use it check the machinery, not how hard the classifier has to learn; the quickstart does that)."""
     out = tmp_path_factory.mktemp("synth") / "camelyon"
-    synth.generate(out, slides=6, size=8192, seed=5, tumor_fraction=0.5, test_fraction=0.34)
+    synth.generate(out, slides=6, size=8192, seed=5, tumor_fraction=0.5, test_fraction=0.34, difficulty=0.0)
     return out
 
 

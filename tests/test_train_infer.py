@@ -89,6 +89,15 @@ def test_startup_is_kept_apart_from_throughput(quickstart):
     assert s["stages"]["masks"]["workers_used"] == 2  # 16 slides over 2 warmed-up workers
 
 
+def test_the_classifier_learns_across_epochs(quickstart):
+    """Validation AUC rises over the epochs and ends >= 0.9: the synthetic task (default difficulty) needs learning.
+    (Before, it was 0.92 after the first epoch and 1.0 from the second on.)"""
+    _, _, run_dir, _ = quickstart
+    val = pd.read_parquet(run_dir / "train_epochs.parquet").val_auc.to_numpy()
+    assert len(val) == 8 and val[-1] >= 0.9, val
+    assert val[-2:].mean() >= val[:2].mean() + 0.05, val
+
+
 def test_mean_colour_alone_does_clearly_worse(quickstart):
     """A linear classifier on a patch's mean colour (fit on train slides, scored on validation slides)."""
     s, data, _, _ = quickstart

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import math
+import re
 import warnings
 import xml.etree.ElementTree as ET
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,17 +33,64 @@ class Annotations:
     items: list[Annotation] = field(default_factory=list)
 
     def regions(self, groups) -> list[np.ndarray]:
-        return [a.points for a in self.items if a.group in groups and a.kind != "Dot"]
+        """Polygons of the named groups (names compared case-insensitively: `Tumor`, `tumor`, `TUMOR`)."""
+        wanted = {g.lower() for g in groups}
+        return [a.points for a in self.items if a.group.lower() in wanted and a.kind != "Dot"]
 
     def dots(self) -> list[Annotation]:
         return [a for a in self.items if a.kind == "Dot"]
 
 
-def read_asap(path: str | Path, slide_size: tuple[int, int] | None = None) -> Annotations:
-    """Read an ASAP XML file. Coordinates outside ``slide_size`` (w, h) are clipped with a warning."""
-    path = str(path)
+MEMBER_SEP = "::"          # "<archive.zip>::<member>": an annotation read from inside a zip archive
+MAX_MEMBER_BYTES = 256 << 20  # an annotation member larger than this is refused (a zip bomb, not an annotation)
+
+
+def safe_member(name: str) -> bool:
+    """An archive member name that can be trusted as a plain relative name: no '..', no drive, no root, no NUL."""
+    if not name or "\x00" in name or name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+        return False
+    return ".." not in name.replace("\\", "/").split("/")
+
+
+def split_member(path: str) -> tuple[str, str | None]:
+    """(archive, member) for ``<archive>.zip::<member>``; (path, None) for a plain file."""
+    head, sep, member = path.rpartition(MEMBER_SEP)
+    if sep and head.lower().endswith(".zip"):
+        return head, member
+    return path, None
+
+
+def read_member(archive: str, member: str) -> bytes:
+    """One member of a zip archive, read in memory (never extracted), with its name and size checked."""
+    if not safe_member(member):
+        raise AnnotationError(f"{archive}: member {member!r}: unsafe name (absolute or with '..')")
     try:
-        root = ET.parse(path).getroot()
+        with zipfile.ZipFile(archive) as z:
+            info = z.getinfo(member)
+            if info.file_size > MAX_MEMBER_BYTES:
+                raise AnnotationError(f"{archive}: member {member!r}: {info.file_size} bytes uncompressed, "
+                                      f"more than {MAX_MEMBER_BYTES} (refused)")
+            with z.open(info) as f:
+                data = f.read(MAX_MEMBER_BYTES + 1)
+    except KeyError:
+        raise AnnotationError(f"{archive}: no member {member!r}") from None
+    except (zipfile.BadZipFile, OSError) as e:
+        raise AnnotationError(f"{archive}: cannot read member {member!r}: {e}") from None
+    if len(data) > MAX_MEMBER_BYTES:
+        raise AnnotationError(f"{archive}: member {member!r}: larger than {MAX_MEMBER_BYTES} bytes (refused)")
+    return data
+
+
+def read_asap(path: str | Path, slide_size: tuple[int, int] | None = None) -> Annotations:
+    """Read an ASAP XML file, or a member of a zip archive (``<archive>.zip::<member>``). Coordinates outside
+    ``slide_size`` (w, h) are clipped with a warning."""
+    path = str(path)
+    archive, member = split_member(path)
+    try:
+        if member is not None:
+            root = ET.fromstring(read_member(archive, member))
+        else:
+            root = ET.parse(path).getroot()
     except ET.ParseError as e:
         raise AnnotationError(f"{path}: malformed XML: {e}") from None
     except OSError as e:

@@ -2,7 +2,11 @@
 
 ``open_slide`` wraps OpenSlide with errors that name the file. ``TileReader`` reads regions of one pyramid
 level by decoding the source tiles directly (tifffile + imagecodecs, each tile at most once while it is in
-use), and falls back to OpenSlide's read_region where the file is not a tiled TIFF it can decode.
+use), and falls back to OpenSlide's read_region where the file is not a tiled TIFF whose tile format is in
+``PROVEN``: the (compression, photometric) pairs whose direct decoding tests/test_reader.py checks pixel for
+pixel against OpenSlide, on the real slides of ../shared/data and on generated variants (512-px tiles).
+Anything else (JPEG 2000 in YCbCr, alpha, 16-bit, planar, formats OpenSlide reads otherwise) goes through
+OpenSlide.
 """
 from __future__ import annotations
 
@@ -17,6 +21,20 @@ from ..errors import WsibenchError
 
 class SlideError(WsibenchError, RuntimeError):
     """A slide that cannot be opened or read; the message names the file."""
+
+
+# (TIFF compression, photometric) -> what it is; decoded directly only these (see tests/test_reader.py)
+PROVEN = {
+    (1, 2): "uncompressed RGB",
+    (5, 2): "LZW RGB (with or without horizontal predictor)",
+    (8, 2): "Deflate RGB",
+    (32946, 2): "Deflate RGB (old code)",
+    (32773, 2): "PackBits RGB",
+    (50000, 2): "Zstandard RGB",
+    (7, 6): "JPEG YCbCr (CAMELYON16, generic pyramidal TIFF)",
+    (7, 2): "JPEG RGB (Aperio)",
+    (33005, 2): "JPEG 2000 RGB (Aperio)",
+}
 
 
 def open_slide(path: str | Path) -> openslide.OpenSlide:
@@ -69,6 +87,7 @@ class TileReader:
         self.slide = slide or open_slide(path)
         self.width, self.height = self.slide.level_dimensions[level]
         self.tiles_decoded = 0
+        self.fallback_reason: str | None = None
         self._cache: dict[tuple[int, int], np.ndarray] = {}
         self._forgot = -1
         self._pool: list[np.ndarray] = []  # tile buffers to reuse: allocation churn costs more than decoding
@@ -77,23 +96,34 @@ class TileReader:
         self._fd = os.open(self.path, os.O_RDONLY) if self._page is not None else None
 
     def _tiff_page(self):
+        """The level's tiled TIFF page when its format is proven to decode as OpenSlide does, else None
+        (the reason in ``fallback_reason``)."""
         try:
             import tifffile
             tf = tifffile.TiffFile(self.path)
         except Exception:  # noqa: BLE001 - not a TIFF tifffile reads: use OpenSlide
+            self.fallback_reason = "not a TIFF"
             return None
         for page in tf.pages:
-            if page.is_tiled and (page.imagewidth, page.imagelength) == (self.width, self.height) \
-                    and page.samplesperpixel in (3, 4) and page.dtype == np.uint8 and page.imagedepth == 1:
-                self._tf = tf
-                self.tw, self.th = page.tilewidth, page.tilelength
-                self.cols = -(-self.width // self.tw)
-                if page.compression == 7 and page.bitspersample == 8 and page.planarconfig == 1:
-                    import imagecodecs  # JPEG: decode straight into pooled buffers (no allocation per tile)
-                    from tifffile.tifffile import jpeg_decode_colorspace
-                    cs = jpeg_decode_colorspace(page.photometric, page.planarconfig, page.extrasamples, page.is_jfif)
-                    self._jpeg = (imagecodecs.jpeg8_decode, page.jpegtables, *cs)
-                return page
+            if not (page.is_tiled and (page.imagewidth, page.imagelength) == (self.width, self.height)):
+                continue
+            fmt = (int(page.compression), int(page.photometric))
+            if fmt not in PROVEN or page.samplesperpixel != 3 or page.dtype != np.uint8 or page.imagedepth != 1 \
+                    or page.planarconfig != 1 or page.bitspersample != 8:
+                self.fallback_reason = (f"tile format not proven (compression {fmt[0]}, photometric {fmt[1]}, "
+                                        f"{page.samplesperpixel} samples of {page.bitspersample} bits)")
+                break
+            self._tf = tf
+            self.tw, self.th = page.tilewidth, page.tilelength
+            self.cols = -(-self.width // self.tw)
+            if page.compression == 7:
+                import imagecodecs  # JPEG: decode straight into pooled buffers (no allocation per tile)
+                from tifffile.tifffile import jpeg_decode_colorspace
+                cs = jpeg_decode_colorspace(page.photometric, page.planarconfig, page.extrasamples, page.is_jfif)
+                self._jpeg = (imagecodecs.jpeg8_decode, page.jpegtables, *cs)
+            return page
+        else:
+            self.fallback_reason = self.fallback_reason or "no tiled page of the level's size"
         tf.close()
         return None
 

@@ -1,13 +1,22 @@
-"""Synthetic CAMELYON16-like slides: pyramidal, tiled, JPEG-compressed TIFFs with lesion annotations.
+"""Synthetic CAMELYON16-like slides: pyramidal, tiled (512 px), JPEG-compressed TIFFs with lesion annotations.
 
-The slide layout is vector geometry (tissue islands, lesions inside them, holes inside lesions). Each pyramid
-level is written tile by tile: a tile wholly inside one class (background, normal tissue, tumor) is taken,
-already JPEG-encoded, from a small bank of texture tiles made once per slide and level; only the tiles that a
-boundary crosses are composed pixel by pixel and encoded. The cost therefore grows with the perimeter of
-the tissue, not its area, which is what makes 100k x 100k slides take seconds instead of hours.
+The slide layout is vector geometry: tissue islands, lesions inside them (main lesions and, with ``difficulty``,
+micro-metastases and isolated tumour cells), holes inside lesions. Pixels follow the Beer-Lambert model of H&E:
+a hematoxylin and an eosin optical-density map, turned into RGB with stain vectors drawn per slide, so slides
+differ in colour as real ones do.
 
-Lower levels are rendered from the same layout with textures of their own scale (each bank tile of level l is
-an area-downsampled mosaic of four level l-1 bank tiles), not by downsampling level 0 pixel by pixel.
+Per slide and class, two texture atlases are drawn once: A (eosin stroma or cytoplasm, fibres, gaps, half the
+nuclei) and B (the other nuclei). Every level-0 tissue tile is the darker (``cv2.min``) of an A crop and a B crop
+taken at independent random offsets, then JPEG-encoded: no two tiles share their pixels, so no two patches
+repeat (two patches agree only where both offsets coincide). Tiles that a class boundary crosses are composed
+from a tile of each class through a label raster. Levels >= 1 hold a small bank of pre-encoded tiles per class
+(area-downsampled mosaics of the level above), so their cost is the boundary tiles alone.
+
+What makes the task harder (``difficulty``, 0 to 1): more stain variation between slides, tumour nuclei closer
+to normal ones (darkness and coverage first, then size, outline and nucleoli), and more micro-metastases and
+isolated tumour cells.
+Class colour is balanced per slide: the mean colour of tumour tissue is moved to that of normal tissue, so
+colour alone does not tell the classes apart.
 """
 from __future__ import annotations
 
@@ -15,7 +24,8 @@ import json
 import math
 import os
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from statistics import NormalDist
 from pathlib import Path
 
 import cv2
@@ -26,10 +36,17 @@ import tifffile
 from ..errors import RunError
 from .annotations import polygon_area, rasterize, smooth_blob, write_asap
 
-VERSION = 3       # bump when the output of a given seed changes
-TILE = 256
-BANK = 12          # texture tiles per class and level
+VERSION = 4        # bump when the output of a given seed changes
+TILE = 512         # as in the CAMELYON16 TIFFs
+BANK = 12          # pre-encoded tiles per class for levels >= 1
+ATLAS = 2048       # side of a texture atlas, level-0 pixels (smaller for small slides)
+DIFFICULTY = 0.55  # the default, tuned on the quickstart: its classifier starts low and learns
+BLUR = 0.55        # optics: Gaussian sigma in level-0 pixels; with the grain and the noise it sets
+NOISE = 6          # sensor noise, +- grey levels                     the bytes per patch and per tile
 BG, NORMAL, TUMOR = 0, 1, 2
+# optical density of one unit of stain per R, G, B (Ruifrok & Johnston's H&E vectors)
+H_OD = np.array([0.65, 0.70, 0.29])
+E_OD = np.array([0.07, 0.99, 0.11])
 
 
 @dataclass
@@ -54,7 +71,16 @@ class Layout:
         return np.where(tumor & tissue, TUMOR, tissue.astype(np.uint8)).astype(np.uint8)
 
 
-def make_layout(rng: np.random.Generator, size: int, tumor: bool) -> Layout:
+def _inside(pts: np.ndarray, poly: np.ndarray, margin: float = 0.0) -> bool:
+    """Every point of pts inside poly, at least ``margin`` from its border."""
+    c = poly.astype(np.float32).reshape(-1, 1, 2)
+    return all(cv2.pointPolygonTest(c, (float(x), float(y)), True) >= margin for x, y in pts)
+
+
+def make_layout(rng: np.random.Generator, size: int, tumor: bool, difficulty: float = DIFFICULTY,
+                mpp: float = 0.25) -> Layout:
+    """Islands of tissue; on tumor slides, one or two main lesions and (with difficulty) small ones: micro-
+    metastases (0.2-2 mm, within the island's size) and isolated tumour cells (clusters under 0.2 mm)."""
     islands, lesions, holes = [], [], []
     for _ in range(rng.integers(2, 4)):
         for _try in range(50):
@@ -76,74 +102,173 @@ def make_layout(rng: np.random.Generator, size: int, tumor: bool) -> Layout:
             lesions.append(les)
             if rng.random() < 0.5:
                 holes.append(smooth_blob(rng, *(c + off), rl * 0.25, n=48, roughness=0.1))
+        um = 1.0 / mpp  # pixels per micron
+        small = [("micro", r) for r in rng.uniform(100, 1000, rng.binomial(3, difficulty)) * um] + \
+                [("itc", r) for r in rng.uniform(15, 90, rng.binomial(4, difficulty)) * um]
+        for _kind, r in small:
+            for _try in range(30):
+                isl = islands[rng.integers(len(islands))]
+                lo, hi = isl.min(0), isl.max(0)
+                c = rng.uniform(lo, hi)
+                blob = smooth_blob(rng, *c, r, n=32 if r < 100 * um else 64, roughness=0.2)
+                if _inside(blob, isl, margin=r * 0.2) and all(
+                        np.linalg.norm(c - les.mean(0)) > r + np.linalg.norm(les - les.mean(0), axis=1).max() + 50 * um
+                        for les in lesions):
+                    lesions.append(blob)
+                    break
     return Layout(size, islands, lesions, holes)
 
 
-# --- textures ------------------------------------------------------------------------------------------
+# --- stains and textures ----------------------------------------------------------------------------------
 
-def _stain(rng: np.random.Generator) -> dict:
-    """Per-slide stain: slides differ in colour, as real ones do, so colour alone does not tell classes apart."""
-    j = lambda s: rng.normal(0, s, 3)
-    return {"stroma": np.array([232, 160, 200]) + j(10), "nucleus": np.array([95, 55, 150]) + j(12),
-            "background": np.array([245, 244, 246]) + rng.normal(0, 2)}
-
-
-def _texture(rng: np.random.Generator, cls: int, stain: dict, pale: float = 3.0) -> np.ndarray:
-    """One level-0 TILE x TILE texture tile of normal tissue or tumor."""
-    n = TILE
-    low = cv2.resize(rng.normal(0, 1, (n // 16, n // 16)).astype(np.float32), (n, n), interpolation=cv2.INTER_CUBIC)
-    fib = cv2.GaussianBlur(rng.normal(0, 1, (n, n)).astype(np.float32), (0, 0), sigmaX=6, sigmaY=1)
-    tone = rng.normal(0, 6)  # tile-level intensity jitter shared by both classes
-    if cls == TUMOR:  # tumor stroma is paler, so more nuclei do not simply mean a darker tile
-        tone += pale
-    base = stain["stroma"] + tone + 6 * low[..., None] + 10 * fib[..., None]
-    img = np.clip(base, 0, 255).astype(np.uint8)
-    if cls == NORMAL:
-        count, rad, dark, irregular = rng.integers(22, 40), (3.0, 5.0), 0.0, 0.1
-    else:
-        count, rad, dark, irregular = rng.integers(30, 50), (4.5, 7.0), 15.0, 0.35
-    nuc = np.clip(stain["nucleus"] - dark + rng.normal(0, 6), 0, 255)
-    for _ in range(count):
-        cx, cy = rng.uniform(-4, n + 4, 2)
-        r = rng.uniform(*rad)
-        k = 12
-        t = np.linspace(0, 2 * math.pi, k, endpoint=False)
-        rr = r * (1 + irregular * rng.uniform(-1, 1, k)) * np.where(np.arange(k) % 2, 1, rng.uniform(0.6, 1.0))
-        ang = rng.uniform(0, math.pi)
-        pts = np.stack([cx + rr * np.cos(t + ang), cy + rr * 0.75 * np.sin(t + ang)], 1)
-        colour = tuple(float(c) for c in np.clip(nuc + rng.normal(0, 10), 0, 255))
-        cv2.fillPoly(img, [np.round(pts * 4).astype(np.int32)], colour, lineType=cv2.LINE_AA, shift=2)
-    return cv2.GaussianBlur(img, (0, 0), 0.7)
+@dataclass
+class Stain:
+    h: np.ndarray            # optical density per unit hematoxylin, R G B
+    e: np.ndarray            # the same for eosin
+    background: np.ndarray   # RGB of bare glass
 
 
-def _background(rng: np.random.Generator, stain: dict) -> np.ndarray:
-    noise = rng.normal(0, 1.5, (TILE, TILE, 1))
-    return np.clip(stain["background"] + noise, 0, 255).astype(np.uint8)
+def make_stain(rng: np.random.Generator, difficulty: float = DIFFICULTY) -> Stain:
+    """Per-slide stain vectors: hue and strength vary more between slides as difficulty rises."""
+    sd = 0.04 + 0.08 * difficulty
+    h = H_OD * rng.lognormal(0, sd / 2, 3) * rng.lognormal(0, sd)
+    e = E_OD * rng.lognormal(0, sd / 2, 3) * rng.lognormal(0, sd)
+    return Stain(h, e, np.array([241, 240, 243]) + rng.normal(0, 2, 3))
 
 
-class _Bank:
-    """Per level and class, BANK texture tiles (pixels and their JPEG bytes)."""
+@dataclass(frozen=True)
+class Texture:
+    radius_um: float      # nucleus radius
+    irregular: float      # outline roughness
+    darkness: float       # hematoxylin density of a nucleus, 0-255
+    coverage: float       # share of the area under nuclei
+    nucleoli: float       # share of nuclei with a visible nucleolus
+    eosin: float          # eosin density of stroma or cytoplasm, 0-255
+    gaps: float           # share of white gaps
 
-    def __init__(self, rng: np.random.Generator, levels: int, stain: dict, quality: int):
-        self.quality = quality
-        pix = {BG: [_background(rng, stain)], NORMAL: [_texture(rng, NORMAL, stain) for _ in range(BANK)],
-               TUMOR: [_texture(rng, TUMOR, stain) for _ in range(BANK)]}
-        self.pixels = [pix]
-        for _ in range(1, levels):
-            prev, cur = self.pixels[-1], {}
-            for cls, tiles in prev.items():
-                cur[cls] = []
-                for _ in range(len(tiles)):
-                    idx = rng.integers(len(tiles), size=4)
-                    mosaic = np.vstack([np.hstack([tiles[idx[0]], tiles[idx[1]]]),
-                                        np.hstack([tiles[idx[2]], tiles[idx[3]]])])
-                    cur[cls].append(cv2.resize(mosaic, (TILE, TILE), interpolation=cv2.INTER_AREA))
-            self.pixels.append(cur)
-        self.jpeg = [{c: [self.encode(t) for t in ts] for c, ts in lv.items()} for lv in self.pixels]
 
-    def encode(self, tile: np.ndarray) -> bytes:
-        return imagecodecs.jpeg8_encode(tile, level=self.quality)
+NORMAL_TEXTURE = Texture(3.3, 0.08, 205, 0.50, 0.0, 100, 0.08)
+TUMOR_TEXTURE = Texture(6.2, 0.35, 135, 0.42, 0.8, 125, 0.05)  # at difficulty 0
 
+
+def textures(difficulty: float) -> dict[int, Texture]:
+    """Normal and tumour textures. With difficulty, tumour moves towards normal: first what any filter sees
+    (nuclear darkness, coverage, eosin, gaps: equal from difficulty 0.5), then shape (nuclear size, outline,
+    nucleoli: eight tenths of the way at difficulty 1), which takes a model longer to learn."""
+    simple, shape = min(1.0, 2 * difficulty), 0.8 * difficulty
+    mix = {f.name: shape if f.name in ("radius_um", "irregular", "nucleoli") else simple for f in fields(Texture)}
+    tumor = Texture(*[(1 - mix[f.name]) * getattr(TUMOR_TEXTURE, f.name) + mix[f.name] * getattr(NORMAL_TEXTURE, f.name)
+                      for f in fields(Texture)])
+    return {NORMAL: NORMAL_TEXTURE, TUMOR: tumor}
+
+
+def _lowfreq(rng: np.random.Generator, side: int, cell: float) -> np.ndarray:
+    n = max(2, int(side / cell))
+    return cv2.resize(rng.standard_normal((n, n), dtype=np.float32), (side, side), interpolation=cv2.INTER_CUBIC)
+
+
+def _nuclei(rng: np.random.Generator, dens: np.ndarray, n: int, tex: Texture, um: float) -> None:
+    """Draw n nuclei into a hematoxylin density map (uint8), with nucleoli."""
+    h, w = dens.shape
+    k = 10
+    r = tex.radius_um * um
+    t = np.linspace(0, 2 * math.pi, k, endpoint=False)
+    cx, cy = rng.uniform(-r, w + r, n), rng.uniform(-r, h + r, n)
+    rr = (r * rng.lognormal(0, 0.2, n))[:, None] * (1 + tex.irregular * rng.uniform(-1, 1, (n, k)))
+    ecc, ang = rng.uniform(0.65, 1.0, (n, 1)), rng.uniform(0, math.pi, (n, 1))
+    x, y = rr * np.cos(t), rr * ecc * np.sin(t)
+    px = cx[:, None] + x * np.cos(ang) - y * np.sin(ang)
+    py = cy[:, None] + x * np.sin(ang) + y * np.cos(ang)
+    pts = np.round(np.stack([px, py], -1) * 16).astype(np.int32)
+    vals = np.clip(tex.darkness + 30 * rng.standard_normal(n), 30, 255)
+    for i in range(n):
+        cv2.fillPoly(dens, [pts[i]], float(vals[i]), lineType=cv2.LINE_AA, shift=4)
+    for i in np.nonzero(rng.random(n) < tex.nucleoli)[0]:
+        c = (int((cx[i] + rng.normal(0, r / 4)) * 16), int((cy[i] + rng.normal(0, r / 4)) * 16))
+        cv2.circle(dens, c, int(rng.uniform(0.6, 1.1) * um * 16), 255.0, -1, lineType=cv2.LINE_AA, shift=4)
+
+
+def _fibres(rng: np.random.Generator, dens: np.ndarray, um: float) -> None:
+    """Wavy collagen fibres into an eosin density map."""
+    h, w = dens.shape
+    for _ in range(int(h * w / (35 * um) ** 2)):
+        m = 6
+        a = rng.uniform(0, math.pi) + np.cumsum(rng.normal(0, 0.25, m))
+        step = rng.uniform(8, 30) * um
+        xs = rng.uniform(0, w) + np.cumsum(np.cos(a) * step)
+        ys = rng.uniform(0, h) + np.cumsum(np.sin(a) * step)
+        pts = np.round(np.stack([xs, ys], 1) * 16).astype(np.int32)
+        cv2.polylines(dens, [pts], False, float(rng.uniform(150, 255)), thickness=max(1, int(rng.uniform(0.4, 1.2) * um)),
+                      lineType=cv2.LINE_AA, shift=4)
+
+
+def _rgb(hema: np.ndarray, eosin: np.ndarray | None, stain: Stain) -> np.ndarray:
+    """RGB of density maps by Beer-Lambert: 255 * exp(-(h * H + e * E)), through per-channel lookup tables."""
+    v = np.arange(256, dtype=np.float64)[:, None] / 255
+    lut_h = np.clip(255 * np.exp(-2.0 * v * stain.h), 0, 255).astype(np.uint8).reshape(256, 1, 3)
+    img = cv2.LUT(cv2.merge([hema] * 3), lut_h)
+    if eosin is not None:
+        lut_e = np.clip(255 * np.exp(-1.6 * v * stain.e), 0, 255).astype(np.uint8).reshape(256, 1, 3)
+        img = cv2.multiply(img, cv2.LUT(cv2.merge([eosin] * 3), lut_e), scale=1 / 255)
+    return img
+
+
+class Atlas:
+    """The two texture layers of one class on one slide; ``tile`` composes a fresh tile from them."""
+
+    def __init__(self, rng: np.random.Generator, tex: Texture, stain: Stain, mpp: float, side: int = ATLAS):
+        um = 1.0 / mpp
+        self.side = side
+        n = int(tex.coverage * side * side / (math.pi * (tex.radius_um * um) ** 2))
+        eosin = np.clip(tex.eosin + 30 * _lowfreq(rng, side, 6 * um), 0, 255)  # no coarser variation: tiles would show
+        eosin = eosin.astype(np.uint8)
+        _fibres(rng, eosin, um)
+        gaps = _lowfreq(rng, side, 15 * um) > _gap_threshold(tex.gaps)
+        eosin[gaps] //= 8
+        h1, h2 = np.zeros((side, side), np.uint8), np.zeros((side, side), np.uint8)
+        _nuclei(rng, h1, n // 2, tex, um)
+        _nuclei(rng, h2, n - n // 2, tex, um)
+        grain = rng.integers(110, 256, (side, side), dtype=np.uint8)  # chromatin and fine texture
+        h1, h2 = (cv2.GaussianBlur(cv2.multiply(h, grain, scale=1 / 255), (0, 0), BLUR) for h in (h1, h2))
+        eosin = cv2.GaussianBlur(cv2.multiply(eosin, rng.integers(130, 256, (side, side), dtype=np.uint8),
+                                              scale=1 / 255), (0, 0), BLUR)
+        self.a = _rgb(h1, eosin, stain)
+        self.b = _rgb(h2, None, stain)
+        noise = rng.integers(0, 2 * NOISE + 1, self.a.shape, dtype=np.uint8)  # sensor noise
+        self.a = cv2.subtract(cv2.add(self.a, noise), (NOISE, NOISE, NOISE, 0.0))
+
+    def tile(self, rng: np.random.Generator, n: int = TILE, out: np.ndarray | None = None) -> np.ndarray:
+        ya, xa, yb, xb = rng.integers(0, self.side - n + 1, 4)
+        return cv2.min(self.a[ya:ya + n, xa:xa + n], self.b[yb:yb + n, xb:xb + n], dst=out)
+
+    def mean_colour(self, rng: np.random.Generator, samples: int = 8) -> np.ndarray:
+        return np.mean([self.tile(rng).reshape(-1, 3).mean(0) for _ in range(samples)], axis=0)
+
+    def scale_colour(self, gain: np.ndarray) -> None:
+        lut = np.clip(np.arange(256)[:, None] * gain[None, :], 0, 255).astype(np.uint8).reshape(256, 1, 3)
+        self.a, self.b = cv2.LUT(self.a, lut), cv2.LUT(self.b, lut)
+
+
+def _gap_threshold(share: float) -> float:
+    """The level of a unit-variance smooth field above which ``share`` of the area lies (about)."""
+    return NormalDist(0, 0.8).inv_cdf(1 - min(max(share, 1e-4), 0.5))
+
+
+def _background(rng: np.random.Generator, stain: Stain, n: int = TILE) -> np.ndarray:
+    noise = rng.integers(-2, 3, (n, n, 1))
+    return np.clip(stain.background + noise, 0, 255).astype(np.uint8)
+
+
+def make_atlases(rng: np.random.Generator, stain: Stain, difficulty: float, mpp: float,
+                 side: int = ATLAS) -> dict[int, Atlas]:
+    tex = textures(difficulty)
+    atl = {cls: Atlas(rng, tex[cls], stain, mpp, side) for cls in (NORMAL, TUMOR)}
+    gain = atl[NORMAL].mean_colour(rng) / np.maximum(atl[TUMOR].mean_colour(rng), 1)
+    atl[TUMOR].scale_colour(np.clip(gain, 0.7, 1.4))
+    return atl
+
+
+# --- writing a slide ----------------------------------------------------------------------------------------
 
 def level_count(size: int, smallest: int = 1024) -> int:
     n = 1
@@ -152,15 +277,57 @@ def level_count(size: int, smallest: int = 1024) -> int:
     return n
 
 
+def _fill(polys: list[np.ndarray], shape, origin, ds: float, value: int, img: np.ndarray) -> None:
+    """Paint polygons (level-0 coordinates) whose box meets the raster (pixel centres decide)."""
+    h, w = shape
+    x0, y0 = origin
+    for p in polys:
+        lo, hi = p.min(0), p.max(0)
+        if hi[0] < x0 or hi[1] < y0 or lo[0] > x0 + w * ds or lo[1] > y0 + h * ds:
+            continue
+        xy = np.round(((p - (x0, y0)) / ds - 0.5) * 16).astype(np.int32)
+        cv2.fillPoly(img, [xy], value, shift=4)
+
+
+def _labels(layout: Layout, shape, ds: float, origin) -> np.ndarray:
+    lab = np.zeros(shape, np.uint8)
+    _fill(layout.islands, shape, origin, ds, NORMAL, lab)
+    tumor = np.zeros(shape, np.uint8)
+    _fill(layout.lesions, shape, origin, ds, 1, tumor)
+    _fill(layout.holes, shape, origin, ds, 0, tumor)
+    lab[(tumor > 0) & (lab > 0)] = TUMOR
+    return lab
+
+
 def write_slide(path: str | Path, layout: Layout, rng: np.random.Generator, mpp: float = 0.25,
-                quality: int = 85) -> dict:
+                quality: int = 85, difficulty: float = DIFFICULTY) -> dict:
     """Write one pyramidal slide. Returns a small record (levels, tiles encoded, bytes)."""
     size = layout.size
     levels = level_count(size)
-    stain = _stain(rng)
-    bank = _Bank(rng, levels, stain, quality)
+    stain = make_stain(rng, difficulty)
+    atlases = make_atlases(rng, stain, difficulty, mpp, side=int(min(ATLAS, max(2 * TILE, size // 4))))
+    enc = lambda img: imagecodecs.jpeg8_encode(img, level=quality)
+    # banks for levels >= 1: level l tiles are area-downsampled 2x2 mosaics of level l-1 tiles
+    background = _background(rng, stain)
+    bank = {BG: [background]}
+    bank.update({c: [atlases[c].tile(rng) for _ in range(BANK)] for c in (NORMAL, TUMOR)})
+    pixels, jpegs = [bank], [{BG: [enc(background)]}]
+    half = TILE // 2
+    for _ in range(1, levels):
+        cur = {BG: [background]}
+        for c in (NORMAL, TUMOR):
+            cur[c] = []
+            for _ in range(BANK):
+                t = np.empty((TILE, TILE, 3), np.uint8)
+                for q, k in enumerate(rng.integers(BANK, size=4)):
+                    y, x = divmod(q, 2)
+                    t[y * half:(y + 1) * half, x * half:(x + 1) * half] = cv2.resize(
+                        pixels[-1][c][k], (half, half), interpolation=cv2.INTER_AREA)
+                cur[c].append(t)
+        pixels.append(cur)
+        jpegs.append({c: ([jpegs[0][BG][0]] if c == BG else [enc(t) for t in ts]) for c, ts in cur.items()})
     # class map on a coarse grid: `cell` level-0 pixels per cell, a power of two dividing TILE
-    cell = int(min(64, max(4, 2 ** math.ceil(math.log2(size / 2048)))))
+    cell = int(min(64, max(8, 2 ** math.ceil(math.log2(size / 2048)))))
     ncell = math.ceil(size / (TILE * 2 ** (levels - 1))) * TILE * 2 ** (levels - 1) // cell
     coarse = layout.label((ncell, ncell), cell)
     # a cell is "edge" when any neighbour differs; tiles containing an edge cell are composed pixel by pixel
@@ -171,6 +338,8 @@ def write_slide(path: str | Path, layout: Layout, rng: np.random.Generator, mpp:
             edge |= pad[1 + dy: 1 + dy + ncell, 1 + dx: 1 + dx + ncell] != coarse
     encoded = 0
     tmp = Path(path).with_name(f".{Path(path).name}.tmp{os.getpid()}")
+    buf = {c: np.empty((TILE, TILE, 3), np.uint8) for c in (NORMAL, TUMOR)}
+    bg0 = bank[BG][0]
     try:
         with tifffile.TiffWriter(tmp, bigtiff=size > 30000) as tw:
             for lvl in range(levels):
@@ -179,25 +348,36 @@ def write_slide(path: str | Path, layout: Layout, rng: np.random.Generator, mpp:
                 per = TILE * ds // cell  # cells per tile side at this level
                 nt = math.ceil(dim / TILE)
                 blocks = lambda a, f: f(a[: nt * per, : nt * per].reshape(nt, per, nt, per), axis=(1, 3))
-                mixed = blocks(edge, np.any) | (blocks(coarse, np.max) != blocks(coarse, np.min))
-                cls_of = blocks(coarse, np.max)
-                pick = rng.integers(BANK, size=(nt, nt))
-                lv_pix, lv_jpg = bank.pixels[lvl], bank.jpeg[lvl]
+                mixed = (blocks(edge, np.any) | (blocks(coarse, np.max) != blocks(coarse, np.min))).tolist()
+                cls_of = blocks(coarse, np.max).tolist()
+                pick = rng.integers(BANK, size=(nt, nt)).tolist()
+                lv_pix, lv_jpg = pixels[lvl], jpegs[lvl]
 
                 def tiles():
                     nonlocal encoded
                     for ty in range(nt):
                         for tx in range(nt):
-                            k = pick[ty, tx]
-                            if not mixed[ty, tx]:
-                                c = int(cls_of[ty, tx])
-                                yield lv_jpg[c][k % len(lv_jpg[c])]
+                            c = cls_of[ty][tx]
+                            if not mixed[ty][tx]:
+                                if c == BG or lvl > 0:
+                                    yield lv_jpg[c][pick[ty][tx] % len(lv_jpg[c])]
+                                else:
+                                    encoded += 1
+                                    yield enc(atlases[c].tile(rng, out=buf[c]))
                                 continue
-                            lab = layout.label((TILE, TILE), ds, (tx * TILE * ds, ty * TILE * ds))
-                            img = np.where((lab == TUMOR)[..., None], lv_pix[TUMOR][k], lv_pix[NORMAL][k])
-                            img = np.where((lab == BG)[..., None], lv_pix[BG][0], img)
+                            lab = _labels(layout, (TILE, TILE), ds, (tx * TILE * ds, ty * TILE * ds))
+                            if lvl == 0:
+                                img = atlases[NORMAL].tile(rng, out=buf[NORMAL])
+                                if (lab == TUMOR).any():
+                                    cv2.copyTo(atlases[TUMOR].tile(rng, out=buf[TUMOR]), (lab == TUMOR).view(np.uint8), img)
+                                cv2.copyTo(bg0, (lab == BG).view(np.uint8), img)
+                            else:
+                                k = pick[ty][tx]
+                                img = lv_pix[NORMAL][k].copy()
+                                cv2.copyTo(lv_pix[TUMOR][k], (lab == TUMOR).view(np.uint8), img)
+                                cv2.copyTo(lv_pix[BG][0], (lab == BG).view(np.uint8), img)
                             encoded += 1
-                            yield bank.encode(img)
+                            yield enc(img)
 
                 res = 1e4 / (mpp * ds)  # pixels per centimetre
                 tw.write(tiles(), shape=(dim, dim, 3), dtype="uint8", tile=(TILE, TILE), compression="jpeg",
@@ -234,11 +414,20 @@ def slide_seed(seed: int, name: str) -> int:
     return seed * 1_000_003 + zlib.crc32(name.encode())
 
 
-def generate_one(out: str, split: str, name: str, tumor: bool, size: int, seed: int, mpp: float) -> dict:
+def lesion_category(layout: Layout, mpp: float) -> str | None:
+    """CAMELYON16's reference column: Macro (largest lesion >= 2 mm), Micro (>= 0.2 mm), else ITC."""
+    if not layout.lesions:
+        return None
+    longest = max(float(np.max(np.linalg.norm(p[:, None] - p[None], axis=-1))) for p in layout.lesions) * mpp
+    return "Macro" if longest >= 2000 else "Micro" if longest >= 200 else "ITC"
+
+
+def generate_one(out: str, split: str, name: str, tumor: bool, size: int, seed: int, mpp: float,
+                 difficulty: float = DIFFICULTY) -> dict:
     """Generate one slide, its annotation (tumor slides) and its ground-truth layout."""
     out = Path(out)
     rng = np.random.default_rng(slide_seed(seed, name))
-    layout = make_layout(rng, size, tumor)
+    layout = make_layout(rng, size, tumor, difficulty, mpp)
     img_dir = out / split / ("images" if split == "testing" else ("tumor" if tumor else "normal"))
     ann_dir = out / split / "lesion_annotations"
     truth_dir = out / "ground_truth"
@@ -248,20 +437,21 @@ def generate_one(out: str, split: str, name: str, tumor: bool, size: int, seed: 
         groups = [(f"_{i % 2}", p) for i, p in enumerate(layout.lesions)] + [("_2", h) for h in layout.holes]
         write_asap(ann_dir / f"{name}.xml", groups)
     (truth_dir / f"{name}.json").write_text(json.dumps(layout.to_json()))
-    rec = write_slide(img_dir / f"{name}.tif", layout, rng, mpp)
+    rec = write_slide(img_dir / f"{name}.tif", layout, rng, mpp, difficulty=difficulty)
     tumor_area = sum(polygon_area(p) for p in layout.lesions) - sum(polygon_area(p) for p in layout.holes)
     return {"slide": name, "split": split, "tumor": tumor, "path": str(img_dir / f"{name}.tif"),
-            "tumor_fraction": tumor_area / size ** 2, **rec}
+            "tumor_fraction": tumor_area / size ** 2, "category": lesion_category(layout, mpp), **rec}
 
 
 def generate(out: str | Path, slides: int, size: int, seed: int, tumor_fraction: float = 0.5,
-             test_fraction: float = 0.25, mpp: float = 0.25, engine=None, progress=None) -> list[dict]:
+             test_fraction: float = 0.25, mpp: float = 0.25, engine=None, progress=None,
+             difficulty: float = DIFFICULTY) -> list[dict]:
     """Generate a CAMELYON16-layout dataset under ``out``; slides in parallel through ``engine``."""
     from ..engines import make_engine, run_all
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    items = [(str(out), split, name, tumor, size, seed, mpp) for split, name, tumor in
+    items = [(str(out), split, name, tumor, size, seed, mpp, difficulty) for split, name, tumor in
              plan(slides, tumor_fraction, test_fraction)]
     own = engine is None
     engine = engine or make_engine("multiprocessing", workers=min(len(items), os.cpu_count() or 1))
@@ -274,10 +464,33 @@ def generate(out: str | Path, slides: int, size: int, seed: int, tumor_fraction:
     if failed:
         raise RunError(f"synthetic generation failed: {failed[0].item[2]}: {failed[0].error}")
     records = [r.value for r in results]
-    rows = [f"{r['slide']},{'Tumor' if r['tumor'] else 'Normal'}" for r in records if r["split"] == "testing"]
+    # the release's reference.csv: slide, class, and for tumor slides the lesion category and "Primary"
+    rows = [f"{r['slide']},Tumor,{r['category']},Primary" if r["tumor"] else f"{r['slide']},Normal"
+            for r in records if r["split"] == "testing"]
     (out / "testing").mkdir(exist_ok=True)
     (out / "testing" / "reference.csv").write_text("".join(row + "\n" for row in rows))
     return records
+
+
+def zip_annotations(out: str | Path) -> list[Path]:
+    """Pack each split's lesion_annotations/ into lesion_annotations.zip, as the CAMELYON16 release ships them."""
+    import zipfile
+
+    made = []
+    for folder in sorted(Path(out).glob("*/lesion_annotations")):
+        if not folder.is_dir():
+            continue
+        archive = folder.with_suffix(".zip")
+        tmp = archive.with_name(f".{archive.name}.tmp{os.getpid()}")
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+            for xml in sorted(folder.glob("*.xml")):
+                z.write(xml, xml.name)
+        os.replace(tmp, archive)
+        for xml in folder.glob("*.xml"):
+            xml.unlink()
+        folder.rmdir()
+        made.append(archive)
+    return made
 
 
 def _generate_item(item):

@@ -19,9 +19,10 @@ import pandas as pd
 from ..config import Infer, Patches
 from ..errors import StageInputError
 from ..fsutil import atomic_path, write_bytes
-from ..metrics import auc, roc_curve
+from ..metrics import auc, froc, roc_curve
 from ..models import image_size
-from ..slides.reader import TileReader, open_slide, read_level
+from ..slides.annotations import rasterize, read_asap
+from ..slides.reader import TileReader, mpp, open_slide, read_level
 from . import masks as masks_stage
 from .common import StageContext, stage_record
 from .patches import grid
@@ -68,6 +69,7 @@ def run_slide(item: dict, model_path: str, image_size: int, patches: Patches, cf
                 t_input += t1 - t0
                 t_model += t2 - t1
         thumb = read_level(slide, mask_rec["level"], item["path"])
+        slide_mpp, (width, height) = mpp(slide), slide.dimensions
     finally:
         slide.close()
     xs0, ys0 = g["gx"][ix] * ds, g["gy"][iy] * ds
@@ -87,6 +89,7 @@ def run_slide(item: dict, model_path: str, image_size: int, patches: Patches, cf
     return {"slide": item["slide"], "label": item.get("label"), "annotated": bool(item.get("annotation")),
             "patches": int(len(probs)), "input_seconds": t_input, "model_seconds": t_model, "score": score,
             "heatmap": str(paths["heatmap"]), "overlay": str(paths["overlay"]), "table": str(paths["table"]),
+            "heatmap_downsample": float(mask_rec["downsample"]), "mpp": slide_mpp, "width": width, "height": height,
             "files_written": 3}
 
 
@@ -113,7 +116,8 @@ def overlay(thumb_rgb: np.ndarray, heat: np.ndarray, tissue: np.ndarray) -> np.n
 
 
 def drive(ctx: StageContext) -> dict:
-    """Heatmaps of the test slides; patch AUC against the masks, slide AUC against the reference labels."""
+    """Heatmaps of the test slides; patch AUC against the masks, slide AUC against the reference labels, and the
+    CAMELYON16 lesion-level FROC, all over the evaluated slides (the record names those kept out)."""
     model = ctx.data / "train" / "model.keras"
     if not model.is_file():
         raise StageInputError(f"infer: no model at {model}; run the train stage first")
@@ -133,21 +137,58 @@ def drive(ctx: StageContext) -> dict:
     rec = stage_record(ctx, "infer", mapped, patches=n, patches_per_s=mapped.rate(n),
                        input_seconds=sum(v["input_seconds"] for v in ok),
                        model_seconds=sum(v["model_seconds"] for v in ok))
+    # evaluation: slides with a label, less those kept out of it (the release's problem slides, by default)
+    evaluated = {s["slide"] for s in items if s.get("evaluate", True)}
+    not_evaluated = [{"slide": s["slide"], "reason": s.get("not_evaluated", "")} for s in items
+                     if not s.get("evaluate", True)]
+    ok_eval = [v for v in ok if v["slide"] in evaluated]
     # patch AUC: patches of slides whose truth is known (annotated, or a normal slide), labelled as in training
     thr = ctx.workload.patches.tumor_threshold
-    known = [pd.read_parquet(v["table"]) for v in ok if v["annotated"] or v["label"] == "normal"]
+    known = [pd.read_parquet(v["table"]) for v in ok_eval if v["annotated"] or v["label"] == "normal"]
     patch_auc = roc = None
     if known:
         t = pd.concat(known)
         t = t[(t.tumor_fraction >= thr) | (t.tumor_fraction == 0)]
         patch_auc = auc(t.prob, t.tumor_fraction >= thr)
         roc = roc_curve(t.prob, t.tumor_fraction >= thr) if patch_auc is not None else None
-    scored = [v for v in ok if v["label"] in ("tumor", "normal")]
+    scored = [v for v in ok_eval if v["label"] in ("tumor", "normal")]
     slide_auc = auc([v["score"] for v in scored], [v["label"] == "tumor" for v in scored]) if scored else None
+    lesion = lesion_froc(scored, {s["slide"]: s for s in items}, ctx.workload)
     ctx.summary["infer"] = {"patches": n, "patches_per_s": rec["patches_per_s"], "patch_auc": patch_auc,
-                            "slide_auc": slide_auc, "input_seconds": rec["input_seconds"],
+                            "slide_auc": slide_auc, "froc": lesion["froc"],
+                            "froc_sensitivities": lesion["sensitivities"], "froc_detail": lesion,
+                            "evaluated_slides": len(scored), "not_evaluated": not_evaluated,
+                            "input_seconds": rec["input_seconds"],
                             "model_seconds": rec["model_seconds"],
                             "input_fraction": rec["input_seconds"] / max(rec["input_seconds"] + rec["model_seconds"], 1e-9),
                             "heatmaps": [v["overlay"] for v in ok], "roc": roc,
                             "slides": [{k: v[k] for k in ("slide", "label", "score", "patches")} for v in ok]}
     return rec
+
+
+def lesion_froc(scored: list[dict], items: dict[str, dict], workload) -> dict:
+    """The CAMELYON16 lesion-level FROC of the evaluated slides, from their heatmaps (harness.metrics.froc).
+
+    Evaluation masks are the slides' annotations rasterised at downsample 32 (level 5); detections are the
+    heatmap regions at or above ``infer.froc_threshold``. A tumor slide without an annotation cannot be scored
+    and is named in ``unscored``."""
+    m = workload.masks
+    slides, unscored = [], []
+    for v in scored:
+        item = items[v["slide"]]
+        heat = np.load(v["heatmap"])
+        dets = froc.detections(heat, v["heatmap_downsample"], workload.infer.froc_threshold)
+        if v["label"] == "normal":
+            slides.append(froc.score_slide(dets, None))
+            continue
+        if not item.get("annotation"):
+            unscored.append(v["slide"])
+            continue
+        ann = read_asap(item["annotation"], (v["width"], v["height"]))
+        ds = froc.EVAL_DOWNSAMPLE
+        shape = (int(np.ceil(v["height"] / ds)), int(np.ceil(v["width"] / ds)))
+        tumor = rasterize(ann.regions(m.tumor_groups), ann.regions(m.exclusion_groups), shape, ds)
+        labels, itc = froc.evaluation_mask(tumor, v["mpp"] or froc.CAMELYON16_MPP, ds)
+        slides.append(froc.score_slide(dets, labels, itc, ds))
+    out = froc.froc(slides)
+    return out | {"threshold": workload.infer.froc_threshold, "unscored": unscored}

@@ -144,24 +144,33 @@ def grid(item: dict, cfg: Patches, mask_rec: dict, tumor_m: np.ndarray, tissue_m
 
 
 def plan(item: dict, cfg: Patches, mask_rec: dict, tumor_m: np.ndarray, tissue_m: np.ndarray, slide) -> dict:
-    """Grid, labels and the seeded per-class selection for one slide."""
-    g = grid(item, cfg, mask_rec, tumor_m, tissue_m, slide)
-    gx, gy, tumor, tissue = g["gx"], g["gy"], g["tumor"], g["tissue"]
-    is_tumor = tumor >= cfg.tumor_threshold
-    is_normal = (tumor == 0) & (tissue >= cfg.tissue_threshold)
-    if item.get("label") == "tumor" and not cfg.normal_from_tumor_slides:
-        is_normal[:] = False
+    """Grid, labels and the seeded per-class selection for one slide; each class on its own stride when
+    ``stride_tumor`` / ``stride_normal`` are set (one grid when they agree)."""
     rng = np.random.default_rng([cfg.seed, zlib.crc32(item["slide"].encode())])
+    grids: dict = {}
     chosen = []
-    for name, sel in (("tumor", is_tumor), ("normal", is_normal)):
+    for name in ("tumor", "normal"):
+        stride = (cfg.stride_tumor if name == "tumor" else cfg.stride_normal) or cfg.stride
+        if name == "tumor" and not tumor_m.any():
+            continue  # no lesion: no tumor patch, and no fine grid to compute
+        if name == "normal" and item.get("label") == "tumor" and not cfg.normal_from_tumor_slides:
+            continue
+        if stride not in grids:
+            grids[stride] = grid(item, cfg, mask_rec, tumor_m, tissue_m, slide, stride=stride)
+        g = grids[stride]
+        gx, gy, tumor, tissue = g["gx"], g["gy"], g["tumor"], g["tissue"]
+        sel = tumor >= cfg.tumor_threshold if name == "tumor" else (tumor == 0) & (tissue >= cfg.tissue_threshold)
         iy, ix = np.nonzero(sel)
         if len(iy) > cfg.max_per_class:
             keep = np.sort(rng.choice(len(iy), cfg.max_per_class, replace=False))
             iy, ix = iy[keep], ix[keep]
         chosen += [(int(gy[a]), int(gx[b]), name, float(tumor[a, b]), float(tissue[a, b])) for a, b in zip(iy, ix)]
     chosen.sort()
+    if not grids:  # nothing to cut: the level and size still come from the grid of the default stride
+        grids[None] = grid(item, cfg, mask_rec, tumor_m, tissue_m, slide)
+    g = next(iter(grids.values()))
     return {"level": g["level"], "downsample": g["downsample"], "read": g["read"], "patches": chosen,
-            "candidates": int(gx.size * gy.size)}
+            "candidates": int(sum(v["gx"].size * v["gy"].size for v in grids.values()))}
 
 
 def run_slide(item: dict, cfg: Patches, masks_dir: str, out: str) -> dict:

@@ -54,8 +54,8 @@ def plan(manifests: pd.DataFrame, slide_class: dict[str, str], cfg: TFRecords, o
         rows = rows.iloc[np.random.default_rng([cfg.seed, k]).permutation(len(rows))]
         if cfg.shards:
             n = cfg.shards if split == "train" else max(1, round(cfg.shards * len(rows) / len(manifests)))
-        else:
-            n = max(1, math.ceil(rows["bytes"].sum() / (cfg.shard_mb * 1e6)))
+        else:  # the bytes of the records themselves: JPEG files and record files plan the same shards
+            n = max(1, math.ceil(record_bytes(rows, patch_size) / (cfg.shard_mb * 1e6)))
         n = min(n, len(rows))
         for i, part in enumerate(np.array_split(np.arange(len(rows)), n)):
             name = f"{split}-{i:05d}-of-{n:05d}"
@@ -64,6 +64,15 @@ def plan(manifests: pd.DataFrame, slide_class: dict[str, str], cfg: TFRecords, o
                           "index": str(out / f"{name}.index"), "patch_size": patch_size, "base": str(out.parent),
                           "rows": cols.to_dict("records")})
     return items
+
+
+def record_bytes(rows: pd.DataFrame, patch_size: int) -> int:
+    """The Examples' bytes of manifest rows: a row of a record file (offset > 0) is its Example already; a JPEG
+    file becomes one around it."""
+    jpeg = rows["offset"] == 0
+    size = sum(tfrecord.patch_example_size(r.bytes, LABELS[r.label], r.slide, r.x, r.y, patch_size, patch_size)
+               for r in rows[jpeg].itertuples())
+    return int(size + rows.loc[~jpeg, "bytes"].sum())
 
 
 def complete(item: dict) -> bool:

@@ -58,6 +58,9 @@ class Dataset(_Strict):
         None, description="slides run but not evaluated; default: the release's known problem slides "
                           "(CAMELYON16 Test_049, Test_114)")
     test_centers: list[int] = Field([], description="camelyon17: centers whose slides are the test split")
+    decode_warnings: Literal["error", "record"] = Field(
+        "error", description="a JPEG tile libjpeg calls corrupt (damaged data it decodes anyway, into wrong pixels): "
+                             "the slide fails naming the tile, or the pixels are kept and the warning recorded")
 
     @model_validator(mode="after")
     def _path_for_real_data(self):

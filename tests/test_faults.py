@@ -318,3 +318,79 @@ def test_a_corrupt_shard_is_named_and_a_failed_training_leaves_no_older_model(sh
             pipeline.run(w, stages=["infer"], results_dir=tmp_path / "results")
     finally:
         del os.environ["WSIBENCH_LOCAL_ROOT"]
+
+
+# --- corrupt pixels -----------------------------------------------------------------------------------------
+
+def damage_tiles(path: Path, page_index: int, seed: int = 0) -> None:
+    """Overwrite 300 bytes inside every JPEG tile of one page with bytes that are no marker (no 0xFF): the tile
+    still decodes, into wrong pixels, and libjpeg calls it a warning."""
+    import numpy as np
+    import tifffile
+
+    with tifffile.TiffFile(path) as tf:
+        page = tf.pages[page_index]
+        assert page.compression == 7 and page.is_tiled
+        spans = list(zip(page.dataoffsets, page.databytecounts))
+    rng = np.random.default_rng(seed)
+    raw = bytearray(path.read_bytes())
+    for off, n in spans:
+        k = min(300, n // 3)
+        start = off + n // 2 - k // 2
+        raw[start:start + k] = rng.integers(0, 255, k, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(raw))
+
+
+def corrupt_run(dataset, tmp_path, victim: str, page_of, **dataset_settings):
+    import shutil
+
+    import openslide
+
+    from harness import pipeline
+    from harness.config import parse_workload
+
+    broken = tmp_path / "ds"
+    shutil.copytree(dataset, broken)
+    path = next(broken.rglob(f"{victim}.tif"))
+    with openslide.OpenSlide(str(path)) as s:
+        damage_tiles(path, page_of(s))
+    w = parse_workload({"name": "t", "stages": ["masks", "patches"],
+                        "dataset": {"kind": "camelyon16", "path": str(broken), **dataset_settings}})
+    os.environ["WSIBENCH_LOCAL_ROOT"] = str(tmp_path / "data")
+    try:
+        return pipeline.run(w, results_dir=tmp_path / "results")
+    finally:
+        del os.environ["WSIBENCH_LOCAL_ROOT"]
+
+
+def test_a_corrupt_level0_tile_fails_its_slide_naming_the_tile(dataset, tmp_path):
+    """Before: status ok and garbage patches (libjpeg's warning ignored)."""
+    s = corrupt_run(dataset, tmp_path, "tumor_001", lambda s: 0)
+    p = s["stages"]["patches"]
+    assert s["stages"]["masks"]["status"] == "ok" and p["status"] == "partial"
+    (err,) = p["errors"]
+    assert err["item"] == "tumor_001"
+    assert "tumor_001.tif: level 0 tile (" in err["error"] and "corrupt JPEG data" in err["error"]
+    assert not list((tmp_path / "data" / "t" / "patches").rglob("tumor_001_*"))
+
+
+def test_corrupt_tiles_can_be_kept_and_recorded(dataset, tmp_path):
+    s = corrupt_run(dataset, tmp_path, "tumor_001", lambda s: 0, decode_warnings="record")
+    p = s["stages"]["patches"]
+    assert s["status"] == "ok" and p["errors"] == []
+    assert p["warnings"] and {w["item"] for w in p["warnings"]} == {"tumor_001"}
+    assert all("level 0 tile (" in w["warning"] and "Corrupt JPEG data" in w["warning"] for w in p["warnings"])
+
+
+def test_a_corrupt_mask_level_tile_fails_the_masks_of_its_slide(dataset, tmp_path):
+    """Before: the tissue mask silently changed."""
+    from harness.slides.reader import nearest_level
+
+    def mask_page(s):
+        return nearest_level(s, 32.0)  # the default tissue level: pages are levels in these slides
+
+    s = corrupt_run(dataset, tmp_path, "normal_001", mask_page)
+    m = s["stages"]["masks"]
+    (err,) = m["errors"]
+    assert err["item"] == "normal_001" and "corrupt JPEG data" in err["error"]
+    assert "normal_001.tif: level " in err["error"]

@@ -47,8 +47,17 @@ def open_slide(path: str | Path) -> openslide.OpenSlide:
         raise SlideError(f"{path}: cannot open slide: {e or type(e).__name__}") from None
 
 
-def read_level(slide: openslide.OpenSlide, level: int, path: str = "") -> np.ndarray:
-    """The whole of one (small) level as RGB uint8, white where the slide is transparent."""
+def read_level(slide: openslide.OpenSlide, level: int, path: str = "", warnings: list | None = None) -> np.ndarray:
+    """The whole of one (small) level as RGB uint8, white where the slide is transparent. Read from the tiles
+    directly where their format is proven, so that a corrupt tile is caught (an error, or a warning appended to
+    ``warnings`` when a list is given); else through OpenSlide."""
+    reader = TileReader(path or slide._filename, level, slide, "record" if warnings is not None else "error")
+    with reader:
+        if reader.direct:
+            px = reader.region(0, 0, reader.width, reader.height)
+            if warnings is not None:
+                warnings += reader.warnings
+            return px
     w, h = slide.level_dimensions[level]
     try:
         rgba = np.asarray(slide.read_region((0, 0), level, (w, h)))
@@ -81,8 +90,11 @@ class TileReader:
     says no later request reaches above row y, so a row-major sweep decodes every tile once.
     """
 
-    def __init__(self, path: str | Path, level: int, slide: openslide.OpenSlide | None = None):
+    def __init__(self, path: str | Path, level: int, slide: openslide.OpenSlide | None = None,
+                 on_warning: str = "error"):
         self.path, self.level = str(path), level
+        self.on_warning = on_warning  # a corrupt JPEG tile: "error" (the slide fails) or "record" (self.warnings)
+        self.warnings: list[str] = []
         self._owns_slide = slide is None
         self.slide = slide or open_slide(path)
         self.width, self.height = self.slide.level_dimensions[level]
@@ -91,7 +103,7 @@ class TileReader:
         self._cache: dict[tuple[int, int], np.ndarray] = {}
         self._forgot = -1
         self._pool: list[np.ndarray] = []  # tile buffers to reuse: allocation churn costs more than decoding
-        self._jpeg = None
+        self._jpeg = self._tj = None
         self._page = self._tiff_page()
         self._fd = os.open(self.path, os.O_RDONLY) if self._page is not None else None
 
@@ -116,11 +128,15 @@ class TileReader:
             self._tf = tf
             self.tw, self.th = page.tilewidth, page.tilelength
             self.cols = -(-self.width // self.tw)
-            if page.compression == 7:
-                import imagecodecs  # JPEG: decode straight into pooled buffers (no allocation per tile)
-                from tifffile.tifffile import jpeg_decode_colorspace
-                cs = jpeg_decode_colorspace(page.photometric, page.planarconfig, page.extrasamples, page.is_jfif)
-                self._jpeg = (imagecodecs.jpeg8_decode, page.jpegtables, *cs)
+            if page.compression == 7:  # JPEG: decode straight into pooled buffers (no allocation per tile)
+                from . import jpeg
+                if jpeg.available():  # libjpeg-turbo's TurboJPEG: the same pixels, and corrupt data reported
+                    self._tj = jpeg.Decoder(page.jpegtables, rgb=int(page.photometric) == 2)
+                else:  # imagecodecs: the same pixels, but corrupt data passes silently
+                    import imagecodecs
+                    from tifffile.tifffile import jpeg_decode_colorspace
+                    cs = jpeg_decode_colorspace(page.photometric, page.planarconfig, page.extrasamples, page.is_jfif)
+                    self._jpeg = (imagecodecs.jpeg8_decode, page.jpegtables, *cs)
             return page
         else:
             self.fallback_reason = self.fallback_reason or "no tiled page of the level's size"
@@ -141,15 +157,26 @@ class TileReader:
             data = os.pread(self._fd, n, page.dataoffsets[i])
             if len(data) != n or n == 0:
                 raise SlideError(f"{self.path}: level {self.level} tile ({tx}, {ty}) is truncated")
+            where = f"{self.path}: level {self.level} tile ({tx}, {ty})"
             try:
-                if self._jpeg is not None:
+                if self._tj is not None:
+                    t = self._pool.pop() if self._pool else np.empty((self.th, self.tw, 3), np.uint8)
+                    warning = self._tj.decode(data, t)
+                    if warning:
+                        if self.on_warning == "error":
+                            raise SlideError(f"{where}: corrupt JPEG data: {warning} (dataset.decode_warnings = "
+                                             "\"record\" keeps such tiles, recorded)")
+                        self.warnings.append(f"{where}: corrupt JPEG data: {warning}")
+                elif self._jpeg is not None:
                     decode, tables, cs, out_cs = self._jpeg
                     buf = self._pool.pop() if self._pool else None
                     t = decode(data, tables=tables, colorspace=cs, outcolorspace=out_cs, out=buf)
                 else:
                     t = page.decode(data, i, jpegtables=page.jpegtables)[0]
+            except SlideError:
+                raise
             except Exception as e:  # noqa: BLE001 - codec errors come in many types
-                raise SlideError(f"{self.path}: level {self.level} tile ({tx}, {ty}) cannot be decoded: {e}") from None
+                raise SlideError(f"{where} cannot be decoded: {e}") from None
             t = t.reshape(t.shape[-3:])
             self._cache[key] = t
             self.tiles_decoded += 1
@@ -194,6 +221,8 @@ class TileReader:
             os.close(self._fd)
             self._tf.close()
             self._fd = None
+        if self._tj is not None:
+            self._tj.close()
         if self._owns_slide:
             self.slide.close()
 

@@ -88,11 +88,13 @@ class StageContext:
         self.summary["engine"].setdefault("stages", {})[stage] = eng.topology()
         return mapped
 
-    def items(self, split: str) -> list[dict]:
-        """The slides of a split, each with the annotation groups the stages label by."""
+    def items(self, split: str | None = None) -> list[dict]:
+        """The slides of a split (default: all), each with the annotation groups the stages label by and what a
+        corrupt tile does."""
         m = self.workload.masks
-        return [dict(s, tumor_groups=m.tumor_groups, exclusion_groups=m.exclusion_groups)
-                for s in self.slides if s["split"] == split]
+        return [dict(s, tumor_groups=m.tumor_groups, exclusion_groups=m.exclusion_groups,
+                     decode_warnings=self.workload.dataset.decode_warnings)
+                for s in self.slides if split is None or s["split"] == split]
 
     def close(self):
         for eng in self.engines.values():
@@ -117,6 +119,7 @@ def stage_record(ctx: StageContext, stage: str, mapped: Mapped, **extra) -> dict
             **io, "files_written": sum((o.value or {}).get("files_written", 0) for o in ok),
             "workers_used": len(workers), "hosts_used": len({w.rsplit(":", 1)[0] for w in workers}),
             "errors": [{"item": item_name(o.item), "error": o.error} for o in outcomes if o.error],
+            "warnings": [{"item": item_name(o.item), "warning": w} for o in ok for w in (o.value or {}).get("warnings", [])],
             "status": "ok" if len(ok) == len(outcomes) else ("failed" if not ok else "partial"), **extra}
 
 

@@ -49,7 +49,8 @@ def run_slide(item: dict, model_path: str, image_size: int, patches: Patches, cf
     try:
         g = grid(item, patches, mask_rec, tumor_m, tissue_m, slide, stride=cfg.stride)
         iy, ix = np.nonzero(g["tissue"] >= cfg.tissue_threshold)
-        with TileReader(item["path"], g["level"], slide) as reader:
+        warnings = [] if item.get("decode_warnings") == "record" else None
+        with TileReader(item["path"], g["level"], slide, item.get("decode_warnings", "error")) as reader:
             read, ds = g["read"], g["downsample"]
             probs = np.zeros(len(iy), np.float32)
             for start in range(0, len(iy), cfg.batch_size):
@@ -68,7 +69,9 @@ def run_slide(item: dict, model_path: str, image_size: int, patches: Patches, cf
                 t2 = time.perf_counter()
                 t_input += t1 - t0
                 t_model += t2 - t1
-        thumb = read_level(slide, mask_rec["level"], item["path"])
+            if warnings is not None:
+                warnings += reader.warnings
+        thumb = read_level(slide, mask_rec["level"], item["path"], warnings)
         slide_mpp, (width, height) = mpp(slide), slide.dimensions
     finally:
         slide.close()
@@ -90,7 +93,7 @@ def run_slide(item: dict, model_path: str, image_size: int, patches: Patches, cf
             "patches": int(len(probs)), "input_seconds": t_input, "model_seconds": t_model, "score": score,
             "heatmap": str(paths["heatmap"]), "overlay": str(paths["overlay"]), "table": str(paths["table"]),
             "heatmap_downsample": float(mask_rec["downsample"]), "mpp": slide_mpp, "width": width, "height": height,
-            "files_written": 3}
+            "files_written": 3, "warnings": warnings or []}
 
 
 def heatmap(probs, xs0, ys0, size0: float, mask_ds: float, shape) -> np.ndarray:

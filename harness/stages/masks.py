@@ -56,7 +56,8 @@ def run_slide(item: dict, cfg: Masks, out: str) -> dict:
             ann = read_asap(item["annotation"], slide.dimensions)
             tumor = rasterize(ann.regions(cfg.tumor_groups), ann.regions(cfg.exclusion_groups), (h, w), ds)
             dots = len(ann.dots())
-        tissue = tissue_mask(read_level(slide, tlevel, item["path"]), cfg.median_blur, cfg.min_saturation)
+        warnings = [] if item.get("decode_warnings") == "record" else None
+        tissue = tissue_mask(read_level(slide, tlevel, item["path"], warnings), cfg.median_blur, cfg.min_saturation)
         tds = float(slide.level_downsamples[tlevel])
     finally:
         slide.close()
@@ -68,7 +69,8 @@ def run_slide(item: dict, cfg: Masks, out: str) -> dict:
            "level": level, "downsample": ds, "width": w, "height": h,
            "tissue_level": tlevel, "tissue_downsample": tds,
            "tumor_fraction": float(tumor.mean()), "tissue_fraction": float(tissue.mean()), "dots": dots,
-           "tumor_mask": str(p["tumor"]), "tissue_mask": str(p["tissue"]), "files_written": 3}
+           "tumor_mask": str(p["tumor"]), "tissue_mask": str(p["tissue"]), "files_written": 3,
+           "warnings": warnings or []}
     write_json(p["record"], rec)  # last: its presence says the slide's masks are complete
     return rec
 
@@ -85,4 +87,4 @@ def load(out: str | Path, slide: str) -> tuple[dict, np.ndarray, np.ndarray]:
 def drive(ctx: StageContext) -> dict:
     """Masks of every slide, training and testing."""
     fn = functools.partial(run_slide, cfg=ctx.workload.masks, out=str(ctx.data / "masks"))
-    return stage_record(ctx, "masks", ctx.map("masks", fn, ctx.slides))
+    return stage_record(ctx, "masks", ctx.map("masks", fn, ctx.items()))

@@ -186,9 +186,9 @@ def run_slide(item: dict, cfg: Patches, masks_dir: str, out: str) -> dict:
     slide = open_slide(item["path"])
     try:
         p = plan(item, cfg, mask_rec, tumor_m, tissue_m, slide)
-        with TileReader(item["path"], p["level"], slide) as reader:
+        with TileReader(item["path"], p["level"], slide, item.get("decode_warnings", "error")) as reader:
             rows = _extract(reader, p, cfg, item, out)
-            decoded = reader.tiles_decoded
+            decoded, warnings = reader.tiles_decoded, reader.warnings
     finally:
         slide.close()
     table = pa.Table.from_pylist(rows, schema=_SCHEMA).replace_schema_metadata({"params": params})
@@ -198,7 +198,7 @@ def run_slide(item: dict, cfg: Patches, masks_dir: str, out: str) -> dict:
     return {"slide": slide_name, "skipped": False, "patches": len(rows),
             "tumor": sum(r["label"] == "tumor" for r in rows), "normal": sum(r["label"] == "normal" for r in rows),
             "candidates": p["candidates"], "tiles_decoded": decoded, "bytes": sum(r["bytes"] for r in rows),
-            "files_written": files}
+            "files_written": files, "warnings": warnings}
 
 
 _SCHEMA = pa.schema([("slide", pa.string()), ("x", pa.int64()), ("y", pa.int64()), ("level", pa.int32()),

@@ -394,3 +394,38 @@ def test_a_corrupt_mask_level_tile_fails_the_masks_of_its_slide(dataset, tmp_pat
     (err,) = m["errors"]
     assert err["item"] == "normal_001" and "corrupt JPEG data" in err["error"]
     assert "normal_001.tif: level " in err["error"]
+
+
+# --- absurd slide dimensions are refused before decoding ----------------------------------------------------
+
+def patched_tiff(path: Path, page: int, **tags: int) -> Path:
+    """A small tiled JPEG TIFF (two levels) whose page ``page`` then declares other values for ``tags``."""
+    import numpy as np
+    import tifffile
+
+    img = np.full((1024, 1024, 3), 200, np.uint8)
+    with tifffile.TiffWriter(path) as tw:
+        tw.write(img, tile=(256, 256), compression="jpeg", photometric="rgb", subfiletype=0)
+        tw.write(img[::2, ::2], tile=(256, 256), compression="jpeg", photometric="rgb", subfiletype=1)
+    with tifffile.TiffFile(path) as tf:
+        offsets = {name: tf.pages[page].tags[name].valueoffset for name in tags}
+    with open(path, "r+b") as f:
+        for name, value in tags.items():
+            f.seek(offsets[name])
+            f.write(value.to_bytes(4, "little"))
+    return path
+
+
+@pytest.mark.parametrize("tags, problem", [
+    (dict(ImageWidth=2 ** 28, ImageLength=2 ** 28), "TIFF page 1 declares 268435456 x 268435456 px"),
+    (dict(ImageWidth=2 ** 21, ImageLength=2 ** 21, TileWidth=16, TileLength=16), "TIFF page 1 declares 131072 x 131072 tiles"),
+    (dict(TileWidth=2 ** 16, TileLength=2 ** 16), "TIFF page 1 declares 65536 x 65536 px tiles"),
+    (dict(ImageWidth=4096, ImageLength=4096), "TIFF page 1 is a reduced level of 4096 x 4096 px, larger than level 0"),
+])
+def test_a_slide_declaring_absurd_dimensions_is_refused_before_decoding(tmp_path, tags, problem):
+    """A reduced level declaring 2^20 x 2^20 tiles made OpenSlide's decoder abort (a 4 TiB allocation)."""
+    from harness.slides.reader import SlideError, open_slide
+
+    path = patched_tiff(tmp_path / "hostile.tif", 1, **tags)
+    with pytest.raises(SlideError, match=f"hostile.tif: {problem}"):
+        open_slide(path)

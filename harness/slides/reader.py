@@ -37,10 +37,48 @@ PROVEN = {
 }
 
 
+# What a sane slide can have. A CAMELYON16 slide is ~100k x 200k px in 512-px tiles; a hostile file that declares
+# 2^20 x 2^20 tiles makes OpenSlide's decoder abort allocating 4 TiB, killing its process: refuse it before.
+MAX_SIDE = 2 ** 21  # px: 2 million, 10x the largest slides scanned today
+MAX_TILE = 4096  # px
+MAX_TILES = 2 ** 24  # per page
+
+
+def check_tiff(path: str) -> None:
+    """Refuse a TIFF whose pages declare dimensions no slide can have (SlideError naming the page); files that
+    are no TIFF, or that tifffile cannot parse, are left to OpenSlide."""
+    with open(path, "rb") as f:
+        if f.read(4) not in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"):
+            return
+    import tifffile
+    try:
+        tf = tifffile.TiffFile(path)
+    except Exception:  # noqa: BLE001 - OpenSlide names what is wrong with the file
+        return
+    with tf:
+        pages = list(tf.pages)
+        base = pages[0].shape if pages else None
+        for i, page in enumerate(pages):
+            w, h = int(page.imagewidth), int(page.imagelength)
+            tw, th = (int(page.tilewidth), int(page.tilelength)) if page.is_tiled else (w, 0)
+            problem = None
+            if not 0 < w <= MAX_SIDE or not 0 < h <= MAX_SIDE:
+                problem = f"declares {w} x {h} px (a slide has at most {MAX_SIDE} a side)"
+            elif page.is_tiled and not (0 < tw <= MAX_TILE and 0 < th <= MAX_TILE):
+                problem = f"declares {tw} x {th} px tiles (at most {MAX_TILE})"
+            elif page.is_tiled and -(-w // tw) * -(-h // th) > MAX_TILES:
+                problem = f"declares {-(-w // tw)} x {-(-h // th)} tiles (at most {MAX_TILES})"
+            elif i and page.is_tiled and base and (h > base[0] or w > base[1]):
+                problem = f"is a reduced level of {w} x {h} px, larger than level 0 ({base[1]} x {base[0]})"
+            if problem:
+                raise SlideError(f"{path}: TIFF page {i} {problem}: refused before decoding")
+
+
 def open_slide(path: str | Path) -> openslide.OpenSlide:
     path = str(path)
     if not os.path.exists(path):
         raise SlideError(f"{path}: slide not found")
+    check_tiff(path)
     try:
         return openslide.OpenSlide(path)
     except (openslide.OpenSlideError, openslide.OpenSlideUnsupportedFormatError) as e:

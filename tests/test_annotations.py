@@ -57,11 +57,19 @@ def test_kinds_and_exclusions(tmp_path):
     assert abs(m[:100, :100].sum() - (100 * 100 - 20 * 20)) < 250
 
 
-def test_outside_coordinates_warn_and_clip(tmp_path):
-    p = xml(tmp_path, poly("big", "Polygon", "_0", [(-50, 10), (2000, 10), (2000, 500)]))
+def test_coordinates_just_outside_warn_and_clip(tmp_path):
+    p = xml(tmp_path, poly("big", "Polygon", "_0", [(-40, 10), (1040, 10), (1040, 500)]))
     with pytest.warns(UserWarning, match=r"a\.xml: annotation 'big': coordinates outside the slide \(1000x800\); clipped"):
         ann = read_asap(p, slide_size=(1000, 800))
     assert ann.items[0].points[:, 0].min() == 0 and ann.items[0].points[:, 0].max() == 1000
+
+
+@pytest.mark.parametrize("x, y", [(1e308, 10), (10, 1e308), (-1e308, 10), (2000, 10), (10, 900)])
+def test_coordinates_far_outside_are_an_error_naming_the_annotation(tmp_path, x, y):
+    """Before: clipped into a fake lesion reaching the slide's edge."""
+    p = xml(tmp_path, poly("far", "Polygon", "_0", [(10, 10), (x, y), (500, 500)]))
+    with pytest.raises(AnnotationError, match=r"a\.xml: annotation 'far': coordinates far outside the slide \(1000x800\)"):
+        read_asap(p, slide_size=(1000, 800))
 
 
 @pytest.mark.parametrize("body, message", [

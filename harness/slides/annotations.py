@@ -81,9 +81,13 @@ def read_member(archive: str, member: str) -> bytes:
     return data
 
 
+OUTSIDE_MARGIN = 0.05  # of the slide's width and height: annotators' strokes slightly past the edge are clipped
+
+
 def read_asap(path: str | Path, slide_size: tuple[int, int] | None = None) -> Annotations:
-    """Read an ASAP XML file, or a member of a zip archive (``<archive>.zip::<member>``). Coordinates outside
-    ``slide_size`` (w, h) are clipped with a warning."""
+    """Read an ASAP XML file, or a member of a zip archive (``<archive>.zip::<member>``). Coordinates just outside
+    ``slide_size`` (w, h), within OUTSIDE_MARGIN of it, are clipped with a warning; further out they are an error
+    (a coordinate such as 1e308 would otherwise be clipped into a fake lesion reaching the slide's edge)."""
     path = str(path)
     archive, member = split_member(path)
     try:
@@ -125,6 +129,11 @@ def read_asap(path: str | Path, slide_size: tuple[int, int] | None = None) -> An
             raise AnnotationError(f"{where}: {kind} with {len(pts)} vertices, expected at least 3")
         if slide_size is not None:
             w, h = slide_size
+            mx, my = OUTSIDE_MARGIN * w, OUTSIDE_MARGIN * h
+            if (pts < [-mx, -my]).any() or (pts[:, 0] > w + mx).any() or (pts[:, 1] > h + my).any():
+                (x0, y0), (x1, y1) = pts.min(0), pts.max(0)
+                raise AnnotationError(f"{where}: coordinates far outside the slide ({w}x{h}): x {x0:.6g} to {x1:.6g}, "
+                                      f"y {y0:.6g} to {y1:.6g} (more than {OUTSIDE_MARGIN:.0%} beyond its edge)")
             if (pts < 0).any() or (pts[:, 0] > w).any() or (pts[:, 1] > h).any():
                 warnings.warn(f"{where}: coordinates outside the slide ({w}x{h}); clipped", stacklevel=2)
                 pts = np.clip(pts, 0, [w, h])
@@ -162,7 +171,7 @@ def rasterize(include: list[np.ndarray], exclude: list[np.ndarray], shape: tuple
     for polys, value in ((include, 1), (exclude, 0)):
         for pts in polys:
             xy = (pts - np.asarray(origin)) / (dx, dy) - 0.5
-            draw.polygon([tuple(p) for p in xy], fill=value)
+            draw.polygon(xy.ravel().tolist(), fill=value)
     return np.asarray(img, dtype=bool)
 
 

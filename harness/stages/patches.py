@@ -101,6 +101,35 @@ def _fractions(sat: np.ndarray, ds: float, xs: np.ndarray, ys: np.ndarray, size0
     return total / (np.maximum(y1 - y0, 1)[:, None] * np.maximum(x1 - x0, 1)[None, :])
 
 
+BLOCK = 4096  # level px: border patches are rasterised together in blocks of about this side
+
+
+def _border_shares(xs: np.ndarray, ys: np.ndarray, read: int, ds: float, inc: list[np.ndarray],
+                   exc: list[np.ndarray]) -> np.ndarray:
+    """The tumor share of each patch at level position (xs[i], ys[i]), side ``read`` at downsample ``ds``.
+
+    The patches are grouped in blocks of about BLOCK level px; each block is rasterised once, from only the
+    polygons whose bounding boxes reach it, and each patch's share read from its part of the block. So the cost
+    grows with vertices x blocks, not vertices x patches (a 10^5-vertex lesion took 30 s a slide, patch by patch).
+    The block's origin is on the patches' level-pixel grid, so pixels are those of a patch-by-patch rasterisation
+    except where a polygon crossed a lone patch's edge: there Pillow painted a few pixels wrongly."""
+    boxes = [[(p.min(0), p.max(0)) for p in polys] for polys in (inc, exc)]
+    out = np.empty(len(xs))
+    keys = (ys // BLOCK) * (int(xs.max()) // BLOCK + 1) + xs // BLOCK
+    for key in np.unique(keys):
+        sel = np.nonzero(keys == key)[0]
+        x0, y0 = int(xs[sel].min()), int(ys[sel].min())
+        x1, y1 = int(xs[sel].max()) + read, int(ys[sel].max()) + read
+        lo, hi = np.array([x0 - 1, y0 - 1]) * ds, np.array([x1 + 1, y1 + 1]) * ds
+        near = [[p for p, (a, b) in zip(polys, bb) if (a <= hi).all() and (b >= lo).all()]
+                for polys, bb in zip((inc, exc), boxes)]
+        m = rasterize(near[0], near[1], (y1 - y0, x1 - x0), ds, (x0 * ds, y0 * ds))
+        for i in sel:
+            x, y = int(xs[i]) - x0, int(ys[i]) - y0
+            out[i] = m[y:y + read, x:x + read].mean()
+    return out
+
+
 def grid(item: dict, cfg: Patches, mask_rec: dict, tumor_m: np.ndarray, tissue_m: np.ndarray, slide,
          stride: int | None = None) -> dict:
     """The patch grid of one slide with each footprint's tissue and tumor shares (arrays of shape (rows, cols))."""
@@ -136,10 +165,9 @@ def grid(item: dict, cfg: Patches, mask_rec: dict, tumor_m: np.ndarray, tissue_m
     border = any_near & ~all_near
     if border.any():  # exact shares from the polygons, at the patch's own resolution
         ann = read_asap(item["annotation"], slide.dimensions)
-        inc, exc = ann.regions(item["tumor_groups"]), ann.regions(item["exclusion_groups"])
-        for iy, ix in zip(*np.nonzero(border)):
-            m = rasterize(inc, exc, (read, read), ds, (xs0[ix], ys0[iy]))
-            tumor[iy, ix] = m.mean()
+        iy, ix = np.nonzero(border)
+        tumor[iy, ix] = _border_shares(gx[ix], gy[iy], read, ds, ann.regions(item["tumor_groups"]),
+                                       ann.regions(item["exclusion_groups"]))
     return {"level": level, "downsample": ds, "read": read, "gx": gx, "gy": gy, "tissue": tissue, "tumor": tumor}
 
 

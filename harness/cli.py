@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -39,7 +40,7 @@ def cmd_run(a) -> int:
     w = load_workload(a.workload)
     stages = [s.strip() for s in a.stages.split(",") if s.strip()] if a.stages else None
     summary = pipeline.run(w, stages=stages, storage=a.storage, results_dir=a.results, engine=a.engine,
-                           workers=a.workers, strict=a.strict, drop_caches=a.drop_caches)
+                           workers=a.workers, strict=a.strict, drop_caches=a.drop_caches, observe=a.observe)
     from pathlib import Path
 
     from .report import build
@@ -59,20 +60,27 @@ def cmd_fio(a) -> int:
     from .config import load_profile
     from .storage import attach, fio
 
+    from .storage import iostats
+
     profile = load_profile(a.profile)
-    with attach(profile, Path(a.results), a.strict) as (root, storage):
-        direct = a.direct if a.direct is not None else profile.emulate is None
-        print(f"[fio] {profile.name}: {root} ({storage['fstype']}{', emulated' if profile.emulated else ''}), "
+    observe = a.observe and profile.emulate is None  # emulated profiles are that passthrough already
+    with attach(profile, Path(a.results), a.strict) as (root, storage), contextlib.ExitStack() as stack:
+        if observe:
+            root = stack.enter_context(iostats.observed(root, Path(a.results), profile.name))
+        direct = a.direct if a.direct is not None else (profile.emulate is None and not observe)
+        print(f"[fio] {profile.name}: {root} ({storage['fstype']}{', emulated' if profile.emulated else ''}"
+              f"{', observed through the counting passthrough' if observe else ''}), "
               f"{len(fio.JOBS)} jobs of about {a.runtime:g}s", file=sys.stderr)
         result = fio.run(root, a.size, a.runtime, a.small_files, a.streams, direct)
-    out = fio.save(Path(a.results), profile.name, {"storage": storage, **result})
+    out = fio.save(Path(a.results), profile.name, {"storage": storage, **result}, observed=observe)
     rows = []
     for name, j in result["jobs"].items():
         bw = j.get("read_bw_bytes_per_s") or j.get("write_bw_bytes_per_s") or 0
-        p99 = j.get("read_p99_latency_s") or j.get("write_p99_latency_s")
+        mean = j.get("read_mean_latency_s") or j.get("write_mean_latency_s") or j.get("mean_latency_s")
+        p99 = j.get("read_p99_latency_s") or j.get("write_p99_latency_s") or j.get("p99_latency_s")
         rows.append(f"  {name:<18} {bw / 2**20:9.1f} MiB/s  {j.get('read_iops') or j.get('write_iops') or 0:9.0f} IOPS"
-                    + (f"  p99 {p99 * 1e3:.2f} ms" if p99 else "")
-                    + (f"  {j['files_per_s']:.0f} files/s" if "files_per_s" in j else ""))
+                    + (f"  mean {mean * 1e3:.3f} ms" if mean else "") + (f"  p99 {p99 * 1e3:.3f} ms" if p99 else "")
+                    + (f"  {j['files_per_s']:.0f} files/s" if j.get("files_per_s") else ""))
     print("\n".join(rows))
     print(f"[fio] characterisation: {out}", file=sys.stderr)
     return 0
@@ -180,6 +188,10 @@ def _options() -> dict[str, argparse.ArgumentParser]:
         "drop_caches": parent("--drop-caches", action="store_true",
                               help="drop the page cache before each stage (root only), so reads come from storage"),
         "workload": parent("workload", help="workload TOML file"),
+        "observe": parent("--observe", action="store_true",
+                          help="count every I/O request (per stage: operations, sizes, latencies, a timeline) "
+                               "through an unthrottled FUSE passthrough of the storage root (root and /dev/fuse "
+                               "needed); emulated profiles always count"),
     }
 
 
@@ -214,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
                 description="Parse and validate a workload TOML; errors name the file, the key and what was expected.")
     s.set_defaults(fn=cmd_validate)
 
-    s = command("run", ["workload", "storage", "results", "strict", "drop_caches"],
+    s = command("run", ["workload", "storage", "results", "strict", "drop_caches", "observe"],
                 help="run a workload's stages and write a run record",
                 description=f"Run the pipeline stages ({', '.join(STAGES)}) of a workload and record "
                             "throughput, I/O and errors per stage under the results folder.")
@@ -224,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, help="worker processes of embedded engines (default: the workload's)")
     s.set_defaults(fn=cmd_run)
 
-    s = command("fio", ["results", "strict"],
+    s = command("fio", ["results", "strict", "observe"],
                 help="characterise a storage profile's root with fio jobs that mirror the pipeline",
                 description="Run fio jobs that mirror this pipeline's I/O (slide reads, small JPEG writes, "
                             "TFRecord streaming, checkpoint writes) on a profile's root; the result is stored "

@@ -145,17 +145,20 @@ def cmd_calibrate(a) -> int:
     import datetime as dt
     import socket
 
+    from . import calibrate
     from .accelerators import save_calibration
-    from .stages import train
 
     w = load_workload(a.workload)
     cfg = w.train.model_copy(update={k: v for k, v in (("model", a.model), ("batch_size", a.batch)) if v})
-    print(f"[calibrate] {cfg.model}, batch {cfg.batch_size}: {a.steps} steps after 3 warm-up steps", file=sys.stderr)
-    result = train.calibrate(cfg, a.steps)
+    if a.model and a.model != w.train.model:  # another model: its own input size, not the workload's
+        cfg = cfg.model_copy(update={"image_size": None})
+    result = calibrate.run(cfg, a.infer_batch or w.infer.batch_size, a.steps, a.warmup,
+                           progress=lambda m: print(m, file=sys.stderr, flush=True))
     result.update(host=socket.gethostname(), created_at=dt.datetime.now().isoformat(timespec="seconds"))
     out = save_calibration(a.results, result)
     print(json.dumps(result, indent=1))
-    print(f"[calibrate] {out}; use it with train.accelerator = \"calibrated\"", file=sys.stderr)
+    print(f"[calibrate] {out}; use it with train.accelerator = \"calibrated\", or in wsibench size --accelerator "
+          f"{out.stem}", file=sys.stderr)
     return 0
 
 
@@ -163,13 +166,20 @@ def cmd_feed(a) -> int:
     from .feed import feed
 
     w = load_workload(a.workload)
-    s = feed(w, a.storage, a.results, a.threshold, a.max, a.steps, a.strict, a.repetitions)
+    if a.decode is not None:
+        from .config import parse_workload
+        w = parse_workload(w.model_dump() | {"train": w.train.model_dump() | {"decode": a.decode}}, w.source)
+    s = feed(w, a.storage, a.results, a.threshold, a.max, a.steps, a.strict, a.repetitions, a.observe)
     f = s["feed"]
-    print(f"{'accelerators':>12} {'AU':>7} {'AU min':>7} {'AU max':>7} {'samples/s':>10} {'MiB/s':>8} {'host CPU':>8}  limit")
+    print(f"{'accelerators':>12} {'AU':>7} {'AU min':>7} {'AU max':>7} {'samples/s':>10} {'MiB/s':>8} {'host CPU':>8} "
+          f"{'cores/acc':>9}  limit")
     for p in f["probes"]:
         print(f"{p['accelerators']:>12} {p['au']:>7.3f} {p['au_min']:>7.3f} {p['au_max']:>7.3f} "
-              f"{p['samples_per_s']:>10.0f} {p['mib_per_s']:>8.1f} {p['cpu_busy_fraction']:>8.0%}  {p['limit'] or ''}")
-    print(f"max accelerators at AU >= {f['threshold']}: {f['max_accelerators']} (bound by {f['bound_by']})")
+              f"{p['samples_per_s']:>10.0f} {p['mib_per_s']:>8.1f} {p['cpu_busy_fraction']:>8.0%} "
+              f"{p.get('cores_per_accelerator_at_threshold') or 0:>9.2f}  {p['limit'] or ''}")
+    print(f"max accelerators at AU >= {f['threshold']}: {f['max_accelerators']} (bound by {f['bound_by']}); "
+          f"cores/acc: the input pipeline's CPU per accelerator at AU {f['threshold']} "
+          f"({'decoding' if f.get('decode', True) else 'bytes only, no decode'})")
     return 0
 
 
@@ -281,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--title", default="wsibench comparison report", help="the report's title")
     s.set_defaults(fn=cmd_report)
 
-    s = command("feed", ["workload", "storage", "results", "strict"],
+    s = command("feed", ["workload", "storage", "results", "strict", "observe"],
                 help="find how many emulated accelerators a storage keeps at AU >= 90%%",
                 description="Emulated accelerators (a real tf.data pipeline per process, the model step "
                             "replaced by a sleep of the accelerator's step time; train.accelerator or "
@@ -292,15 +302,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, default=30, help="steps per accelerator and probe (default 30)")
     s.add_argument("--repetitions", type=int, default=1,
                    help="runs of each probe; the mean AU decides and the spread is reported (default 1)")
+    s.add_argument("--decode", action=argparse.BooleanOptionalAction, default=None,
+                   help="decode each image (default: the workload's train.decode, true); --no-decode reads and "
+                        "parses records only, as MLPerf Storage does, so the host's CPU does not cap the answer")
     s.set_defaults(fn=cmd_feed)
 
-    s = command("calibrate", ["workload", "results"], help="measure the real training step time of the workload's model here",
-                description="Time training steps of the workload's model (random data, synchronised) on this "
-                            "machine's device; stored under RESULTS/calibration/ for train.accelerator = "
-                            "'calibrated'.")
+    s = command("calibrate", ["workload", "results"],
+                help="measure the real training step and inference throughput of the workload's model here",
+                description="Time training steps (model.compile + train_on_batch, the loss read back each step) and "
+                            "forward passes at the infer stage's batch (predict_on_batch) of the workload's model, "
+                            "random data, on this machine's device, with Keras 3 on the backend installed: "
+                            "TensorFlow, JAX or PyTorch (KERAS_BACKEND chooses; TensorFlow is not needed). Stored "
+                            "under RESULTS/calibration/ for train.accelerator = 'calibrated' and wsibench size.")
     s.add_argument("--model", choices=list(MODELS), help="override the workload's model")
-    s.add_argument("--batch", type=int, help="override the workload's batch size")
-    s.add_argument("--steps", type=int, default=10, help="measured steps (default 10)")
+    s.add_argument("--batch", type=int, help="override the workload's training batch size")
+    s.add_argument("--infer-batch", type=int, help="inference batch (default: the workload's infer.batch_size)")
+    s.add_argument("--steps", type=int, default=10, help="measured steps and forward passes (default 10)")
+    s.add_argument("--warmup", type=int, default=3, help="unmeasured first calls: tracing, compilation (default 3)")
     s.set_defaults(fn=cmd_calibrate)
 
     s = command("runs", ["results"], help="list recorded runs with their headline figures",

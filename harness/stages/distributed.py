@@ -123,10 +123,11 @@ def _rank_main(spec: dict) -> dict:
         t2 = time.perf_counter()
         if i == 0:
             t_first, io_first, cpu_first = t2, proc_io(), psutil.cpu_times()
+            own_first = time.process_time()  # this rank's CPU (every thread: reading, parsing, decoding)
             startup = time.time() - spec["launched_at"]  # process start, imports, model, first batch and step
         rows.append({"step": i, "wait_seconds": t1 - t0, "compute_seconds": t2 - t1, "batch_size": int(y.shape[0]),
                      "record_bytes": int(tf.reduce_sum(nbytes)), "loss": loss})
-    t_end, io_end = time.perf_counter(), proc_io()
+    t_end, io_end, own_end = time.perf_counter(), proc_io(), time.process_time()
     host_busy = cpu_busy(cpu_first, psutil.cpu_times())  # the whole host's cores, over the measured steps
     sampler.__exit__(None, None, None)
     figs = step_figures([r["wait_seconds"] for r in rows], [r["compute_seconds"] for r in rows],
@@ -146,6 +147,7 @@ def _rank_main(spec: dict) -> dict:
             **{k: io_final[k] - io0[k] for k in io0},
             # ... and over the measured steps alone (the storage throughput the accelerator saw)
             "measured_bytes_read": io_end["bytes_read"] - io_first["bytes_read"],
+            "measured_cpu_seconds": own_end - own_first,
             "loss_first": float(np.mean(losses[:5])) if losses else None,
             "loss_last": float(np.mean(losses[-5:])) if losses else None,
             "model_path": saved["path"] if saved else None, "model_save": saved,
@@ -298,6 +300,8 @@ def aggregate(ranks: list[dict]) -> dict:
             "wall_seconds": per_wall, "measured_steps": sum(r["measured_steps"] for r in ranks),
             "startup_seconds": max(r.get("startup_seconds", 0.0) for r in ranks),
             "host_cpu_busy_fraction": sum(r["host_cpu_busy_fraction"] for r in ranks) / len(ranks),
+            "cpu_seconds_per_sample": (sum(r.get("measured_cpu_seconds", 0.0) for r in ranks) / images) if images else None,
+            "bytes_per_sample": (sum(r["measured_bytes_read"] for r in ranks) / images) if images else None,
             **{k: sum(r.get(k, 0) for r in ranks) for k in ("bytes_read", "bytes_written", "read_calls", "write_calls")}}
 
 
@@ -331,19 +335,29 @@ def cpu_busy(before, after) -> float:
 
 
 def feed(files: list[str], out: Path, train_cfg, step_s: float, threshold: float = 0.9, max_n: int = 16,
-         steps: int = 30, repetitions: int = 1, drop_caches=None, progress=print) -> dict:
+         steps: int = 30, repetitions: int = 1, drop_caches=None, progress=print, io_snapshot=None) -> dict:
     """The largest number of emulated accelerators whose AU stays >= threshold: doubling, then bisection.
 
     Each probe runs ``repetitions`` times (AU mean, min, max and spread; the mean decides), after
     ``drop_caches()`` when given, and records the host's CPU use: a probe that misses the threshold names its
-    limit, ``cpu`` when the host's cores were saturated, ``storage`` otherwise."""
+    limit, ``cpu`` when the host's cores were saturated, ``storage`` otherwise. It also records what the input
+    pipeline cost the host: the ranks' own CPU seconds per sample over their measured steps (reading, parsing
+    and, with train.decode, decoding), and from it the cores one accelerator needs at AU 1 and at the threshold
+    (``cores_per_accelerator``, ``cores_per_accelerator_at_threshold``). ``io_snapshot()``, where the storage
+    counts its requests (harness.storage.iostats), gives each probe the I/O profile of its first repetition."""
+    from ..storage import iostats
+
     probes: dict[int, dict] = {}
+    demand = train_cfg.batch_size / step_s  # samples/s one accelerator consumes at AU 1
 
     def probe(n: int) -> bool:
-        runs = []
-        for _ in range(repetitions):
+        runs, profile = [], None
+        for i in range(repetitions):
             dropped = drop_caches() if drop_caches else False
+            before = io_snapshot() if io_snapshot and i == 0 else None
             r = run(files, out, train_cfg, "emulated", n, steps, step_s)
+            if before is not None:
+                profile = iostats.profile(iostats.delta(before, io_snapshot()))
             r["cpu_busy_fraction"] = r["host_cpu_busy_fraction"]  # over the measured steps, start-up excluded
             r["caches_dropped"] = dropped
             runs.append(r)
@@ -358,6 +372,14 @@ def feed(files: list[str], out: Path, train_cfg, step_s: float, threshold: float
                      "mib_per_s": mean("mib_per_s"), "cpu_busy_fraction": busy,
                      "caches_dropped": all(r["caches_dropped"] for r in runs),
                      "limit": None if au >= threshold else ("cpu" if busy >= CPU_SATURATED else "storage")}
+        per_sample = [r["cpu_seconds_per_sample"] for r in runs if r.get("cpu_seconds_per_sample") is not None]
+        if per_sample:
+            cps = sum(per_sample) / len(per_sample)
+            probes[n].update(cpu_seconds_per_sample=cps, cores_per_accelerator=cps * demand,
+                             cores_per_accelerator_at_threshold=cps * demand * threshold,
+                             bytes_per_sample=mean("bytes_per_sample"))
+        if profile:
+            probes[n]["io_profile"] = profile
         p = probes[n]
         progress(f"[feed] {n} accelerators: AU {au:.3f}" + (f" ({min(aus):.3f}-{max(aus):.3f})" if len(runs) > 1 else "")
                  + f", {p['samples_per_s']:.0f} samples/s, {p['mib_per_s']:.1f} MiB/s, host CPU {busy:.0%} busy"
@@ -384,6 +406,7 @@ def feed(files: list[str], out: Path, train_cfg, step_s: float, threshold: float
             bad = mid
     return {"threshold": threshold, "max_accelerators": good, "first_failing": bad, "step_s": step_s,
             "batch": train_cfg.batch_size, "steps_per_probe": steps, "repetitions": repetitions,
+            "decode": train_cfg.decode,
             "bound_by": probes[bad]["limit"] if bad is not None else "max_accelerators (the cap)",
             "probes": [probes[k] for k in sorted(probes)]}
 

@@ -183,6 +183,37 @@ def cmd_feed(a) -> int:
     return 0
 
 
+def cmd_size(a) -> int:
+    from pathlib import Path
+
+    from . import accelerators, sizing
+    from .config import load_profile
+    from .results import find_runs, load
+    from .storage import fio
+
+    results = Path(a.results)
+    runs = [load(p) for p in find_runs(a.runs)]
+    runs = [s for s in runs if s.get("status") in ("ok", "partial")]
+    acc = accelerators.profile(a.accelerator, results)
+    measured = {}
+    for s in runs:
+        st = s.get("storage") or {}
+        doc = fio.latest(results, st.get("profile"), observed=bool(st.get("observe"))) or st.get("fio")
+        if doc and st.get("profile") not in measured:
+            measured[st["profile"]] = sizing.storage_costs(doc, st.get("reference"), st.get("profile"))
+    names = a.storage or sorted({(s.get("storage") or {}).get("profile") for s in runs} - {None})
+    storages = {}
+    for name in names:
+        prof = load_profile(name)
+        storages[prof.name] = sizing.storage_costs(fio.latest(results, prof.name), dict(prof.reference), prof.name)
+    doc = sizing.size(runs, acc, storages, a.slides_per_day, a.gpus, a.epochs, a.threshold, a.dataset_slides,
+                      a.workers, measured)
+    out = sizing.save(results, doc)
+    print(sizing.text(doc))
+    print(f"[size] {out} (and {out.with_suffix('.csv').name}); wsibench report {results} shows it", file=sys.stderr)
+    return 0
+
+
 def _options() -> dict[str, argparse.ArgumentParser]:
     """Options shared by several commands, defined once (argparse parents)."""
     def parent(*args, **kw):
@@ -320,6 +351,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, default=10, help="measured steps and forward passes (default 10)")
     s.add_argument("--warmup", type=int, default=3, help="unmeasured first calls: tracing, compilation (default 3)")
     s.set_defaults(fn=cmd_calibrate)
+
+    s = command("size", ["results"], help="size a cluster's storage from measured runs: bandwidth, operations, "
+                                          "capacity per stage; slides/day and GPUs each storage can take",
+                description="From measured runs (wsibench run, with --observe or on an emulated profile for the "
+                            "operation counts; wsibench feed for the training input), an accelerator profile and each "
+                            "storage profile's fio characterisation (wsibench fio; else its vendor figures): per "
+                            "stage the read/write bandwidth, operations/s, creates/s, capacity and host cores the "
+                            "target needs; per storage the slides a day it can preprocess, what binds it, the "
+                            "predicted stage times and workers needed, and the GPUs it can feed; decode cores per "
+                            "GPU. Every figure names the measurement it came from. Written to RESULTS/sizing/ as "
+                            "JSON and CSV; wsibench report shows it.")
+    s.add_argument("runs", nargs="+", help="run folders, or folders holding them")
+    s.add_argument("--accelerator", default="h100-inception_v3-bf16-b128",
+                   help="accelerator training the model: a registry name (see wsibench feed --help) or a stored "
+                        "calibration's name (default h100-inception_v3-bf16-b128)")
+    s.add_argument("--gpus", type=int, default=8, help="GPUs training at once (default 8)")
+    s.add_argument("--slides-per-day", type=float, default=1000, help="slides to preprocess per day (default 1000)")
+    s.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
+    s.add_argument("--dataset-slides", type=int, help="slides in the training set, for capacity (default: a day's)")
+    s.add_argument("--storage", action="append", help="storage profile to answer for (repeat; default: the runs')")
+    s.add_argument("--workers", type=int, help="preprocessing workers for the stage-time predictions (default: measured)")
+    s.add_argument("--threshold", type=float, default=0.9, help="AU to sustain (default 0.9)")
+    s.set_defaults(fn=cmd_size)
 
     s = command("runs", ["results"], help="list recorded runs with their headline figures",
                 description="List the runs under a results folder: id, workload, engine, workers, storage, "

@@ -112,7 +112,7 @@ def stage_demand(summary: dict, stage: str, run_dir: str | Path | None = None) -
         items = items[~items["skipped"].fillna(False).astype(bool)]
     prof = rec.get("io_profile")
     src = f"run {summary.get('run_id')} ({summary.get('storage', {}).get('profile')}), {stage} stage"
-    return {"stage": stage, "run_id": summary.get("run_id"), "source": src,
+    return {"stage": stage, "run_id": summary.get("run_id"), "source": src, "skipped": rec.get("skipped"),
             "storage": summary.get("storage", {}).get("profile"),
             "observed": bool(summary.get("storage", {}).get("observe")) or bool(summary.get("storage", {}).get("emulated")),
             "seconds": rec.get("work_seconds") or rec.get("seconds"), "items": rec.get("items"),
@@ -247,3 +247,360 @@ def predict_stage(demand: dict, measured_on: dict, target: dict, workers: int | 
 def _sources(costs: dict) -> str:
     srcs = sorted({c["source"].split(":")[0] for c in costs.values()})
     return "; ".join(srcs) or "no characterisation"
+
+
+# --- feed: how many accelerators a storage keeps busy ---------------------------------------------------------
+
+def feed_demand(summary: dict) -> dict:
+    """What one emulated accelerator's input pipeline asked of the host and the storage, from a feed record:
+    bytes and read requests per sample, CPU seconds per sample (the ranks' own, and the counting passthrough's),
+    and the CPU-bound supply where a probe failed for want of CPU."""
+    f = summary.get("feed") or {}
+    probes = f.get("probes") or []
+    if not probes:
+        raise SizingError(f"run {summary.get('run_id')}: no feed probes in its record")
+    src = f"feed run {summary.get('run_id')} ({(summary.get('storage') or {}).get('profile')})"
+    per_sample = [p["bytes_per_sample"] for p in probes if p.get("bytes_per_sample")]
+    cpu = [p["cpu_seconds_per_sample"] for p in probes if p.get("cpu_seconds_per_sample")]
+    reads, server_cpu, samples = 0, 0.0, 0.0
+    for p in probes:
+        io = p.get("io_profile")
+        if io:
+            n = p["samples_per_s"] * io["wall_seconds"]  # samples consumed while the profile ran (approximately)
+            reads += io["ops"]["read"]["count"]
+            server_cpu += io.get("server_cpu_seconds") or 0.0
+            samples += n
+    failing = [p for p in probes if p.get("limit") == "cpu"]
+    return {"source": src, "step_s": f.get("step_s"), "batch": f.get("batch"), "threshold": f.get("threshold", 0.9),
+            "decode": f.get("decode", True), "max_accelerators": f.get("max_accelerators"),
+            "bytes_per_sample": sorted(per_sample)[len(per_sample) // 2] if per_sample else None,
+            "cpu_seconds_per_sample": sorted(cpu)[len(cpu) // 2] if cpu else None,
+            "read_requests_per_sample": reads / samples if samples else None,
+            "server_cpu_seconds_per_sample": server_cpu / samples if samples else None,
+            "cpu_bound_samples_per_s": max((p["samples_per_s"] for p in failing), default=None),
+            "probes": probes}
+
+
+def predict_feed(demand: dict, target: dict, step_s: float | None = None, batch: int | None = None,
+                 threshold: float | None = None, host_cpu: bool = True) -> dict:
+    """The most accelerators (``batch`` samples every ``step_s``) whose AU stays >= ``threshold`` on ``target``: the
+    samples/s it can supply, the least of its read bandwidth over the bytes of a sample and the host's CPU-bound
+    supply measured by the feed (where a probe ran out of CPU), against threshold x accelerators x batch / step."""
+    step_s, batch = step_s or demand["step_s"], batch or demand["batch"]
+    threshold = threshold or demand["threshold"]
+    need = batch / step_s  # samples/s of one accelerator at AU 1
+    limits = {}
+    bw = _v(target, "read_bandwidth")
+    if bw and demand["bytes_per_sample"]:
+        limits["storage read bandwidth"] = (bw / demand["bytes_per_sample"],
+                                            f"{target['read_bandwidth']['source']} / {demand['bytes_per_sample']:.0f} B "
+                                            f"a sample ({demand['source']})")
+    if host_cpu and demand.get("cpu_bound_samples_per_s"):
+        limits["host CPU"] = (demand["cpu_bound_samples_per_s"],
+                              f"{demand['source']}: samples/s of its first probe that ran out of CPU")
+    if not limits:
+        raise SizingError(f"{demand['source']}: neither a read bandwidth for the storage nor a CPU-bound probe")
+    binding = min(limits, key=lambda k: limits[k][0])
+    supply = limits[binding][0]
+    n = int(math.floor(supply / (threshold * need) + 1e-9))
+    return {"max_accelerators": n, "samples_per_s": supply, "mib_per_s": supply * (demand["bytes_per_sample"] or 0) / MiB,
+            "binding": binding, "limits": {k: {"samples_per_s": v, "source": s} for k, (v, s) in limits.items()},
+            "per_accelerator_samples_per_s": need, "threshold": threshold}
+
+
+# --- the cluster answer ---------------------------------------------------------------------------------------
+
+PREPROCESS = ("masks", "patches", "tfrecords")
+
+
+def _per_slide(demand: dict, key: str) -> float | None:
+    v = demand.get(key)
+    return v / demand["items"] if v is not None and demand.get("items") else None
+
+
+def _pipeline_figures(summary: dict, stage: str) -> dict | None:
+    """Per slide (per shard for tfrecords: per slide through the patches it packs) what a stage read, wrote,
+    created and asked, with sources."""
+    try:
+        d = stage_demand(summary, stage)
+    except SizingError:
+        return None
+    slides = (summary.get("stages") or {}).get("patches", {}).get("items") if stage == "tfrecords" else d["items"]
+    slides = slides or d["items"]
+    prof = d["io_profile"] or {}
+    ops = prof.get("operations")
+    creates = prof.get("creates") if prof else d.get("files_written")
+    how = (f"{d['source']}, " + ("counted by the FUSE passthrough" if prof else "the workers' /proc/<pid>/io counters"))
+    return {"slides": slides, "seconds": d["seconds"], "workers": d["workers"], "demand": d,
+            "read_bytes": figure((d["bytes_read"] or 0) / slides, "B per slide", how),
+            "write_bytes": figure((d["bytes_written"] or 0) / slides, "B per slide", how),
+            "operations": figure(ops / slides, "requests per slide", how) if ops is not None else None,
+            "creates": figure((creates or 0) / slides, "files per slide", how),
+            "cpu_seconds": figure((d["cpu_seconds"] or 0) / slides, "CPU s per slide",
+                                  f"{d['source']}, the workers' own CPU time") if d.get("cpu_seconds") else None,
+            "patches": (d.get("patches") or 0) / slides}
+
+
+def size(runs: list[dict], accelerator: dict, storages: dict[str, dict], slides_per_day: float, gpus: int,
+         epochs: int = 1, threshold: float = 0.9, dataset_slides: int | None = None,
+         workers: int | None = None, measured_costs: dict | None = None) -> dict:
+    """The sizing answer. ``runs``: run records (with ``_dir``), pipeline runs and feed runs; ``accelerator``:
+    accelerators.profile(); ``storages``: {name: storage_costs()}; ``measured_costs``: {storage the runs were
+    measured on: storage_costs()} for the latency predictions. Returns the sizing document."""
+    pipeline = [s for s in runs if s.get("stages") and not s.get("feed")]
+    feeds = [s for s in runs if s.get("feed")]
+    if not pipeline and not feeds:
+        raise SizingError("no measured run given: pass run folders (wsibench run, wsibench feed)")
+    rate = slides_per_day / SECONDS_PER_DAY
+    dataset_slides = dataset_slides or slides_per_day
+    stages: dict[str, dict] = {}
+    for stage in PREPROCESS + ("infer",):
+        figs = [f for f in (_pipeline_figures(s, stage) for s in pipeline) if f and f["demand"]["items"]]
+        figs = [f for f in figs if not (f["demand"].get("skipped") or 0)] or figs  # resumed work measures nothing
+        if figs:  # the newest, preferring runs whose operations were counted
+            stages[stage] = sorted(figs, key=lambda f: (bool(f["demand"]["io_profile"]), f["demand"]["run_id"]))[-1]
+    out = {"created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+           "target": {"slides_per_day": slides_per_day, "gpus": gpus, "epochs": epochs, "threshold": threshold,
+                      "dataset_slides": dataset_slides, "accelerator": accelerator},
+           "inputs": [{"run_id": s.get("run_id"), "storage": (s.get("storage") or {}).get("profile"),
+                       "kind": "feed" if s.get("feed") else "pipeline"} for s in runs],
+           "stages": {}, "storages": {}}
+    for stage, f in stages.items():
+        if stage == "infer":
+            continue
+        req = {"read_bytes_per_s": figure(rate * f["read_bytes"]["value"], "B/s", f"{slides_per_day:g} slides/day x "
+                                          f"{f['read_bytes']['source']}"),
+               "write_bytes_per_s": figure(rate * f["write_bytes"]["value"], "B/s", f"{slides_per_day:g} slides/day x "
+                                           f"{f['write_bytes']['source']}"),
+               "creates_per_s": figure(rate * f["creates"]["value"], "files/s", f"{slides_per_day:g} slides/day x "
+                                       f"{f['creates']['source']}"),
+               "capacity_bytes": figure(dataset_slides * f["write_bytes"]["value"], "B",
+                                        f"{dataset_slides} slides x bytes written per slide ({f['write_bytes']['source']}); "
+                                        "an upper bound of what the stage keeps")}
+        if f["operations"]:
+            req["operations_per_s"] = figure(rate * f["operations"]["value"], "requests/s",
+                                             f"{slides_per_day:g} slides/day x {f['operations']['source']}")
+        if f["cpu_seconds"]:
+            req["host_cores"] = figure(rate * f["cpu_seconds"]["value"], "cores",
+                                       f"{slides_per_day:g} slides/day x {f['cpu_seconds']['source']}")
+        out["stages"][stage] = {"per_slide": {k: f[k] for k in ("read_bytes", "write_bytes", "operations", "creates",
+                                                                 "cpu_seconds") if f[k]},
+                                "required": req}
+    feed = feed_demand(feeds[-1]) if feeds else None
+    train = _train_requirements(accelerator, gpus, epochs, threshold, feed, stages, dataset_slides, pipeline)
+    if train:
+        out["stages"]["train"] = train
+    if "infer" in stages:
+        out["stages"]["infer"] = _infer_requirements(accelerator, gpus, stages["infer"])
+    for name, costs in storages.items():
+        out["storages"][name] = _storage_answer(name, costs, stages, feed, accelerator, threshold, slides_per_day,
+                                                workers, measured_costs)
+    return out
+
+
+def _train_requirements(acc: dict, gpus: int, epochs: int, threshold: float, feed: dict | None, stages: dict,
+                        dataset_slides: int, pipeline: list[dict]) -> dict | None:
+    per_gpu = acc["images_per_s"]
+    bps, src = None, None
+    if feed and feed.get("bytes_per_sample"):
+        bps, src = feed["bytes_per_sample"], f"{feed['source']}: the ranks' reads per sample"
+    else:
+        for s in pipeline:
+            t = (s.get("stages") or {}).get("tfrecords")
+            if t and t.get("bytes") and t.get("patches"):
+                bps, src = t["bytes"] / t["patches"], f"run {s['run_id']}: TFRecord bytes per record"
+                break
+    if bps is None:
+        return None
+    samples = gpus * per_gpu
+    out = {"per_gpu": {"images_per_s": figure(per_gpu, "images/s", acc["source"]),
+                       "read_bytes_per_s": figure(per_gpu * bps, "B/s", f"{acc['source']} x {bps:.0f} B a sample ({src})")},
+           "required": {"read_bytes_per_s": figure(samples * bps, "B/s", f"{gpus} GPUs x {per_gpu:.0f} images/s "
+                                                   f"({acc['source']}) x {bps:.0f} B a sample ({src})")}}
+    if feed and feed.get("read_requests_per_sample"):
+        out["required"]["operations_per_s"] = figure(samples * feed["read_requests_per_sample"], "requests/s",
+                                                     f"{gpus} GPUs x {per_gpu:.0f} images/s x read requests per sample "
+                                                     f"({feed['source']}, counted by the FUSE passthrough)")
+    p = stages.get("patches")
+    if p and p["patches"]:
+        records = dataset_slides * p["patches"]
+        out["required"]["capacity_bytes"] = figure(records * bps, "B", f"{dataset_slides} slides x {p['patches']:.0f} "
+                                                   f"patches a slide ({p['read_bytes']['source'].split(',')[0]}) x {bps:.0f} B")
+        out["epoch_seconds"] = figure(records / samples, "s", f"{records:.0f} records / ({gpus} GPUs x {per_gpu:.0f} images/s)")
+        out["training_seconds"] = figure(epochs * records / samples, "s", f"{epochs} epochs")
+    cores = []
+    if feed and feed.get("cpu_seconds_per_sample") and feed.get("decode"):
+        cores.append(figure(feed["cpu_seconds_per_sample"] * per_gpu * threshold, "cores per GPU",
+                            f"{feed['source']}: the input pipeline's CPU per sample (decoding, this host) x "
+                            f"{per_gpu:.0f} images/s x AU {threshold}"))
+    ref = accelerators.HOST_DECODE["libjpeg-turbo-1core"]
+    cores.append(figure(per_gpu * threshold / ref["images_per_s"], "cores per GPU",
+                        f"{ref['source']} (decode alone) at {per_gpu:.0f} images/s x AU {threshold}"))
+    au = accelerators.LOADER_AU
+    need = min((k for k in au if isinstance(k, int) and au[k] >= threshold), default=None)
+    if need:
+        cores.append(figure(need, "decode workers per GPU", f"{au['source']}: the fewest with AU >= {threshold}"))
+    out["decode_cores_per_gpu"] = cores
+    out["bytes_per_sample"] = figure(bps, "B", src)
+    return out
+
+
+def _infer_requirements(acc: dict, gpus: int, f: dict) -> dict:
+    per_patch = f["read_bytes"]["value"] / f["patches"] if f["patches"] else None
+    rate = acc.get("infer_images_per_s")
+    out = {"per_patch": {"read_bytes": figure(per_patch, "B per patch scored", f"{f['read_bytes']['source']} / patches")}}
+    if rate and per_patch:
+        out["per_gpu"] = {"read_bytes_per_s": figure(rate * per_patch, "B/s", f"{acc['source']} (inference "
+                                                     f"{rate:.0f} images/s) x bytes read per patch scored")}
+        out["required"] = {"read_bytes_per_s": figure(gpus * rate * per_patch, "B/s", f"{gpus} GPUs")}
+    else:
+        out["note"] = (f"no inference throughput measured for {acc['name']}: run wsibench calibrate on that GPU "
+                       "(it times forward passes at the infer stage's batch)")
+    return out
+
+
+def _storage_answer(name: str, costs: dict, stages: dict, feed: dict | None, acc: dict, threshold: float,
+                    slides_per_day: float, workers: int | None, measured: dict | None) -> dict:
+    out = {"characterisation": _sources(costs), "stages": {}}
+    read_bw, write_bw = costs.get("read_bandwidth"), costs.get("write_bandwidth")
+    day_limits = {}
+    for stage, f in stages.items():
+        if stage == "infer":
+            continue
+        lim = {}
+        if read_bw and f["read_bytes"]["value"]:
+            lim["read bandwidth"] = figure(SECONDS_PER_DAY * read_bw["value"] / f["read_bytes"]["value"], "slides/day",
+                                           f"{read_bw['source']} / {f['read_bytes']['source']}")
+        if write_bw and f["write_bytes"]["value"]:
+            lim["write bandwidth"] = figure(SECONDS_PER_DAY * write_bw["value"] / f["write_bytes"]["value"], "slides/day",
+                                            f"{write_bw['source']} / {f['write_bytes']['source']}")
+        rec = {"limits": lim}
+        m = (measured or {}).get(f["demand"]["storage"])
+        if m and f["demand"]["io_profile"]:
+            w = workers or f["workers"]
+            pred = predict_stage(f["demand"], m, costs, w)
+            if pred["extra_seconds"]["not_characterised"]:
+                rec["note"] = (f"no stage-time prediction: {name}'s characterisation lacks the cost of "
+                               + ", ".join(pred["extra_seconds"]["not_characterised"]) + f" (run wsibench fio {name})")
+            else:
+                per_worker = SECONDS_PER_DAY * f["slides"] / (pred["seconds"] * w)
+                rec["predicted_seconds"] = figure(pred["seconds"], "s", pred["source"])
+                rec["per_worker"] = figure(per_worker, "slides/day per worker",
+                                           f"{f['slides']} slides / {pred['seconds']:.2f} s predicted on {name} with "
+                                           f"{w} workers ({pred['binding']}): {pred['source']}")
+                rec["workers_needed"] = figure(math.ceil(slides_per_day / per_worker), "workers",
+                                               f"{slides_per_day:g} slides/day / the per-worker figure")
+                rec["prediction"] = pred
+        if lim:
+            binding = min(lim, key=lambda k: lim[k]["value"])
+            rec["slides_per_day"] = dict(lim[binding], binding=binding)
+            day_limits[stage] = rec["slides_per_day"]
+        out["stages"][stage] = rec
+    if day_limits:
+        stage = min(day_limits, key=lambda k: day_limits[k]["value"])
+        out["slides_per_day"] = dict(day_limits[stage], stage=stage)
+    if feed:
+        try:
+            pf = predict_feed(feed, costs, acc["step_s"], acc["batch"], threshold, host_cpu=False)  # storage alone
+            out["gpus_fed"] = figure(pf["max_accelerators"], "GPUs", f"{acc['name']} ({acc['images_per_s']:.0f} "
+                                     f"images/s) at AU >= {threshold}, bound by {pf['binding']}: "
+                                     + pf["limits"][pf["binding"]]["source"])
+            out["feed"] = pf
+        except SizingError as e:
+            out["gpus_fed"] = {"value": None, "unit": "GPUs", "source": str(e)}
+    return out
+
+
+# --- presenting it ----------------------------------------------------------------------------------------------
+
+def rows(doc: dict) -> list[dict]:
+    """The document as flat rows (scope, quantity, value, unit, source): the CSV, and the report's tables."""
+    out = []
+
+    def walk(scope, d):
+        for k, v in d.items():
+            if isinstance(v, dict) and "value" in v and "source" in v:
+                out.append({"scope": scope, "quantity": k, "value": v["value"], "unit": v["unit"], "source": v["source"]})
+            elif isinstance(v, list):
+                for x in v:
+                    if isinstance(x, dict) and "value" in x:
+                        out.append({"scope": scope, "quantity": k, "value": x["value"], "unit": x["unit"],
+                                    "source": x["source"]})
+            elif isinstance(v, dict) and k not in ("prediction", "feed", "accelerator", "limits_raw"):
+                walk(f"{scope}.{k}" if scope else k, v)
+    walk("", {"stages": doc["stages"], "storages": doc["storages"]})
+    return out
+
+
+def _fmt(v, unit: str) -> str:
+    if v is None:
+        return "-"
+    if unit in ("B/s", "B"):
+        for scale, name in ((2**40, "TiB"), (2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB"), (1, "B")):
+            if abs(v) >= scale or scale == 1:
+                return f"{v / scale:,.3g} {name}{'/s' if unit == 'B/s' else ''}"
+    return f"{v:,.3g} {unit}" if abs(v) < 100 else f"{v:,.0f} {unit}"
+
+
+def text(doc: dict) -> str:
+    """The answer as a terminal table, every figure numbered with its source below."""
+    t = doc["target"]
+    acc = t["accelerator"]
+    notes: list[str] = []
+
+    def cell(f):
+        if not f or f.get("value") is None:
+            return "-"
+        notes.append(f["source"])
+        return f"{_fmt(f['value'], f['unit'])} [{len(notes)}]"
+
+    lines = [f"Target: {t['slides_per_day']:g} slides/day preprocessed; {t['gpus']} x {acc['name']} "
+             f"({acc['images_per_s']:,.0f} images/s each) training {t['epochs']} epoch(s); AU >= {t['threshold']}", "",
+             "Required, per stage:"]
+    for stage, st in doc["stages"].items():
+        req = st.get("required") or {}
+        parts = [f"{k.replace('_per_s', '/s').replace('_', ' ')} {cell(v)}" for k, v in req.items()]
+        lines.append(f"  {stage:<10} " + "; ".join(parts))
+        if stage == "train":
+            for f in st.get("decode_cores_per_gpu", []):
+                lines.append(f"  {'':<10} decode: {cell(f)}")
+        if st.get("note"):
+            lines.append(f"  {'':<10} {st['note']}")
+    lines += ["", "Per storage:"]
+    for name, s in doc["storages"].items():
+        lines.append(f"  {name}:")
+        if s.get("slides_per_day"):
+            lines.append(f"    preprocesses at most {cell(s['slides_per_day'])} (binding: {s['slides_per_day']['stage']} "
+                         f"stage, {s['slides_per_day']['binding']})")
+        for stage, r in s["stages"].items():
+            if r.get("per_worker"):
+                lines.append(f"    {stage}: {cell(r['predicted_seconds'])} for the measured slides; "
+                             f"{cell(r['per_worker'])}; {cell(r['workers_needed'])} for the target")
+        if s.get("gpus_fed"):
+            lines.append(f"    feeds {cell(s['gpus_fed'])}")
+    lines += ["", "Sources:"] + [f"  [{i}] {n}" for i, n in enumerate(notes, 1)]
+    return "\n".join(lines)
+
+
+def save(results_dir: Path, doc: dict) -> Path:
+    """Store a sizing under <results>/sizing/ (the report's Sizing section reads them), with its CSV beside it."""
+    from .fsutil import atomic_path, write_json
+
+    stamp = dt.datetime.now().strftime("%Y%m%dT%H%M%S")
+    out = Path(results_dir) / "sizing" / f"sizing-{stamp}.json"
+    write_json(out, doc)
+    with atomic_path(out.with_suffix(".csv")) as tmp:
+        pd.DataFrame(rows(doc)).to_csv(tmp, index=False)
+    return out
+
+
+def load_all(paths) -> list[dict]:
+    """Sizing documents under the folders given (<folder>/sizing/*.json), or named directly."""
+    docs = []
+    for p in map(Path, paths):
+        files = [p] if p.suffix == ".json" and p.name.startswith("sizing-") else sorted((p / "sizing").glob("sizing-*.json"))
+        for f in files:
+            d = json.loads(f.read_text())
+            d["_file"] = str(f)
+            docs.append(d)
+    return docs

@@ -25,6 +25,7 @@ import datetime as dt
 import json
 import shutil
 import os
+import re
 import statistics
 import subprocess
 import tempfile
@@ -238,6 +239,9 @@ def save(results_dir: Path, profile: str, doc: dict, observed: bool = False) -> 
 
 
 def latest(results_dir: Path, profile: str, observed: bool = False) -> dict | None:
-    """The newest fio characterisation of this profile under <results>/fio, if one was made."""
-    files = sorted((Path(results_dir) / "fio").glob(f"{_stem(profile, observed)}-*.json"))
+    """The newest fio characterisation of this profile under <results>/fio, if one was made (this profile's alone:
+    ``nfs`` is not ``nfs-emulated``)."""
+    stem = _stem(profile, observed)
+    pattern = re.compile(re.escape(stem) + r"-\d{8}T\d{6}\.json")
+    files = sorted(f for f in (Path(results_dir) / "fio").glob(f"{stem}-*.json") if pattern.fullmatch(f.name))
     return json.loads(files[-1].read_text()) if files else None

@@ -61,7 +61,8 @@ def feed(workload: Workload, storage: str | None = None, results_dir: str | Path
                 result = distributed.feed(files, root / workload.name / "feed", ecfg, emu.step_s, threshold,
                                           max_accelerators, steps, repetitions, dropper,
                                           progress=lambda m: print(m, file=sys.stderr, flush=True),
-                                          io_snapshot=lambda: iostats.snapshot(root))
+                                          io_snapshot=lambda: iostats.snapshot(root),
+                                          storage_bandwidth=_stream_bandwidth(summary["storage"]["fio"]))
                 summary["feed"] = result | summary["feed"]
             finally:
                 rec.tables["feed_probes"] = pd.DataFrame([{k: v for k, v in p.items() if k != "io_profile"}
@@ -73,3 +74,8 @@ def feed(workload: Workload, storage: str | None = None, results_dir: str | Path
     print(f"[feed] {profile.name}: at most {result['max_accelerators']} accelerators at AU >= {threshold}, "
           f"bound by {result['bound_by']} (record {rec.dir})", file=sys.stderr)
     return summary
+
+
+def _stream_bandwidth(fio_doc: dict | None) -> float | None:
+    """The storage's parallel read bandwidth as ``wsibench fio`` measured it (its TFRecord streaming job), B/s."""
+    return (((fio_doc or {}).get("jobs") or {}).get("tfrecord_stream") or {}).get("read_bw_bytes_per_s")

@@ -195,13 +195,14 @@ def makespan(durations: list[float], workers: int) -> float:
 def predict_stage(demand: dict, measured_on: dict, target: dict, workers: int | None = None) -> dict:
     """The stage's time on ``target``, from its measured run and the two storages' pattern costs.
 
-    Terms, per item (slide or shard): its measured seconds; plus its share (by patches, else equal) of what the
-    stage's I/O patterns cost more on ``target`` (``extra_seconds``); less the CPU contention that no longer
-    applies: the measured run's time waiting for a core (the workers' and the passthrough's run-queue time)
-    shrinks with the CPU's utilisation, which falls as the same CPU work spreads over a longer stage (it is
-    scaled by measured time / predicted time). Items are then taken in order by the first free of ``workers``
-    workers (default: those it ran with), as the engines do; the result never falls under the target's
-    bandwidth bounds (bytes / the bandwidth several streams reach). Returns the prediction with every term."""
+    Terms, per item (slide or shard): its measured seconds, plus its share (by patches, else equal) of what the
+    stage's I/O patterns cost more on ``target`` than on the storage it was measured on (``extra_seconds``).
+    Items are then taken in order by the first free of ``workers`` workers (default: those it ran with), as the
+    engines do, scaled by what the measured stage took beyond its items (start of the pool, stragglers); the result
+    never falls under the target's bandwidth bounds (bytes / the bandwidth several streams reach). The measured
+    run's CPU time and its waits for a core stay as they were: on a shared host they come mostly from the other
+    processes (the run queue time of the workers and the passthrough, recorded with each run, did not fall on the
+    slower storages). Returns the prediction with every term."""
     prof = demand.get("io_profile")
     if not prof:
         raise SizingError(f"{demand['source']}: no io_profile (run it with --observe, or on an emulated profile)")
@@ -215,19 +216,9 @@ def predict_stage(demand: dict, measured_on: dict, target: dict, workers: int | 
     weight = items["patches"].astype(float) if "patches" in items and items["patches"].sum() else \
         pd.Series([1.0] * len(items))
     shares = list(weight / weight.sum())
-    server_queue = prof.get("server_runqueue_seconds") or 0.0
-    queue = [(float(q) if q == q else 0.0) + server_queue * w  # NaN-safe
-             for q, w in zip(items["runqueue_seconds"] if "runqueue_seconds" in items else [0.0] * len(items), shares)]
     measured_makespan = makespan(secs, demand["workers"])
     scale = demand["seconds"] / measured_makespan if measured_makespan else 1.0  # pool start-up, stragglers
-    t_measured = demand["seconds"]
-    chain = t_measured
-    for _ in range(50):  # the contention term depends on the predicted time: a fixed point
-        relief = 1 - min(1.0, t_measured / chain) if chain > 0 else 0.0
-        new = makespan([s + extra["total"] * w - q * relief for s, w, q in zip(secs, shares, queue)], workers) * scale
-        if abs(new - chain) < 1e-6:
-            break
-        chain = new
+    chain = makespan([s + extra["total"] * w for s, w in zip(secs, shares)], workers) * scale
     bounds = {}
     for side, key in (("read", "bytes_read"), ("write", "bytes_written")):
         bw = _v(target, f"{side}_bandwidth")
@@ -237,10 +228,9 @@ def predict_stage(demand: dict, measured_on: dict, target: dict, workers: int | 
     binding = "per-worker latency chain (CPU + I/O one after the other)" if seconds == chain else \
         max(bounds, key=bounds.get)
     return {"stage": demand["stage"], "seconds": seconds, "workers": workers, "binding": binding,
-            "measured_seconds": t_measured, "extra_seconds": extra, "chain_seconds": chain,
-            "contention_seconds": sum(queue), "contention_relief_fraction": relief,
+            "measured_seconds": demand["seconds"], "extra_seconds": extra, "chain_seconds": chain,
             "bound_seconds": bounds, "patterns": p,
-            "source": f"{demand['source']} ({t_measured:.2f} s on {demand['workers']} workers), with the "
+            "source": f"{demand['source']} ({demand['seconds']:.2f} s on {demand['workers']} workers), with the "
                       f"pattern costs of {_sources(measured_on)} and {_sources(target)}"}
 
 

@@ -334,13 +334,22 @@ def cpu_busy(before, after) -> float:
     return 1.0 - (idle(after) - idle(before)) / total if total > 0 else 0.0
 
 
+def _limit(read_bytes_per_s: float, busy: float, storage_bandwidth: float | None) -> str:
+    if storage_bandwidth and read_bytes_per_s >= 0.85 * storage_bandwidth:
+        return "storage"
+    return "cpu" if busy >= CPU_SATURATED else "storage"
+
+
 def feed(files: list[str], out: Path, train_cfg, step_s: float, threshold: float = 0.9, max_n: int = 16,
-         steps: int = 30, repetitions: int = 1, drop_caches=None, progress=print, io_snapshot=None) -> dict:
+         steps: int = 30, repetitions: int = 1, drop_caches=None, progress=print, io_snapshot=None,
+         storage_bandwidth: float | None = None) -> dict:
     """The largest number of emulated accelerators whose AU stays >= threshold: doubling, then bisection.
 
     Each probe runs ``repetitions`` times (AU mean, min, max and spread; the mean decides), after
     ``drop_caches()`` when given, and records the host's CPU use: a probe that misses the threshold names its
-    limit, ``cpu`` when the host's cores were saturated, ``storage`` otherwise. It also records what the input
+    limit: ``storage`` when its reads reached 85% of ``storage_bandwidth`` (B/s, the storage's measured parallel
+    read bandwidth, where known), else ``cpu`` when the host's cores were saturated, ``storage`` otherwise (on a
+    shared host, busy cores alone do not say who is waiting for whom). It also records what the input
     pipeline cost the host: the ranks' own CPU seconds per sample over their measured steps (reading, parsing
     and, with train.decode, decoding), and from it the cores one accelerator needs at AU 1 and at the threshold
     (``cores_per_accelerator``, ``cores_per_accelerator_at_threshold``). ``io_snapshot()``, where the storage
@@ -371,7 +380,7 @@ def feed(files: list[str], out: Path, train_cfg, step_s: float, threshold: float
                      "input_wait_fraction": mean("input_wait_fraction"), "samples_per_s": mean("images_per_s"),
                      "mib_per_s": mean("mib_per_s"), "cpu_busy_fraction": busy,
                      "caches_dropped": all(r["caches_dropped"] for r in runs),
-                     "limit": None if au >= threshold else ("cpu" if busy >= CPU_SATURATED else "storage")}
+                     "limit": None if au >= threshold else _limit(mean("mib_per_s") * 2**20, busy, storage_bandwidth)}
         per_sample = [r["cpu_seconds_per_sample"] for r in runs if r.get("cpu_seconds_per_sample") is not None]
         if per_sample:
             cps = sum(per_sample) / len(per_sample)

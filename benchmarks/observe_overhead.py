@@ -15,9 +15,6 @@ import statistics
 import sys
 from pathlib import Path
 
-from harness import pipeline
-from harness.config import parse_workload
-
 STAGES = ("patches", "tfrecords")
 
 
@@ -29,6 +26,9 @@ def main() -> int:
     ap.add_argument("--repetitions", type=int, default=5)
     ap.add_argument("--workers", type=int, default=2)
     a = ap.parse_args()
+    from harness import pipeline  # here, not at the top: asv imports every module under benchmarks/
+    from harness.config import parse_workload
+
     res = Path(a.out).resolve()
     os.environ["WSIBENCH_LOCAL_ROOT"] = str(res / "data")
     os.environ.setdefault("WSIBENCH_QUIET", "1")

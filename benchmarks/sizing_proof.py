@@ -21,17 +21,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness import pipeline, sizing
-from harness.config import parse_workload
-from harness.feed import feed
-from harness.storage import fio
-
 EMULATED = ("nfs-emulated", "beegfs-emulated")
+# harness is imported inside the functions: asv imports every module under benchmarks/ to discover its suite
 
 
 def characterise(res: Path, profile: str, observe: bool = False, size_mb: int = 64, runtime: float = 2.0,
                  small_files: int = 500) -> dict:
     """``wsibench fio`` on a profile (through the counting passthrough when ``observe``); the stored document."""
+    from harness.storage import fio
+
     cmd = [sys.executable, "-m", "harness.cli", "fio", profile, "--results", str(res), "--size", str(size_mb),
            "--runtime", str(runtime), "--small-files", str(small_files)] + (["--observe"] if observe else [])
     r = subprocess.run(cmd, capture_output=True, text=True)
@@ -54,6 +52,9 @@ def patch_proof(res: Path, slides: int, size: int, repetitions: int, workers: in
     """Predicted and measured patch-stage seconds (work, start-up excluded) on each emulated profile. Each
     repetition characterises the three storages with fio, then runs the stage on each: its predictions use its
     own characterisations and its own local run (the machine's load drifts over minutes)."""
+    from harness import pipeline, sizing
+    from harness.config import parse_workload
+
     os.environ["WSIBENCH_LOCAL_ROOT"] = str(res / "data")
     wl = parse_workload({"name": "proof", "stages": ["masks", "patches"],
                          "dataset": {"kind": "synthetic", "synthetic": {"slides": slides, "size": size, "seed": 5,
@@ -91,6 +92,11 @@ def feed_proof(res: Path, slides: int, size: int, patch_px: int, quality: int, b
     """Predicted and measured most accelerators (and the samples/s at the first failing count) on each emulated
     profile, from a feed on local (observed) and the profiles' fio characterisations. Records are bytes only
     (train.decode = false)."""
+    from harness import pipeline, sizing
+    from harness.config import parse_workload
+    from harness.feed import feed
+    from harness.storage import fio
+
     os.environ["WSIBENCH_LOCAL_ROOT"] = str(res / "data")
     wl = parse_workload({"name": "feedproof", "stages": ["masks", "patches", "tfrecords"],
                          "dataset": {"kind": "synthetic", "synthetic": {"slides": slides, "size": size, "seed": 5,

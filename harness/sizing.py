@@ -85,9 +85,6 @@ def storage_costs(fio_doc: dict | None, reference: dict | None = None, name: str
             v = get(job, "mean_latency_s")
             if v is not None:
                 out[key] = figure(v, "s", f"{when}: {job} ({(j.get(job) or {}).get('tool', 'fio')}), mean")
-        iops = max((get(k, "read_iops") or 0) for k in ("read_latency", "slide_tile_read"))
-        if iops:
-            out["read_iops"] = figure(iops, "requests/s", f"{when}: the most read requests/s of its read jobs")
     for key, unit_key in (("read_bandwidth", "read"), ("write_bandwidth", "write")):
         if key not in out and reference:
             gib = next((v for k, v in reference.items() if k.startswith(unit_key) and "gib_s" in k
@@ -353,7 +350,12 @@ def size(runs: list[dict], accelerator: dict, storages: dict[str, dict], slides_
            "target": {"slides_per_day": slides_per_day, "gpus": gpus, "epochs": epochs, "threshold": threshold,
                       "dataset_slides": dataset_slides, "accelerator": accelerator},
            "inputs": [{"run_id": s.get("run_id"), "storage": (s.get("storage") or {}).get("profile"),
-                       "kind": "feed" if s.get("feed") else "pipeline"} for s in runs],
+                       "kind": "feed" if s.get("feed") else "pipeline",
+                       "model": ((s.get("settings") or {}).get("train") or {}).get("model")} for s in runs],
+           "notes": [f"the runs' workloads name model {m!r}; the accelerator's figures are for "
+                     f"{accelerator.get('model')!r}: what is read per sample is the data's, the step time the "
+                     "accelerator's" for m in sorted({((s.get("settings") or {}).get("train") or {}).get("model")
+                                                      for s in runs} - {None, accelerator.get("model")})],
            "stages": {}, "storages": {}}
     for stage, f in stages.items():
         if stage == "infer":
@@ -376,6 +378,11 @@ def size(runs: list[dict], accelerator: dict, storages: dict[str, dict], slides_
         out["stages"][stage] = {"per_slide": {k: f[k] for k in ("read_bytes", "write_bytes", "operations", "creates",
                                                                  "cpu_seconds") if f[k]},
                                 "required": req}
+        if f["patches"]:  # the same per patch (cut, or packed into shards)
+            out["stages"][stage]["per_patch"] = {
+                k: figure(f[k]["value"] / f["patches"], f[k]["unit"].replace("per slide", "per patch"),
+                          f"{f[k]['source']}, over its {f['patches'] * f['slides']:.0f} patches")
+                for k in ("read_bytes", "write_bytes", "operations", "creates", "cpu_seconds") if f[k]}
     feed = feed_demand(feeds[-1]) if feeds else None
     train = _train_requirements(accelerator, gpus, epochs, threshold, feed, stages, dataset_slides, pipeline)
     if train:
@@ -545,8 +552,8 @@ def text(doc: dict) -> str:
         return f"{_fmt(f['value'], f['unit'])} [{len(notes)}]"
 
     lines = [f"Target: {t['slides_per_day']:g} slides/day preprocessed; {t['gpus']} x {acc['name']} "
-             f"({acc['images_per_s']:,.0f} images/s each) training {t['epochs']} epoch(s); AU >= {t['threshold']}", "",
-             "Required, per stage:"]
+             f"({acc['images_per_s']:,.0f} images/s each) training {t['epochs']} epoch(s); AU >= {t['threshold']}"]
+    lines += [f"Note: {n}" for n in doc.get("notes", [])] + ["", "Required, per stage:"]
     for stage, st in doc["stages"].items():
         req = st.get("required") or {}
         parts = [f"{k.replace('_per_s', '/s').replace('_', ' ')} {cell(v)}" for k, v in req.items()]

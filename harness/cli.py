@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -74,7 +75,7 @@ def cmd_run(a) -> int:
     w = load_workload(a.workload)
     stages = [s.strip() for s in a.stages.split(",") if s.strip()] if a.stages else None
     summary = pipeline.run(w, stages=stages, storage=a.storage, results_dir=a.results, engine=a.engine,
-                           workers=a.workers, strict=a.strict, drop_caches=a.drop_caches,
+                           workers=a.workers, strict=a.strict, drop_caches=a.drop_caches, observe=a.observe,
                            wait_if_busy=a.if_busy == "wait")
     from pathlib import Path
 
@@ -95,20 +96,27 @@ def cmd_fio(a) -> int:
     from .config import load_profile
     from .storage import attach, fio
 
+    from .storage import iostats
+
     profile = load_profile(a.profile)
-    with attach(profile, Path(a.results), a.strict) as (root, storage):
-        direct = a.direct if a.direct is not None else profile.emulate is None
-        print(f"[fio] {profile.name}: {root} ({storage['fstype']}{', emulated' if profile.emulated else ''}), "
+    observe = a.observe and profile.emulate is None  # emulated profiles are that passthrough already
+    with attach(profile, Path(a.results), a.strict) as (root, storage), contextlib.ExitStack() as stack:
+        if observe:
+            root = stack.enter_context(iostats.observed(root, Path(a.results), profile.name))
+        direct = a.direct if a.direct is not None else (profile.emulate is None and not observe)
+        print(f"[fio] {profile.name}: {root} ({storage['fstype']}{', emulated' if profile.emulated else ''}"
+              f"{', observed through the counting passthrough' if observe else ''}), "
               f"{len(fio.JOBS)} jobs of about {a.runtime:g}s", file=sys.stderr)
         result = fio.run(root, a.size, a.runtime, a.small_files, a.streams, direct)
-    out = fio.save(Path(a.results), profile.name, {"storage": storage, **result})
+    out = fio.save(Path(a.results), profile.name, {"storage": storage, **result}, observed=observe)
     rows = []
     for name, j in result["jobs"].items():
         bw = j.get("read_bw_bytes_per_s") or j.get("write_bw_bytes_per_s") or 0
-        p99 = j.get("read_p99_latency_s") or j.get("write_p99_latency_s")
+        mean = j.get("read_mean_latency_s") or j.get("write_mean_latency_s") or j.get("mean_latency_s")
+        p99 = j.get("read_p99_latency_s") or j.get("write_p99_latency_s") or j.get("p99_latency_s")
         rows.append(f"  {name:<18} {bw / 2**20:9.1f} MiB/s  {j.get('read_iops') or j.get('write_iops') or 0:9.0f} IOPS"
-                    + (f"  p99 {p99 * 1e3:.2f} ms" if p99 else "")
-                    + (f"  {j['files_per_s']:.0f} files/s" if "files_per_s" in j else ""))
+                    + (f"  mean {mean * 1e3:.3f} ms" if mean else "") + (f"  p99 {p99 * 1e3:.3f} ms" if p99 else "")
+                    + (f"  {j['files_per_s']:.0f} files/s" if j.get("files_per_s") else ""))
     print("\n".join(rows))
     print(f"[fio] characterisation: {out}", file=sys.stderr)
     return 0
@@ -176,17 +184,20 @@ def cmd_calibrate(a) -> int:
     import datetime as dt
     import socket
 
+    from . import calibrate
     from .accelerators import save_calibration
-    from .stages import train
 
     w = load_workload(a.workload)
     cfg = w.train.model_copy(update={k: v for k, v in (("model", a.model), ("batch_size", a.batch)) if v})
-    print(f"[calibrate] {cfg.model}, batch {cfg.batch_size}: {a.steps} steps after 3 warm-up steps", file=sys.stderr)
-    result = train.calibrate(cfg, a.steps)
+    if a.model and a.model != w.train.model:  # another model: its own input size, not the workload's
+        cfg = cfg.model_copy(update={"image_size": None})
+    result = calibrate.run(cfg, a.infer_batch or w.infer.batch_size, a.steps, a.warmup,
+                           progress=lambda m: print(m, file=sys.stderr, flush=True))
     result.update(host=socket.gethostname(), created_at=dt.datetime.now().isoformat(timespec="seconds"))
     out = save_calibration(a.results, result)
     print(json.dumps(result, indent=1))
-    print(f"[calibrate] {out}; use it with train.accelerator = \"calibrated\"", file=sys.stderr)
+    print(f"[calibrate] {out}; use it with train.accelerator = \"calibrated\", or in wsibench size --accelerator "
+          f"{out.stem}", file=sys.stderr)
     return 0
 
 
@@ -194,13 +205,51 @@ def cmd_feed(a) -> int:
     from .feed import feed
 
     w = load_workload(a.workload)
-    s = feed(w, a.storage, a.results, a.threshold, a.max, a.steps, a.strict, a.repetitions)
+    if a.decode is not None:
+        from .config import parse_workload
+        w = parse_workload(w.model_dump() | {"train": w.train.model_dump() | {"decode": a.decode}}, w.source)
+    s = feed(w, a.storage, a.results, a.threshold, a.max, a.steps, a.strict, a.repetitions, a.observe)
     f = s["feed"]
-    print(f"{'accelerators':>12} {'AU':>7} {'AU min':>7} {'AU max':>7} {'samples/s':>10} {'MiB/s':>8} {'host CPU':>8}  limit")
+    print(f"{'accelerators':>12} {'AU':>7} {'AU min':>7} {'AU max':>7} {'samples/s':>10} {'MiB/s':>8} {'host CPU':>8} "
+          f"{'cores/acc':>9}  limit")
     for p in f["probes"]:
         print(f"{p['accelerators']:>12} {p['au']:>7.3f} {p['au_min']:>7.3f} {p['au_max']:>7.3f} "
-              f"{p['samples_per_s']:>10.0f} {p['mib_per_s']:>8.1f} {p['cpu_busy_fraction']:>8.0%}  {p['limit'] or ''}")
-    print(f"max accelerators at AU >= {f['threshold']}: {f['max_accelerators']} (bound by {f['bound_by']})")
+              f"{p['samples_per_s']:>10.0f} {p['mib_per_s']:>8.1f} {p['cpu_busy_fraction']:>8.0%} "
+              f"{p.get('cores_per_accelerator_at_threshold') or 0:>9.2f}  {p['limit'] or ''}")
+    print(f"max accelerators at AU >= {f['threshold']}: {f['max_accelerators']} (bound by {f['bound_by']}); "
+          f"cores/acc: the input pipeline's CPU per accelerator at AU {f['threshold']} "
+          f"({'decoding' if f.get('decode', True) else 'bytes only, no decode'})")
+    return 0
+
+
+def cmd_size(a) -> int:
+    from pathlib import Path
+
+    from . import accelerators, sizing
+    from .config import load_profile
+    from .results import find_runs, load
+    from .storage import fio
+
+    results = Path(a.results)
+    runs = [load(p) for p in find_runs(a.runs)]
+    runs = [s for s in runs if s.get("status") in ("ok", "partial")]
+    acc = accelerators.profile(a.accelerator, results)
+    measured = {}
+    for s in runs:
+        st = s.get("storage") or {}
+        doc = fio.latest(results, st.get("profile"), observed=bool(st.get("observe"))) or st.get("fio")
+        if doc and st.get("profile") not in measured:
+            measured[st["profile"]] = sizing.storage_costs(doc, st.get("reference"), st.get("profile"))
+    names = a.storage or sorted({(s.get("storage") or {}).get("profile") for s in runs} - {None})
+    storages = {}
+    for name in names:
+        prof = load_profile(name)
+        storages[prof.name] = sizing.storage_costs(fio.latest(results, prof.name), dict(prof.reference), prof.name)
+    doc = sizing.size(runs, acc, storages, a.slides_per_day, a.gpus, a.epochs, a.threshold, a.dataset_slides,
+                      a.workers, measured)
+    out = sizing.save(results, doc)
+    print(sizing.text(doc))
+    print(f"[size] {out} (and {out.with_suffix('.csv').name}); wsibench report {results} shows it", file=sys.stderr)
     return 0
 
 
@@ -230,6 +279,10 @@ def _options() -> dict[str, argparse.ArgumentParser]:
         "drop_caches": parent("--drop-caches", action="store_true",
                               help="drop the page cache before each stage (root only), so reads come from storage"),
         "workload": parent("workload", help="workload TOML file"),
+        "observe": parent("--observe", action="store_true",
+                          help="count every I/O request (per stage: operations, sizes, latencies, a timeline) "
+                               "through an unthrottled FUSE passthrough of the storage root (root and /dev/fuse "
+                               "needed); emulated profiles always count"),
     }
 
 
@@ -279,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-data", action="store_true", help="check the workload file only, not the dataset")
     s.set_defaults(fn=cmd_validate)
 
-    s = command("run", ["workload", "storage", "results", "strict", "drop_caches"],
+    s = command("run", ["workload", "storage", "results", "strict", "drop_caches", "observe"],
                 help="run a workload's stages and write a run record",
                 description=f"Run the pipeline stages ({', '.join(STAGES)}) of a workload and record "
                             "throughput, I/O and errors per stage under the results folder: "
@@ -293,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="when another run uses the workload's folder on this storage: wait for it (default) or fail")
     s.set_defaults(fn=cmd_run)
 
-    s = command("fio", ["results", "strict"],
+    s = command("fio", ["results", "strict", "observe"],
                 help="characterise a storage profile's root with fio jobs that mirror the pipeline",
                 description="Run fio jobs that mirror this pipeline's I/O (slide reads, small JPEG writes, "
                             "TFRecord streaming, checkpoint writes) on a profile's root; the result is stored "
@@ -338,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--title", default="wsibench comparison report", help="the report's title")
     s.set_defaults(fn=cmd_report)
 
-    s = command("feed", ["workload", "storage", "results", "strict"],
+    s = command("feed", ["workload", "storage", "results", "strict", "observe"],
                 help="find how many emulated accelerators a storage keeps at AU >= 90%%",
                 description="Emulated accelerators (a real tf.data pipeline per process, the model step "
                             "replaced by a sleep of the accelerator's step time; train.accelerator or "
@@ -349,16 +402,47 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, default=30, help="steps per accelerator and probe (default 30)")
     s.add_argument("--repetitions", type=int, default=1,
                    help="runs of each probe; the mean AU decides and the spread is reported (default 1)")
+    s.add_argument("--decode", action=argparse.BooleanOptionalAction, default=None,
+                   help="decode each image (default: the workload's train.decode, true); --no-decode reads and "
+                        "parses records only, as MLPerf Storage does, so the host's CPU does not cap the answer")
     s.set_defaults(fn=cmd_feed)
 
-    s = command("calibrate", ["workload", "results"], help="measure the real training step time of the workload's model here",
-                description="Time training steps of the workload's model (random data, synchronised) on this "
-                            "machine's device; stored under RESULTS/calibration/ for train.accelerator = "
-                            "'calibrated'.")
+    s = command("calibrate", ["workload", "results"],
+                help="measure the real training step and inference throughput of the workload's model here",
+                description="Time training steps (model.compile + train_on_batch, the loss read back each step) and "
+                            "forward passes at the infer stage's batch (predict_on_batch) of the workload's model, "
+                            "random data, on this machine's device, with Keras 3 on the backend installed: "
+                            "TensorFlow, JAX or PyTorch (KERAS_BACKEND chooses; TensorFlow is not needed). Stored "
+                            "under RESULTS/calibration/ for train.accelerator = 'calibrated' and wsibench size.")
     s.add_argument("--model", choices=list(MODELS), help="override the workload's model")
-    s.add_argument("--batch", type=int, help="override the workload's batch size")
-    s.add_argument("--steps", type=int, default=10, help="measured steps (default 10)")
+    s.add_argument("--batch", type=int, help="override the workload's training batch size")
+    s.add_argument("--infer-batch", type=int, help="inference batch (default: the workload's infer.batch_size)")
+    s.add_argument("--steps", type=int, default=10, help="measured steps and forward passes (default 10)")
+    s.add_argument("--warmup", type=int, default=3, help="unmeasured first calls: tracing, compilation (default 3)")
     s.set_defaults(fn=cmd_calibrate)
+
+    s = command("size", ["results"], help="size a cluster's storage from measured runs: bandwidth, operations, "
+                                          "capacity per stage; slides/day and GPUs each storage can take",
+                description="From measured runs (wsibench run, with --observe or on an emulated profile for the "
+                            "operation counts; wsibench feed for the training input), an accelerator profile and each "
+                            "storage profile's fio characterisation (wsibench fio; else its vendor figures): per "
+                            "stage the read/write bandwidth, operations/s, creates/s, capacity and host cores the "
+                            "target needs; per storage the slides a day it can preprocess, what binds it, the "
+                            "predicted stage times and workers needed, and the GPUs it can feed; decode cores per "
+                            "GPU. Every figure names the measurement it came from. Written to RESULTS/sizing/ as "
+                            "JSON and CSV; wsibench report shows it.")
+    s.add_argument("runs", nargs="+", help="run folders, or folders holding them")
+    s.add_argument("--accelerator", default="h100-inception_v3-bf16-b128",
+                   help="accelerator training the model: a registry name (see wsibench feed --help) or a stored "
+                        "calibration's name (default h100-inception_v3-bf16-b128)")
+    s.add_argument("--gpus", type=int, default=8, help="GPUs training at once (default 8)")
+    s.add_argument("--slides-per-day", type=float, default=1000, help="slides to preprocess per day (default 1000)")
+    s.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
+    s.add_argument("--dataset-slides", type=int, help="slides in the training set, for capacity (default: a day's)")
+    s.add_argument("--storage", action="append", help="storage profile to answer for (repeat; default: the runs')")
+    s.add_argument("--workers", type=int, help="preprocessing workers for the stage-time predictions (default: measured)")
+    s.add_argument("--threshold", type=float, default=0.9, help="AU to sustain (default 0.9)")
+    s.set_defaults(fn=cmd_size)
 
     s = command("runs", ["results"], help="list recorded runs with their headline figures",
                 description="List the runs under a results folder: id, workload, engine, workers, storage, "

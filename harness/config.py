@@ -118,6 +118,9 @@ class TFRecords(_Strict):
     shards: int | None = Field(None, gt=0, le=1_000_000, description="a shard count; overrides shard_mb")
     val_fraction: float = Field(0.05, ge=0, lt=1, description="share of slides for validation")
     seed: int = Field(0, description="seed of the train/validation split and of the shuffle")
+    dlio_features: bool = Field(False, description="also write the keys MLPerf Storage's (DLIO 2.0) TensorFlow reader "
+                                                   "requires, image (bytes) and size (int64), so DLIO can read the "
+                                                   "shards; image repeats each JPEG, so records about double")
 
 
 class Train(_Strict):
@@ -142,6 +145,9 @@ class Train(_Strict):
     balance_classes: bool = Field(True, description="weigh the loss so each class counts half")
     mixed_precision: bool = Field(False, description="compute in float16 (Keras mixed_float16 policy)")
     decode_delay_ms: float = Field(0.0, ge=0, le=60_000, description="artificial delay per image in the decode map (starvation experiments)")
+    decode: bool = Field(True, description="decode (and augment) each image in the input pipeline; false: read and "
+                                           "parse the records only, as MLPerf Storage's DLIO does (emulated "
+                                           "accelerators only), so storage-only sizing is not capped by the host's CPU")
     seed: int = Field(0, description="seed of the weights, the shuffle and the augmentation")
     distribution: Literal["none", "multiworker", "horovod"] = Field(
         "none", description="several training processes: tf.distribute MultiWorkerMirroredStrategy or Horovod (Gloo)")
@@ -149,6 +155,14 @@ class Train(_Strict):
     accelerator: str | None = Field(None, description="emulate this accelerator (a name from `wsibench feed --help`, "
                                                       "or 'calibrated' for the newest `wsibench calibrate` result)")
     step_time_s: float | None = Field(None, gt=0, le=3600, description="emulated step time in seconds (instead of an accelerator)")
+
+
+    @model_validator(mode="after")
+    def _decode_only_emulated(self):
+        if not self.decode and not (self.accelerator or self.step_time_s):
+            raise ValueError("train.decode = false needs emulated accelerators (train.accelerator or train.step_time_s): "
+                             "a real model trains on decoded images")
+        return self
 
 
 class Infer(_Strict):

@@ -6,6 +6,7 @@ then bisecting.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -18,12 +19,12 @@ from .config import ConfigError, Workload, load_profile
 from .fsutil import check_name, workload_lock
 from .pipeline import RunOptions, run_attached
 from .results import record
-from .storage import attach, drop_caches, fio
+from .storage import attach, drop_caches, fio, iostats
 
 
 def feed(workload: Workload, storage: str | None = None, results_dir: str | Path = "results",
          threshold: float = 0.9, max_accelerators: int = 16, steps: int = 30, strict: bool = False,
-         repetitions: int = 1) -> dict:
+         repetitions: int = 1, observe: bool = False) -> dict:
     from .stages import distributed
 
     results_dir = Path(results_dir).resolve()
@@ -32,8 +33,13 @@ def feed(workload: Workload, storage: str | None = None, results_dir: str | Path
     if emu is None:
         raise ConfigError(f"{workload.source}: feed needs train.accelerator or train.step_time_s (the emulated step)")
     profile = load_profile(storage or workload.storage)
-    with attach(profile, results_dir, strict) as (root, storage_record), \
-            workload_lock(root / check_name(workload.name, "workload"), announce=lambda m: print(m, file=sys.stderr)):
+    with attach(profile, results_dir, strict) as (root, storage_record), contextlib.ExitStack() as stack:
+        stack.enter_context(workload_lock(root / check_name(workload.name, "workload"),
+                                          announce=lambda m: print(m, file=sys.stderr)))
+        if observe and profile.emulate is None:  # count the readers' requests (emulated profiles always do)
+            real = root
+            root = stack.enter_context(iostats.observed(real, results_dir, profile.name))
+            storage_record = dict(storage_record, observe={"mountpoint": str(root), "root": str(real)})
         tfr = root / workload.name / "tfrecords"
         if not (tfr / "splits.json").is_file():
             print(f"[feed] preparing TFRecords on {profile.name}", file=sys.stderr)
@@ -42,7 +48,7 @@ def feed(workload: Workload, storage: str | None = None, results_dir: str | Path
         engine = {"name": "emulated-accelerators", "workers": None, "address": None}
         with record.recording(results_dir, workload, storage_record, engine, kind="feed") as rec:
             summary = rec.summary
-            summary["storage"]["fio"] = fio.latest(results_dir, profile.name)
+            summary["storage"]["fio"] = fio.latest(results_dir, profile.name, observed="observe" in storage_record)
             summary["feed"] = {"accelerator": {"name": cfg.accelerator, "step_s": emu.step_s, "batch": emu.batch,
                                                "source": emu.source}}
             splits = json.loads((tfr / "splits.json").read_text())["splits"]
@@ -57,10 +63,22 @@ def feed(workload: Workload, storage: str | None = None, results_dir: str | Path
             try:
                 result = distributed.feed(files, root / workload.name / "feed", ecfg, emu.step_s, threshold,
                                           max_accelerators, steps, repetitions, dropper,
-                                          progress=lambda m: print(m, file=sys.stderr, flush=True))
+                                          progress=lambda m: print(m, file=sys.stderr, flush=True),
+                                          io_snapshot=lambda: iostats.snapshot(root),
+                                          storage_bandwidth=_stream_bandwidth(summary["storage"]["fio"]))
                 summary["feed"] = result | summary["feed"]
             finally:
-                rec.tables["feed_probes"] = pd.DataFrame(summary["feed"].get("probes", []))
+                rec.tables["feed_probes"] = pd.DataFrame([{k: v for k, v in p.items() if k != "io_profile"}
+                                                          for p in summary["feed"].get("probes", [])])
+                if "observe" in storage_record:
+                    rec.summary = iostats.rebase(summary, str(root), storage_record["observe"]["root"])
+                    rec.summary["storage"]["observe"] = storage_record["observe"]
+                    summary = rec.summary
     print(f"[feed] {profile.name}: at most {result['max_accelerators']} accelerators at AU >= {threshold}, "
           f"bound by {result['bound_by']} (record {rec.dir})", file=sys.stderr)
     return summary
+
+
+def _stream_bandwidth(fio_doc: dict | None) -> float | None:
+    """The storage's parallel read bandwidth as ``wsibench fio`` measured it (its TFRecord streaming job), B/s."""
+    return (((fio_doc or {}).get("jobs") or {}).get("tfrecord_stream") or {}).get("read_bw_bytes_per_s")

@@ -38,14 +38,15 @@ def build(cfg):
     reg = keras.regularizers.l2(cfg.weight_decay) if cfg.weight_decay else None
     if cfg.model == "inception_v3":
         base = keras.applications.InceptionV3(weights=None, include_top=False, input_shape=(size, size, 3), pooling="avg")
+        if reg is not None:  # the reference's weight decay on every convolution: the same graph, rebuilt with it
+            conf = base.get_config()
+            for layer in conf["layers"]:
+                if layer["class_name"] == "Conv2D":
+                    layer["config"]["kernel_regularizer"] = keras.regularizers.serialize(reg)
+            base = keras.Model.from_config(conf)
         x = keras.layers.Dropout(0.2)(base.output)
         out = keras.layers.Dense(1, activation="sigmoid", dtype="float32", kernel_regularizer=reg)(x)
-        model = keras.Model(base.input, out, name="inception_v3")
-        if reg is not None:  # the reference's weight decay on every convolution
-            for layer in base.layers:
-                if isinstance(layer, keras.layers.Conv2D):
-                    model.add_loss(lambda k=layer.kernel: reg(k))
-        return model
+        return keras.Model(base.input, out, name="inception_v3")
     inp = keras.Input((size, size, 3))
     x = inp
     for filters in (16, 32, 64, 96):  # no batch norm: its moving statistics made small runs miscalibrated

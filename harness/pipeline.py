@@ -17,7 +17,7 @@ from .registry import STAGES as STAGE_REGISTRY, load
 from .results import record
 from .slides.dataset import load as load_dataset, prepare
 from .stages.common import StageContext
-from .storage import attach, drop_caches as drop_page_cache, fio, folder_bytes
+from .storage import attach, drop_caches as drop_page_cache, fio, folder_bytes, iostats
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,18 +31,19 @@ class RunOptions:
     strict: bool = False                    # refuse a root whose type differs from the profile's claim
     drop_caches: bool = False               # drop the page cache before each stage (root only)
     fresh: bool = False                     # remove the outputs of the stages run first: a measurement, not a resume
+    observe: bool = False                   # count every I/O request through the unthrottled FUSE passthrough
     tags: dict = field(default_factory=dict)  # recorded as they are (matrix id, configuration, repetition)
     wait_if_busy: bool = True               # another run holds the workload's folder: wait for it, or fail
 
 
 def run(workload: Workload, *, stages=None, storage: str | None = None, results_dir: str | Path = "results",
         engine: str | None = None, workers: int | None = None, strict: bool = False, drop_caches: bool = False,
-        fresh: bool = False, tags: dict | None = None, wait_if_busy: bool = True) -> dict:
+        fresh: bool = False, observe: bool = False, tags: dict | None = None, wait_if_busy: bool = True) -> dict:
     """Run the workload; return the summary (also written to <results>/<run_id>/summary.json)."""
     return run_with(workload, RunOptions(stages=tuple(stages) if stages else None, storage=storage,
                                          results_dir=Path(results_dir), engine=engine, workers=workers,
-                                         strict=strict, drop_caches=drop_caches, fresh=fresh, tags=dict(tags or {}),
-                                         wait_if_busy=wait_if_busy))
+                                         strict=strict, drop_caches=drop_caches, fresh=fresh, observe=observe,
+                                         tags=dict(tags or {}), wait_if_busy=wait_if_busy))
 
 
 def run_with(workload: Workload, opts: RunOptions) -> dict:
@@ -53,6 +54,18 @@ def run_with(workload: Workload, opts: RunOptions) -> dict:
     results_dir = opts.results_dir.resolve()
     profile = load_profile(opts.storage or workload.storage)
     with attach(profile, results_dir, opts.strict) as (root, storage_record):
+        if opts.observe and profile.emulate is None:  # emulated profiles count on their own
+            lock = workload_lock(root / check_name(workload.name, "workload"), opts.wait_if_busy,
+                                 lambda m: print(m, file=sys.stderr, flush=True))  # on the real folder
+            with lock, iostats.observed(root, results_dir, profile.name) as mnt:
+                storage_record = dict(storage_record, observe={
+                    "mountpoint": str(mnt), "root": str(root),
+                    "how": "every request through an unthrottled FUSE passthrough of the root (direct I/O: no page "
+                           "cache above it), counted; paths in the record name the root, not the passthrough"})
+                return run_attached(workload, opts, profile, mnt, storage_record)
+        if opts.observe:
+            print(f"[storage] {profile.name} is an emulated (counting) passthrough already: --observe adds nothing",
+                  file=sys.stderr)
         return run_attached(workload, opts, profile, root, storage_record)
 
 
@@ -69,7 +82,7 @@ def run_attached(workload: Workload, opts: RunOptions, profile: StorageProfile, 
     lock = workload_lock(data, opts.wait_if_busy, lambda m: print(m, file=sys.stderr, flush=True))
     with lock, record.recording(results_dir, workload, storage_record, engine, opts.tags) as rec:
         summary = rec.summary
-        summary["storage"]["fio"] = fio.latest(results_dir, profile.name)
+        summary["storage"]["fio"] = fio.latest(results_dir, profile.name, observed="observe" in storage_record)
         ctx = StageContext(workload, profile, root, data, rec.dir, summary, opts.engine, opts.workers,
                            tables=rec.tables)
         print(f"[run] {rec.run_id}: stages {', '.join(stages)} on {profile.name} ({root}"
@@ -77,10 +90,11 @@ def run_attached(workload: Workload, opts: RunOptions, profile: StorageProfile, 
               file=sys.stderr)
         dropped = []
         try:
-            t0 = time.perf_counter()
+            t0, io0 = time.perf_counter(), iostats.snapshot(root)
             ctx.dataset = prepare(workload, ctx.data, ctx.engine)
             summary["dataset"] = {"path": str(ctx.dataset), "kind": workload.dataset.kind,
                                   "seconds": time.perf_counter() - t0}
+            io_profile(ctx, "dataset", summary["dataset"], io0, root)
             ctx.slides, info = load_dataset(ctx.dataset, workload.dataset)  # layout, counts, exclusions
             summary["dataset"].update(info)
             for stage in stages:
@@ -93,7 +107,9 @@ def run_attached(workload: Workload, opts: RunOptions, profile: StorageProfile, 
                 t0 = time.perf_counter()
                 drive = load(STAGE_REGISTRY, "stage", stage)  # train and infer import TensorFlow here
                 imported = time.perf_counter() - t0
+                io0 = iostats.snapshot(root)
                 rec_ = drive(ctx)
+                io_profile(ctx, stage, rec_, io0, root)
                 rec_["startup_seconds"] = rec_.get("startup_seconds", 0.0) + imported
                 rec_["seconds"] = time.perf_counter() - t0  # the whole wall time of the stage
                 summary["stages"][stage] = rec_
@@ -109,7 +125,28 @@ def run_attached(workload: Workload, opts: RunOptions, profile: StorageProfile, 
                 engine["workers"] = ctx.engines[engine["name"]].topology()["workers"]
             ctx.close()
             summary["page_cache"] = page_cache(ctx, bool(dropped) and all(dropped))
+            if "observe" in storage_record:  # the passthrough is gone after the run: name the root itself
+                observe = storage_record["observe"]
+                rec.summary = iostats.rebase(summary, observe["mountpoint"], observe["root"])
+                rec.summary["storage"]["observe"] = observe
+                summary = rec.summary
     return summary
+
+
+def io_profile(ctx: StageContext, stage: str, rec: dict, before: dict | None, root: Path) -> None:
+    """The stage's I/O profile, where the root is a counting passthrough: ``io_profile`` in its record, and its
+    histograms and timeline as rows of the run's ``io_*`` tables."""
+    d = iostats.delta(before, iostats.snapshot(root))
+    if d is None:
+        return
+    rec["io_profile"] = iostats.profile(d)
+    import pandas as pd
+
+    new = iostats.rows(stage, d) | {"io_ops": iostats.op_rows(stage, rec["io_profile"])}
+    for name, rows in new.items():
+        if rows:
+            df = pd.DataFrame(rows)
+            ctx.tables[name] = pd.concat([ctx.tables[name], df], ignore_index=True) if name in ctx.tables else df
 
 
 def page_cache(ctx: StageContext, dropped: bool) -> dict:

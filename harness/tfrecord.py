@@ -59,10 +59,32 @@ def example(features: dict) -> bytes:
     return _field(1, entries)  # Example.features(1) -> Features.feature map entries(1)
 
 
-def patch_example(jpeg: bytes, label: int, slide: str, x: int, y: int, height: int, width: int) -> bytes:
-    return example({"image/encoded": jpeg, "image/format": b"jpeg", "image/class/label": int(label),
-                    "image/height": int(height), "image/width": int(width),
-                    "slide": slide, "loc_x": int(x), "loc_y": int(y)})
+DLIO_KEYS = ("image", "size")  # what MLPerf Storage's (DLIO 2.0) TensorFlow reader parses: bytes, and the side in px
+
+
+def patch_example(jpeg: bytes, label: int, slide: str, x: int, y: int, height: int, width: int,
+                  dlio: bool = False) -> bytes:
+    """One patch as a tf.train.Example: the reference pipeline's keys (``image/encoded``, ``image/format``,
+    ``image/class/label``, ``image/height``, ``image/width``) and the patch's origin; with ``dlio`` also the keys
+    DLIO 2.0's TensorFlow reader requires, ``image`` (the same JPEG bytes, a second time) and ``size`` (int64)."""
+    feats = {"image/encoded": jpeg, "image/format": b"jpeg", "image/class/label": int(label),
+             "image/height": int(height), "image/width": int(width),
+             "slide": slide, "loc_x": int(x), "loc_y": int(y)}
+    if dlio:
+        feats |= {"image": jpeg, "size": int(height)}
+    return example(feats)
+
+
+def with_dlio(data: bytes, size: int) -> bytes:
+    """An Example written by ``patch_example`` without the DLIO keys, with them."""
+    e = parse_example(data)
+    return example(e | {"image": e["image/encoded"], "size": int(size)})
+
+
+def without_dlio(data: bytes) -> bytes:
+    """An Example written by ``patch_example``, as it was before the DLIO keys were added."""
+    e = parse_example(data)
+    return example({k: v for k, v in e.items() if k not in DLIO_KEYS}) if any(k in e for k in DLIO_KEYS) else data
 
 
 def patch_example_size(jpeg_size: int, label: int, slide: str, x: int, y: int, height: int, width: int) -> int:

@@ -74,7 +74,7 @@ def test_cli_validate(tmp_path):
     assert r.returncode == 0 and "ok" in r.stdout
 
 
-COMMANDS = ("synth", "validate", "run", "fio", "matrix", "report", "feed", "calibrate", "runs")
+COMMANDS = ("synth", "validate", "run", "fio", "matrix", "report", "feed", "calibrate", "size", "runs")
 
 
 def test_cli_help_lists_and_explains_every_command():

@@ -200,3 +200,22 @@ def test_feed_probes_repeat_and_say_what_bounds_them(prepared, dataset):
     assert f["bound_by"].startswith("max_accelerators") or p["limit"] in ("cpu", "storage")
     probes = pd.read_parquet(prepared / "results" / s["run_id"] / "feed_probes.parquet")
     assert list(probes["repetitions"]) == [3]
+
+
+def test_feed_measures_decode_cpu_per_accelerator_and_can_read_bytes_only(prepared, dataset):
+    """train.decode: decoding costs the input pipeline CPU per sample; bytes only (MLPerf Storage's way) costs less;
+    each probe says how many cores one accelerator needs at AU 1 and at the threshold."""
+    wl = {True: _workload(dataset, step_time_s=0.05), False: _workload(dataset, step_time_s=0.05, decode=False)}
+    os.environ["WSIBENCH_LOCAL_ROOT"] = str(prepared / "data")
+    try:
+        probes = {d: feed(w, "local", prepared / "results", 0.9, 1, steps=12)["feed"]["probes"][0]
+                  for d, w in wl.items()}
+    finally:
+        del os.environ["WSIBENCH_LOCAL_ROOT"]
+    for p in probes.values():
+        assert p["cpu_seconds_per_sample"] > 0 and p["bytes_per_sample"] > 1000
+        assert p["cores_per_accelerator"] == pytest.approx(p["cpu_seconds_per_sample"] * 16 / 0.05)
+        assert p["cores_per_accelerator_at_threshold"] == pytest.approx(0.9 * p["cores_per_accelerator"])
+    assert probes[False]["cpu_seconds_per_sample"] < 0.8 * probes[True]["cpu_seconds_per_sample"]
+    with pytest.raises(Exception, match="train.decode = false needs emulated accelerators"):
+        _workload(dataset, decode=False)

@@ -15,7 +15,7 @@ from conftest import ROOT
 # top to bottom: cli -> orchestrators -> stages, engines, storage, slides -> configuration, figures, records, files
 LAYERS = [
     ["harness.cli"],
-    ["harness.pipeline", "harness.matrix", "harness.feed", "harness.report"],
+    ["harness.pipeline", "harness.matrix", "harness.feed", "harness.report", "harness.sizing", "harness.calibrate"],
     ["harness.stages", "harness.engines", "harness.storage", "harness.slides"],
     ["harness.config", "harness.metrics", "harness.results", "harness.fsutil", "harness.errors", "harness.registry",
      "harness.models", "harness.accelerators", "harness.tfrecord", "harness.docs"],

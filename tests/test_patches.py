@@ -376,3 +376,39 @@ def test_border_rasterisation_does_not_scale_with_vertices_times_patches(dataset
         alone = rasterize(inc, exc, (g["read"],) * 2, g["downsample"], (g["gx"][b] * g["downsample"], g["gy"][a] * g["downsample"]))
         assert abs(alone.mean() - g["tumor"][a, b]) < 2e-3
     assert np.abs(g["tumor"] - simple["tumor"]).max() < 0.01
+
+
+def test_shards_carry_what_mlperf_storage_reads_when_asked(dataset, jpeg_run, tmp_path):
+    """tfrecords.dlio_features: every record also carries DLIO 2.0's keys, parsed with exactly the feature spec of
+    its TensorFlow reader (tf.io.parse_example); the reference's keys stay. Switching the setting rewrites the
+    shards (a shard without the keys is not taken for one with them); from per-slide record files too."""
+    import tensorflow as tf
+    from harness import tfrecord
+
+    shutil.copytree(jpeg_run[1], tmp_path / "data" / "t")
+    summary, data = run(tmp_path, dataset, tfrecords={"dlio_features": True})
+    st = summary["stages"]["tfrecords"]
+    assert summary["status"] == "ok" and st["skipped"] == 0  # the shards without the keys were written again
+    dlio_spec = {"image": tf.io.FixedLenFeature([], tf.string), "size": tf.io.FixedLenFeature([], tf.int64)}
+    reference_spec = {"image/encoded": tf.io.FixedLenFeature([], tf.string),
+                      "image/class/label": tf.io.FixedLenFeature([], tf.int64)}
+    shards = sorted((data / "tfrecords").glob("*.tfrecord"))
+    n = 0
+    for batch in tf.data.TFRecordDataset([str(p) for p in shards]).batch(64):
+        d, r = tf.io.parse_example(batch, dlio_spec), tf.io.parse_example(batch, reference_spec)
+        assert (d["size"].numpy() == 224).all()
+        assert [bytes(x) for x in d["image"].numpy()] == [bytes(x) for x in r["image/encoded"].numpy()]
+        assert all(bytes(x)[:2] == b"\xff\xd8" for x in d["image"].numpy())  # JPEG bytes
+        n += int(batch.shape[0])
+    assert n == len(manifests(data))
+    again, _ = run(tmp_path, dataset, tfrecords={"dlio_features": True})
+    assert again["stages"]["tfrecords"]["skipped"] == st["shards"]  # complete as they are: reused
+    # per-slide record files (patches.output = tfrecord) gain the keys in the shards, byte for byte the same
+    s2, data2 = run(tmp_path / "records", dataset, patches={"output": "tfrecord"}, tfrecords={"dlio_features": True})
+    assert s2["status"] == "ok"
+    for p in shards:
+        assert p.read_bytes() == (data2 / "tfrecords" / p.name).read_bytes()
+    off, _ = run(tmp_path, dataset)
+    assert off["stages"]["tfrecords"]["skipped"] == 0  # and back: rewritten without the keys
+    assert all("image" not in tfrecord.parse_example(rec)
+               for p in (data / "tfrecords").glob("*.tfrecord") for _, rec in tfrecord.read_records(p))

@@ -17,7 +17,8 @@ from typing import Callable
 from ..errors import DataError
 from ..fsutil import atomic_path
 from ..results import find_runs, load
-from . import environment, performance, quality, storage, summary, training
+from ..sizing import load_all
+from . import environment, io, performance, quality, storage, summary, training
 from .context import Context, build_context
 from .html import esc, swatch
 
@@ -38,6 +39,8 @@ SECTIONS = [
     Section("training", "Training: accelerator utilisation and input wait", training.render, training.findings),
     Section("feed", "Accelerators fed per storage", training.feed),
     Section("storage", "Storage", storage.render),
+    Section("io", "Storage I/O", io.render),
+    Section("sizing", "Sizing", io.sizing),
     Section("quality", "Model quality", quality.render),
     Section("heatmaps", "Sample heatmaps", quality.heatmaps),
     Section("environment", "Workloads, machines and engines", environment.render),
@@ -95,6 +98,7 @@ def build(paths, out: str | Path, csv: str | Path | None = None, title: str = "w
     if not runs:
         raise DataError(f"no runs (folders with summary.json) under {', '.join(map(str, paths))}")
     ctx = build_context(runs, baseline, title)
+    ctx.sizing = load_all(paths)
     if csv:
         with atomic_path(csv) as tmp:
             ctx.df.drop(columns=["cfg"]).to_csv(tmp, index=False)

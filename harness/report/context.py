@@ -59,6 +59,7 @@ class Context:
     baseline: Config
     title: str
     findings: list[str] = field(default_factory=list)
+    sizing: list[dict] = field(default_factory=list)  # wsibench size answers found beside the runs
 
     @property
     def comparing(self) -> bool:

@@ -12,6 +12,7 @@ recorded beside them.
 from __future__ import annotations
 
 import functools
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,7 +84,8 @@ class StageContext:
         inflight = self.data / ".inflight" / stage  # markers of items running now (a crash leaves its marker)
         remove(inflight, self.data)  # nobody else runs in this workload folder (the run holds its lock)
         t0 = time.perf_counter()
-        outcomes = run_all(eng, functools.partial(guarded, fn, str(inflight)), items, label=stage)
+        outcomes = run_all(eng, functools.partial(guarded, functools.partial(cpu_timed, fn), str(inflight)), items,
+                           label=stage)
         mapped = Mapped(outcomes, time.perf_counter() - t0, startup)
         self.summary["engine"].setdefault("stages", {})[stage] = eng.topology()
         return mapped
@@ -99,6 +101,31 @@ class StageContext:
     def close(self):
         for eng in self.engines.values():
             eng.close()
+
+
+def cpu_timed(fn, item):
+    """fn(item), with what the worker process spent on it added to a dict result: ``cpu_seconds`` (its threads'
+    CPU time) and ``runqueue_seconds`` (their time ready to run but waiting for a core: the CPU contention)."""
+    t0, q0 = time.process_time(), runqueue_seconds()
+    value = fn(item)
+    if isinstance(value, dict):
+        value = {**value, "cpu_seconds": time.process_time() - t0}
+        if q0 is not None:
+            value["runqueue_seconds"] = runqueue_seconds() - q0
+    return value
+
+
+def runqueue_seconds() -> float | None:
+    """Seconds this process's threads have waited on a run queue (/proc/self/task/*/schedstat); None where the
+    kernel does not say."""
+    total = 0
+    try:
+        for task in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{task}/schedstat") as f:
+                total += int(f.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return total / 1e9
 
 
 def item_name(item) -> str:
@@ -117,6 +144,8 @@ def stage_record(ctx: StageContext, stage: str, mapped: Mapped, **extra) -> dict
     return {"items": len(outcomes), "items_per_s": mapped.rate(len(outcomes)),
             "work_seconds": mapped.work_seconds, "startup_seconds": mapped.startup_seconds,
             **io, "files_written": sum((o.value or {}).get("files_written", 0) for o in ok),
+            "cpu_seconds": sum((o.value or {}).get("cpu_seconds", 0.0) for o in ok),
+            "runqueue_seconds": sum((o.value or {}).get("runqueue_seconds", 0.0) for o in ok),
             "workers_used": len(workers), "hosts_used": len({w.rsplit(":", 1)[0] for w in workers}),
             "errors": [{"item": item_name(o.item), "error": o.error} for o in outcomes if o.error],
             "warnings": [{"item": item_name(o.item), "warning": w} for o in ok for w in (o.value or {}).get("warnings", [])],

@@ -304,6 +304,8 @@ def aggregate(ranks: list[dict]) -> dict:
             "host_cpu_busy_fraction": sum(r["host_cpu_busy_fraction"] for r in ranks) / len(ranks),
             # the ranks' own share of the host's cores over the measured steps
             "ranks_cpu_fraction": sum(r["cpu_seconds"] for r in ranks) / (per_wall * (os.cpu_count() or 1)),
+            "cpu_seconds_per_sample": (sum(r["cpu_seconds"] for r in ranks) / images) if images else None,
+            "bytes_per_sample": (sum(r["measured_bytes_read"] for r in ranks) / images) if images else None,
             **{k: sum(r.get(k, 0) for r in ranks) for k in ("bytes_read", "bytes_written", "read_calls", "write_calls")}}
 
 
@@ -330,11 +332,15 @@ CPU_SATURATED = 0.9  # host CPU busy fraction from which a probe that misses its
 RANKS_CPU_HUNGRY = 0.5  # ... when the ranks themselves used at least this share of the cores (else: contended)
 
 
-def limit(au: float, threshold: float, host_busy: float, ranks_cpu: float) -> str | None:
-    """What bounded a probe that missed its AU: ``cpu`` (the host's cores saturated, by the load generator itself),
+def limit(au: float, threshold: float, host_busy: float, ranks_cpu: float, read_bytes_per_s: float = 0.0,
+          storage_bandwidth: float | None = None) -> str | None:
+    """What bounded a probe that missed its AU: ``storage`` when its reads reached 85% of the storage's measured
+    bandwidth (B/s, where known); else ``cpu`` (the host's cores saturated, by the load generator itself),
     ``contended`` (saturated by other processes: not a valid storage figure), ``storage`` (cores to spare)."""
     if au >= threshold:
         return None
+    if storage_bandwidth and read_bytes_per_s >= 0.85 * storage_bandwidth:
+        return "storage"
     if host_busy >= CPU_SATURATED:
         return "cpu" if ranks_cpu >= RANKS_CPU_HUNGRY else "contended"
     return "storage"
@@ -348,19 +354,32 @@ def cpu_busy(before, after) -> float:
 
 
 def feed(files: list[str], out: Path, train_cfg, step_s: float, threshold: float = 0.9, max_n: int = 16,
-         steps: int = 30, repetitions: int = 1, drop_caches=None, progress=print) -> dict:
+         steps: int = 30, repetitions: int = 1, drop_caches=None, progress=print, io_snapshot=None,
+         storage_bandwidth: float | None = None) -> dict:
     """The largest number of emulated accelerators whose AU stays >= threshold: doubling, then bisection.
 
     Each probe runs ``repetitions`` times (AU mean, min, max and spread; the mean decides), after
     ``drop_caches()`` when given, and records the host's CPU use: a probe that misses the threshold names its
-    limit, ``cpu`` when the host's cores were saturated, ``storage`` otherwise."""
+    limit: ``storage`` when its reads reached 85% of ``storage_bandwidth`` (B/s, the storage's measured parallel
+    read bandwidth, where known), else ``cpu`` when the host's cores were saturated, ``storage`` otherwise (on a
+    shared host, busy cores alone do not say who is waiting for whom). It also records what the input
+    pipeline cost the host: the ranks' own CPU seconds per sample over their measured steps (reading, parsing
+    and, with train.decode, decoding), and from it the cores one accelerator needs at AU 1 and at the threshold
+    (``cores_per_accelerator``, ``cores_per_accelerator_at_threshold``). ``io_snapshot()``, where the storage
+    counts its requests (harness.storage.iostats), gives each probe the I/O profile of its first repetition."""
+    from ..storage import iostats
+
     probes: dict[int, dict] = {}
+    demand = train_cfg.batch_size / step_s  # samples/s one accelerator consumes at AU 1
 
     def probe(n: int) -> bool:
-        runs = []
-        for _ in range(repetitions):
+        runs, profile = [], None
+        for i in range(repetitions):
             dropped = drop_caches() if drop_caches else False
+            before = io_snapshot() if io_snapshot and i == 0 else None
             r = run(files, out, train_cfg, "emulated", n, steps, step_s)
+            if before is not None:
+                profile = iostats.profile(iostats.delta(before, io_snapshot()))
             r["cpu_busy_fraction"] = r["host_cpu_busy_fraction"]  # over the measured steps, start-up excluded
             r["caches_dropped"] = dropped
             runs.append(r)
@@ -375,7 +394,16 @@ def feed(files: list[str], out: Path, train_cfg, step_s: float, threshold: float
                      "mib_per_s": mean("mib_per_s"), "cpu_busy_fraction": busy,
                      "ranks_cpu_fraction": mean("ranks_cpu_fraction"),
                      "caches_dropped": all(r["caches_dropped"] for r in runs)}
-        probes[n]["limit"] = limit(au, threshold, busy, probes[n]["ranks_cpu_fraction"])
+        probes[n]["limit"] = limit(au, threshold, busy, probes[n]["ranks_cpu_fraction"], mean("mib_per_s") * 2**20,
+                                   storage_bandwidth)
+        per_sample = [r["cpu_seconds_per_sample"] for r in runs if r.get("cpu_seconds_per_sample") is not None]
+        if per_sample:
+            cps = sum(per_sample) / len(per_sample)
+            probes[n].update(cpu_seconds_per_sample=cps, cores_per_accelerator=cps * demand,
+                             cores_per_accelerator_at_threshold=cps * demand * threshold,
+                             bytes_per_sample=mean("bytes_per_sample"))
+        if profile:
+            probes[n]["io_profile"] = profile
         p = probes[n]
         progress(f"[feed] {n} accelerators: AU {au:.3f}" + (f" ({min(aus):.3f}-{max(aus):.3f})" if len(runs) > 1 else "")
                  + f", {p['samples_per_s']:.0f} samples/s, {p['mib_per_s']:.1f} MiB/s, host CPU {busy:.0%} busy"
@@ -402,6 +430,7 @@ def feed(files: list[str], out: Path, train_cfg, step_s: float, threshold: float
             bad = mid
     return {"threshold": threshold, "max_accelerators": good, "first_failing": bad, "step_s": step_s,
             "batch": train_cfg.batch_size, "steps_per_probe": steps, "repetitions": repetitions,
+            "decode": train_cfg.decode,
             "bound_by": probes[bad]["limit"] if bad is not None else "max_accelerators (the cap)",
             "probes": [probes[k] for k in sorted(probes)]}
 

@@ -62,7 +62,7 @@ def plan(manifests: pd.DataFrame, slide_class: dict[str, str], cfg: TFRecords, o
             cols = rows.iloc[part][["path", "offset", "bytes", "crc32", "label", "slide", "x", "y"]]
             items.append({"shard": name, "split": split, "path": str(out / f"{name}.tfrecord"),
                           "index": str(out / f"{name}.index"), "patch_size": patch_size, "base": str(out.parent),
-                          "rows": cols.to_dict("records")})
+                          "dlio": cfg.dlio_features, "rows": cols.to_dict("records")})
     return items
 
 
@@ -79,17 +79,22 @@ def complete(item: dict) -> bool:
     """The shard and its index exist and hold exactly the planned records, in order, each passing its CRC.
 
     Each record is compared with its manifest row: slide, position and label, and the content itself (the
-    patch's bytes and CRC32, as the manifest recorded them). A shard of an earlier plan with the same name
-    and size (another seed, another split, patches re-cut at another JPEG quality) is not taken for this one."""
+    patch's bytes and CRC32, as the manifest recorded them), and it carries DLIO's keys exactly when the plan
+    asks for them. A shard of an earlier plan with the same name and size (another seed, another split, patches
+    re-cut at another JPEG quality, with or without DLIO's keys) is not taken for this one."""
     try:
         index = [l for l in Path(item["index"]).read_text().split("\n") if l]
         if len(index) != len(item["rows"]):
             return False
         for (_, data), r in zip(tfrecord.read_records(item["path"]), item["rows"], strict=True):
             e = tfrecord.parse_example(data)
-            content = data if r["offset"] else e["image/encoded"]  # the manifest describes what the patch stage wrote
+            # the manifest describes what the patch stage wrote: a JPEG file, or an Example without DLIO's keys
+            content = tfrecord.without_dlio(data) if r["offset"] else e["image/encoded"]
             if ((e["slide"].decode(), e["loc_x"], e["loc_y"], e["image/class/label"]) != (r["slide"], r["x"], r["y"], LABELS[r["label"]])
                     or len(content) != r["bytes"] or zlib.crc32(content) != r["crc32"]):
+                return False
+            dlio = e.get("image") == e["image/encoded"] and e.get("size") == item["patch_size"]
+            if dlio != bool(item.get("dlio")) or (not dlio and any(k in e for k in tfrecord.DLIO_KEYS)):
                 return False
         return True
     except (OSError, KeyError, ValueError, tfrecord.CorruptRecord):  # ValueError: more or fewer records than planned
@@ -107,9 +112,12 @@ def write_shard(item: dict) -> dict:
             src = Path(item["base"]) / r["path"]
             if r["offset"]:  # already a tf.train.Example, inside a per-slide record file
                 data = tfrecord.read_at(src, r["offset"] - 12)
+                if item.get("dlio"):
+                    data = tfrecord.with_dlio(data, size)
             else:
                 jpeg = src.read_bytes()
-                data = tfrecord.patch_example(jpeg, LABELS[r["label"]], r["slide"], r["x"], r["y"], size, size)
+                data = tfrecord.patch_example(jpeg, LABELS[r["label"]], r["slide"], r["x"], r["y"], size, size,
+                                              dlio=bool(item.get("dlio")))
             framed = tfrecord.frame(data)
             index.append(f"{f.tell()} {len(framed)}\n")
             f.write(framed)

@@ -29,11 +29,14 @@ from ..models import build as build_model, image_size, optimizer
 from .common import StageContext
 
 
-def parse(raw, size: int, augment: bool, delay_ms: float = 0.0, seed: int = 0):
-    """One serialised Example -> (image in [0, 1], label, bytes read)."""
+def parse(raw, size: int, augment: bool, delay_ms: float = 0.0, seed: int = 0, decode: bool = True):
+    """One serialised Example -> (image in [0, 1], label, bytes read); with ``decode`` false, the image stays
+    its encoded bytes (MLPerf Storage's reader parses records and does not decode them)."""
     spec = {"image/encoded": tf.io.FixedLenFeature([], tf.string),
             "image/class/label": tf.io.FixedLenFeature([], tf.int64)}
     ex = tf.io.parse_single_example(raw, spec)
+    if not decode:
+        return ex["image/encoded"], tf.cast(ex["image/class/label"], tf.float32), tf.strings.length(raw) + 16
     img = tf.io.decode_jpeg(ex["image/encoded"], channels=3)
     if delay_ms:
         img = tf.numpy_function(lambda a: (time.sleep(delay_ms / 1000), a)[1], [img], tf.uint8, stateful=True)
@@ -65,7 +68,8 @@ def dataset(files: list[str], cfg: Train, training: bool):
     if training and cfg.shuffle_buffer:
         ds = ds.shuffle(cfg.shuffle_buffer, seed=cfg.seed)
     size = image_size(cfg)
-    ds = ds.map(lambda r: parse(r, size, training and cfg.augment, cfg.decode_delay_ms if training else 0.0),
+    ds = ds.map(lambda r: parse(r, size, training and cfg.augment, cfg.decode_delay_ms if training else 0.0,
+                                decode=cfg.decode or not training),
                 num_parallel_calls=calls, deterministic=not training)
     ds = ds.batch(cfg.batch_size, drop_remainder=training)
     if cfg.prefetch:
@@ -115,35 +119,6 @@ def save_model(model, path: Path) -> None:
 
 def save_weights(model, path: Path) -> None:
     _saved(model.save_weights, model, path)
-
-
-def calibrate(cfg: Train, steps: int = 10, warmup: int = 3) -> dict:
-    """The real step time of the workload's model on this machine's device (random data, synchronised steps)."""
-    tf.keras.utils.set_random_seed(cfg.seed)
-    size = image_size(cfg)
-    model = build_model(cfg)
-    opt = optimizer(cfg, 100)
-    bce = tf.keras.losses.BinaryCrossentropy()
-    x = tf.random.uniform((cfg.batch_size, size, size, 3))
-    y = tf.cast(tf.random.uniform((cfg.batch_size,)) > 0.5, tf.float32)
-
-    @tf.function
-    def step():
-        with tf.GradientTape() as tape:
-            loss = bce(y[:, None], model(x, training=True))
-        opt.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
-        return loss
-
-    times = []
-    for i in range(warmup + steps):
-        t0 = time.perf_counter()
-        float(step())
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    gpus = tf.config.list_physical_devices("GPU")
-    return {"model": cfg.model, "batch": cfg.batch_size, "image_size": size, "mixed_precision": cfg.mixed_precision,
-            "step_s": float(np.median(times)), "step_s_min": float(np.min(times)), "step_s_max": float(np.max(times)),
-            "steps": steps, "device": gpus[0].name if gpus else "CPU"}
 
 
 def run(tfrecords_dir: Path, out: Path, cfg: Train, log_name: str = "run", progress=print) -> tuple[dict, list[dict], object]:

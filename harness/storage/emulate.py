@@ -1,9 +1,13 @@
-"""Emulated storage: a throttled FUSE passthrough of a local folder.
+"""Emulated storage: a throttled FUSE passthrough of a local folder; and the same passthrough unthrottled, to observe.
 
 Every reader goes through it for real (OpenSlide's C library, tf.data, fio): reads and writes pay a
 per-operation latency and share a bandwidth budget and an IOPS budget (token buckets); metadata operations
 (create, open, mkdir, unlink, rename) pay a metadata latency. The mount uses direct I/O, so the kernel page
 cache does not hide the throttle. Results on such a mount are labelled emulated.
+
+Throttled or not (``observe``: no throttle parameters at all), the passthrough counts every request it serves
+(harness.storage.iostats): per operation type its count, latency histogram and request sizes, and the bytes and
+operations of every second; it answers snapshots of those counters on a Unix socket beside the mount point.
 
 Run as ``python -m harness.storage.emulate BACKING MOUNTPOINT --params JSON`` (the harness does this, see
 ``mounted``); needs /dev/fuse and the right to mount (root here).
@@ -13,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import functools
 import json
 import os
 import shutil
@@ -25,6 +30,7 @@ from pathlib import Path
 
 from ..errors import WsibenchError
 from ..fsutil import check_name
+from . import iostats
 
 
 class EmulationError(WsibenchError, RuntimeError):
@@ -49,7 +55,32 @@ class Bucket:
             time.sleep(wait)
 
 
-def _operations(backing: str, p: dict):
+THROTTLES = ("read_mb_s", "write_mb_s", "iops", "latency_ms", "metadata_ms")
+
+
+def throttle_mode(params: dict) -> str:
+    """``throttled`` when any throttle is set, else ``observe`` (the passthrough only counts)."""
+    return "throttled" if any(params.get(k) for k in THROTTLES) else "observe"
+
+
+def _counted(counters: iostats.Counters, op: str, sized: bool = False):
+    """Count each call of an operation: its time in the passthrough (throttle included), its size, its errors."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def inner(*args):
+            t0 = time.perf_counter()
+            try:
+                result = fn(*args)
+            except OSError:
+                counters.record(op, time.perf_counter() - t0, error=True)
+                raise
+            counters.record(op, time.perf_counter() - t0, (len(result) if op == "read" else result) if sized else None)
+            return result
+        return inner
+    return wrap
+
+
+def _operations(backing: str, p: dict, counters: iostats.Counters | None = None):
     import mfusepy as fuse
 
     read_bw, write_bw = Bucket((p.get("read_mb_s") or 0) * 1e6), Bucket((p.get("write_mb_s") or 0) * 1e6)
@@ -181,6 +212,9 @@ def _operations(backing: str, p: dict):
             os.utime(full(path), ns=times)
             return 0
 
+    if counters is not None:  # every operation the class serves, counted
+        for op in [k for k, v in vars(Throttled).items() if callable(v) and not k.startswith("_")]:
+            setattr(Throttled, op, _counted(counters, op, op in ("read", "write"))(getattr(Throttled, op)))
     return Throttled()
 
 
@@ -192,9 +226,15 @@ def serve(backing: str, mountpoint: str, params: dict, users: str | None = None)
     name = check_name(params.get("name", "emulated"), "storage profile")  # the fsname must not add mount options
     if users:
         threading.Thread(target=_watch_users, args=(Path(users), mountpoint), daemon=True).start()
-    fuse.FUSE(_operations(os.path.abspath(backing), params), mountpoint, raw_fi=True, foreground=True, nothreads=False,
-              fsname=f"wsibench-{name}", default_permissions=False,
-              **({"ro": True} if params.get("read_only") else {}))
+    counters = iostats.Counters(throttle_mode(params), {k: params.get(k) for k in THROTTLES})
+    stats = iostats.serve(counters, mountpoint)
+    try:
+        fuse.FUSE(_operations(os.path.abspath(backing), params, counters), mountpoint, raw_fi=True, foreground=True,
+                  nothreads=False, fsname=f"wsibench-{name}", default_permissions=False,
+                  **({"ro": True} if params.get("read_only") else {}))
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            stats.unlink()
 
 
 def _watch_users(users: Path, mountpoint: str, grace: float = 3.0, first_user_timeout: float = 60.0) -> None:

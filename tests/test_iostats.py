@@ -1,0 +1,105 @@
+"""The pipeline's own I/O profile: the passthrough's counters, their differences per stage, observe mode."""
+import json
+import os
+import stat
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness import pipeline
+from harness.config import parse_workload
+from harness.storage import iostats
+from harness.storage.emulate import mounted
+
+needs_fuse = pytest.mark.skipif(not os.path.exists("/dev/fuse") or os.geteuid() != 0,
+                                reason="the passthrough needs FUSE and root (the CI machine has both)")
+
+
+def test_percentiles_and_sizes_from_the_histograms():
+    c = iostats.Counters("observe", {})
+    for ms in [1.0] * 50 + [2.0] * 40 + [10.0] * 9 + [100.0]:  # 100 reads: p50 1 ms, p90 2 ms, p99 10 ms
+        c.record("read", ms / 1000, 4096)
+    c.record("write", 0.001, 131072)
+    c.record("getattr", 0.00002, error=True)
+    before = iostats.Counters("observe", {}).snapshot() | {"pid": c.snapshot()["pid"], "started_at": c.started_at,
+                                                           "at": c.started_at - 1}
+    d = iostats.delta(before, c.snapshot())
+    p = iostats.profile(d)
+    r = p["ops"]["read"]
+    assert r["count"] == 100 and r["mean_latency_s"] == pytest.approx((50 + 80 + 90 + 100) / 100 / 1000)
+    for q, want in (("p50_latency_s", 0.001), ("p90_latency_s", 0.002), ("p99_latency_s", 0.010)):
+        assert abs(r[q] - want) / want < 0.1, (q, r[q])  # a quarter power of two: within 9%
+    assert p["bytes_read"] == 100 * 4096 and p["bytes_written"] == 131072
+    assert p["request_sizes"]["read"]["histogram"] == {"4096": 100}  # 4096 falls in [4096, 8191]
+    assert p["request_sizes"]["write"]["histogram"] == {"131072": 1}
+    assert p["ops"]["getattr"]["errors"] == 1 and p["ops"]["unlink"] == {"count": 0}
+    assert sum(row["ops"] for row in iostats.rows("s", d)["io_timeline"]) == 102
+
+
+def test_a_stage_is_what_happened_between_its_snapshots():
+    c = iostats.Counters("observe", {})
+    c.record("create", 0.001)
+    first = c.snapshot()
+    c.record("create", 0.001)
+    c.record("write", 0.001, 100)
+    d = iostats.delta(first, c.snapshot())
+    assert d["ops"]["create"]["count"] == 1 and d["bytes"]["written"] == 100
+    assert sum(v[2] for v in d["timeline"].values()) == 2  # the first snapshot's second counts only what followed
+    other = dict(first, pid=first["pid"] + 1)  # a server that restarted between the snapshots: no profile
+    assert iostats.delta(other, c.snapshot()) is None
+
+
+@needs_fuse
+def test_the_throttled_passthrough_counts_what_it_throttles(tmp_path):
+    with mounted(tmp_path / "b", tmp_path / "m", {"name": "t", "metadata_ms": 5, "latency_ms": 2}):
+        sock = iostats.socket_path(tmp_path / "m")
+        assert stat.S_IMODE(sock.stat().st_mode) == 0o600 and stat.S_ISSOCK(sock.stat().st_mode)
+        s0 = iostats.snapshot(tmp_path / "m")
+        for i in range(20):
+            (tmp_path / "m" / f"f{i}").write_bytes(b"x" * 5000)
+        os.rename(tmp_path / "m" / "f0", tmp_path / "m" / "g0")
+        p = iostats.profile(iostats.delta(s0, iostats.snapshot(tmp_path / "m")))
+    assert p["mode"] == "throttled" and p["creates"] == 20 and p["ops"]["rename"]["count"] == 1
+    assert p["ops"]["write"]["count"] == 20 and p["bytes_written"] == 100000
+    assert p["ops"]["create"]["p50_latency_s"] >= 0.005 * 0.9  # the metadata latency, as the passthrough served it
+    assert p["ops"]["write"]["p50_latency_s"] >= 0.002 * 0.9
+    assert not sock.exists()  # gone with the server
+
+
+@needs_fuse
+def test_observe_profiles_every_stage_and_leaves_nothing_mounted(dataset, tmp_path):
+    wl = parse_workload({"name": "o", "stages": ["masks", "patches"], "dataset": {"kind": "camelyon16", "path": str(dataset)},
+                         "patches": {"max_per_class": 30}})
+    os.environ["WSIBENCH_LOCAL_ROOT"] = str(tmp_path / "data")
+    try:
+        s = pipeline.run(wl, results_dir=tmp_path / "results", observe=True)
+    finally:
+        del os.environ["WSIBENCH_LOCAL_ROOT"]
+    run = tmp_path / "results" / s["run_id"]
+    data = tmp_path / "data" / "o"
+    p = s["stages"]["patches"]["io_profile"]
+    jpegs = list((data / "patches").glob("*/*.jpg"))
+    assert s["stages"]["patches"]["patches"] == len(jpegs)
+    # each patch: a temporary file created, written, renamed; each slide's manifest too, and its in-flight marker
+    # (engines/isolate.py: created, then removed)
+    assert p["creates"] == len(jpegs) + 4 + 4 and p["ops"]["rename"]["count"] == len(jpegs) + 4
+    assert p["ops"]["unlink"]["count"] >= 4
+    assert p["bytes_written"] >= sum(f.stat().st_size for f in jpegs)
+    mask_bytes = sum(f.stat().st_size for f in (data / "masks").glob("*"))
+    assert p["bytes_read"] >= mask_bytes  # the masks (the slides lie outside the root: not counted)
+    masks = s["stages"]["masks"]["io_profile"]
+    assert masks["creates"] == len(list((data / "masks").glob("*"))) + s["stages"]["masks"]["items"]  # + markers
+    assert masks["bytes_read"] == 0
+    assert 0 <= masks["bytes_written"] - mask_bytes <= 64 * s["stages"]["masks"]["items"]  # the markers say who ran
+    assert s["storage"]["observe"]["root"] == str(tmp_path / "data")
+    passthrough = s["storage"].pop("observe")["mountpoint"]
+    assert str(tmp_path / "results" / "observe") in passthrough and passthrough not in json.dumps(s)  # paths name the root
+    for name in ("io_ops", "io_latency", "io_sizes", "io_timeline"):
+        t = pd.read_parquet(run / f"{name}.parquet")
+        assert set(t["stage"]) >= {"masks", "patches"}, name
+    tl = pd.read_parquet(run / "io_timeline.parquet")
+    assert tl.query("stage == 'patches'")["bytes_written"].sum() == p["bytes_written"]
+    assert not [m for m in Path("/proc/mounts").read_text().splitlines() if str(tmp_path) in m]
+    assert not (tmp_path / "results" / "observe").exists() or not any((tmp_path / "results" / "observe").iterdir())

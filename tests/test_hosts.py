@@ -74,6 +74,16 @@ def test_stages_on_one_and_two_hosts(engine, dataset, reference, bridge, cluster
                 assert topo["nodes"] == nodes and set(topo["node_addresses"]) <= {h.address for h in bridge.hosts}
     assert not watch.exposed, watch.exposed  # the bridge's private range and loopback, nothing else
     assert any(addr in {h.address for h in bridge.hosts} for (_, _, addr, _) in watch.seen)  # it saw the hosts
+    # the report: throughput against nodes, and the work each host did
+    from harness.report import build
+    from test_report import sections, text
+
+    out = tmp_path / "report.html"
+    info = build([tmp_path / "1" / "results", tmp_path / "2" / "results"], out)
+    assert "nodes" in info["sections"] and "scaling" not in info["sections"]
+    nodes_text = text(sections(out.read_text())["nodes"])
+    assert 'aria-label="patch stage scaling with nodes"' in out.read_text() and "Work per host" in nodes_text
+    assert all(name in nodes_text for name in names) and f"{engine} ×1 · 1 node" in text(out.read_text())
 
 
 def test_more_nodes_than_the_cluster_has_is_a_clear_error(dataset, clusters, tmp_path, monkeypatch):

@@ -75,7 +75,8 @@ def cmd_run(a) -> int:
     w = load_workload(a.workload)
     stages = [s.strip() for s in a.stages.split(",") if s.strip()] if a.stages else None
     summary = pipeline.run(w, stages=stages, storage=a.storage, results_dir=a.results, engine=a.engine,
-                           workers=a.workers, strict=a.strict, drop_caches=a.drop_caches, observe=a.observe,
+                           workers=a.workers, nodes=a.nodes, strict=a.strict, drop_caches=a.drop_caches,
+                           observe=a.observe,
                            wait_if_busy=a.if_busy == "wait")
     from pathlib import Path
 
@@ -168,7 +169,7 @@ def cmd_runs(a) -> int:
         print(f"no {'readable ' if unreadable else ''}runs under {a.results}")
         return 1 if unreadable else 0
     df = table(runs)
-    head = ["run_id", "workload", "engine", "workers", "storage", "status"]
+    head = ["run_id", "workload", "engine", "workers", "nodes", "storage", "status"]
     extra = [c for c in ("patches_patches_per_s", "train_images_per_s", "train_input_wait_fraction",
                          "train_val_auc", "infer_slide_auc") if c in df]
     out = df[head + extra].copy()
@@ -342,6 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--engine", choices=ENGINES,
                    help="engine for every stage, overriding the workload's (and its per-stage choices)")
     s.add_argument("--workers", type=int, help="worker processes of embedded engines (default: the workload's)")
+    s.add_argument("--nodes", type=int, help="hosts of the cluster engines (engine.address / engine.master) that "
+                                             "run the stages (default: the workload's engine.nodes, else all)")
     s.add_argument("--if-busy", choices=["wait", "fail"], default="wait",
                    help="when another run uses the workload's folder on this storage: wait for it (default) or fail")
     s.set_defaults(fn=cmd_run)
@@ -361,8 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_fio)
 
     s = command("matrix", ["workload", "results", "strict", "drop_caches"],
-                help="run engines x workers x storage x repetitions of a workload's measured stages",
-                description="Run the product of the workload's [matrix] (engines, workers, storage, repetitions). "
+                help="run engines x workers x nodes x storage x repetitions of a workload's measured stages",
+                description="Run the product of the workload's [matrix] (engines, workers, nodes of the cluster "
+                            "engines, storage, repetitions). "
                             "Stages not under measurement are prepared once per storage root and reused; the "
                             "measured stages start fresh each time. Repetitions give mean, std, min and max; "
                             "configurations spreading by more than 5%% are flagged.")
@@ -375,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "folders of runs; with -o NAME.pdf or --pdf also an A4 PDF printed by headless "
                             "Chromium. First the answer: per configuration each stage's throughput, training AU "
                             "and input wait, accelerators fed, as ratios against a baseline; then throughput per "
-                            "stage, scaling with workers (where several worker counts ran), time per stage, "
+                            "stage, scaling with workers and with nodes (where several counts ran), time per stage, "
                             "AU, feed curves, storage and fio, model quality, heatmaps, workloads, machines, "
                             "engine topology and every run. Sections without data are left out.")
     s.add_argument("runs", nargs="+", help="run folders (results/<run_id>) or folders holding them (results/)")

@@ -188,6 +188,23 @@ class Engine(_Strict):
         {}, description="extra Spark settings, e.g. {\"spark.executor.memory\" = \"4g\"}")
     stages: dict[Literal[STAGES], Literal[ENGINES]] = Field(  # type: ignore[valid-type]
         {}, description="engine per stage, e.g. {patches = 'spark', infer = 'dask'}")
+    nodes: int | None = Field(None, gt=0, le=4096, description=(
+        "hosts of the cluster that run the stages: dask, the workers of N hosts (engine.address); spark standalone, "
+        "one executor on each of N workers, with spark.executor.cores (default: workers) cores each "
+        "(engine.master); embedded engines are one node"))
+
+    def is_cluster(self, name: str) -> bool:
+        """Whether engine ``name`` runs on a cluster of this configuration (else embedded, on this host)."""
+        return (name == "dask" and bool(self.address)) or \
+            (name == "spark" and bool(self.master) and not self.master.startswith("local"))
+
+    @model_validator(mode="after")
+    def _nodes_need_a_cluster(self):
+        used = {self.name, *self.stages.values()}
+        if self.nodes and self.nodes > 1 and not any(self.is_cluster(n) for n in used):
+            raise ValueError(f"nodes = {self.nodes} needs a cluster: engine.address (dask) or engine.master "
+                             f"(spark standalone); {', '.join(sorted(used))} here would run on this one host")
+        return self
 
 
 class Network(_Strict):
@@ -201,6 +218,9 @@ class Matrix(_Strict):
         [], description="engines to compare; default: engine.name")
     workers: list[Annotated[int, Field(gt=0, le=4096)]] = Field(
         [], description="worker counts to compare; default: engine.workers")
+    nodes: list[Annotated[int, Field(gt=0, le=4096)]] = Field(
+        [], description="node counts of the cluster engines (engine.address / engine.master); embedded engines run once, "
+                        "on one node")
     storage: list[str] = Field([], description="storage profiles to compare; default: storage")
     repetitions: int = Field(
         1, gt=0, le=1000, description="runs of each configuration (mean, std, min, max; > 5% spread flagged)")

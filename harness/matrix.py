@@ -44,7 +44,8 @@ def run(w: Workload, results_dir: Path, measure: list[str] | None = None, repeti
             tags = {"matrix": matrix_id, "role": "measure", "repetition": rep, **c}
             try:
                 group["runs"].append(pipeline.run(w, stages=measure, storage=c["storage"], results_dir=results_dir,
-                                                  engine=c["engine"], workers=c["workers"], strict=strict,
+                                                  engine=c["engine"], workers=c["workers"], nodes=c.get("nodes"),
+                                                  strict=strict,
                                                   drop_caches=drop_caches, fresh=True, tags=tags))
             except Exception as e:  # noqa: BLE001 - recorded by the run itself, and here; the matrix goes on
                 print(f"[matrix] {label(c)}: repetition {rep} failed: {e}", file=sys.stderr)

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import STAGES, StorageProfile, Workload, load_profile
+from .config import STAGES, ConfigError, StorageProfile, Workload, load_profile
 from .errors import UnknownName
 from .fsutil import check_name, remove, workload_lock
 from .registry import STAGES as STAGE_REGISTRY, load
@@ -28,6 +28,7 @@ class RunOptions:
     results_dir: Path = Path("results")
     engine: str | None = None               # one engine for every stage
     workers: int | None = None
+    nodes: int | None = None                # hosts of the cluster engines (embedded engines: one)
     strict: bool = False                    # refuse a root whose type differs from the profile's claim
     drop_caches: bool = False               # drop the page cache before each stage (root only)
     fresh: bool = False                     # remove the outputs of the stages run first: a measurement, not a resume
@@ -37,11 +38,12 @@ class RunOptions:
 
 
 def run(workload: Workload, *, stages=None, storage: str | None = None, results_dir: str | Path = "results",
-        engine: str | None = None, workers: int | None = None, strict: bool = False, drop_caches: bool = False,
-        fresh: bool = False, observe: bool = False, tags: dict | None = None, wait_if_busy: bool = True) -> dict:
+        engine: str | None = None, workers: int | None = None, nodes: int | None = None, strict: bool = False,
+        drop_caches: bool = False, fresh: bool = False, observe: bool = False, tags: dict | None = None,
+        wait_if_busy: bool = True) -> dict:
     """Run the workload; return the summary (also written to <results>/<run_id>/summary.json)."""
     return run_with(workload, RunOptions(stages=tuple(stages) if stages else None, storage=storage,
-                                         results_dir=Path(results_dir), engine=engine, workers=workers,
+                                         results_dir=Path(results_dir), engine=engine, workers=workers, nodes=nodes,
                                          strict=strict, drop_caches=drop_caches, fresh=fresh, observe=observe,
                                          tags=dict(tags or {}), wait_if_busy=wait_if_busy))
 
@@ -52,6 +54,11 @@ def run_with(workload: Workload, opts: RunOptions) -> dict:
     if unknown:
         raise UnknownName(f"unknown stage {unknown[0]!r}; expected some of {', '.join(STAGES)}")
     results_dir = opts.results_dir.resolve()
+    ecfg = workload.engine
+    used = {opts.engine} if opts.engine else {ecfg.name, *ecfg.stages.values()}
+    if opts.nodes and opts.nodes > 1 and not any(ecfg.is_cluster(n) for n in used):
+        raise ConfigError(f"{workload.source}: {opts.nodes} nodes need a cluster engine (engine.address for dask, "
+                          f"engine.master for spark); {', '.join(sorted(used))} would run on this one host")
     profile = load_profile(opts.storage or workload.storage)
     with attach(profile, results_dir, opts.strict) as (root, storage_record):
         if opts.observe and profile.emulate is None:  # emulated profiles count on their own
@@ -75,15 +82,18 @@ def run_attached(workload: Workload, opts: RunOptions, profile: StorageProfile, 
     stages = [s for s in STAGES if s in (opts.stages or workload.stages)]
     results_dir = opts.results_dir.resolve()
     ecfg = workload.engine
-    engine = {"name": opts.engine or ecfg.name, "workers": opts.workers or ecfg.workers,
+    name = opts.engine or ecfg.name
+    engine = {"name": name, "workers": opts.workers or ecfg.workers,
               "workers_requested": opts.workers or ecfg.workers,
-              "address": ecfg.address or ecfg.master, "per_stage": dict(ecfg.stages) if not opts.engine else {}}
+              "address": ecfg.address or ecfg.master, "per_stage": dict(ecfg.stages) if not opts.engine else {},
+              "nodes_requested": opts.nodes or ecfg.nodes,
+              "nodes": (opts.nodes or ecfg.nodes or 1) if ecfg.is_cluster(name) else 1}
     data = root / check_name(workload.name, "workload")
     lock = workload_lock(data, opts.wait_if_busy, lambda m: print(m, file=sys.stderr, flush=True))
     with lock, record.recording(results_dir, workload, storage_record, engine, opts.tags) as rec:
         summary = rec.summary
         summary["storage"]["fio"] = fio.latest(results_dir, profile.name, observed="observe" in storage_record)
-        ctx = StageContext(workload, profile, root, data, rec.dir, summary, opts.engine, opts.workers,
+        ctx = StageContext(workload, profile, root, data, rec.dir, summary, opts.engine, opts.workers, opts.nodes,
                            tables=rec.tables)
         print(f"[run] {rec.run_id}: stages {', '.join(stages)} on {profile.name} ({root}"
               f"{', emulated' if profile.emulated else ''}) with {engine['name']} x{engine['workers']}",
@@ -121,8 +131,9 @@ def run_attached(workload: Workload, opts: RunOptions, profile: StorageProfile, 
             statuses = [r["status"] for r in summary["stages"].values()]
             summary["status"] = "ok" if all(s == "ok" for s in statuses) else "partial"
         finally:
-            if engine["name"] in ctx.engines:  # the workers it really had, not those asked for
-                engine["workers"] = ctx.engines[engine["name"]].topology()["workers"]
+            if engine["name"] in ctx.engines:  # the workers and hosts it really had, not those asked for
+                topo = ctx.engines[engine["name"]].topology()
+                engine["workers"], engine["nodes"] = topo["workers"], topo.get("nodes", 1)
             ctx.close()
             summary["page_cache"] = page_cache(ctx, bool(dropped) and all(dropped))
             if "observe" in storage_record:  # the passthrough is gone after the run: name the root itself

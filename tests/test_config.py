@@ -28,6 +28,10 @@ def write(tmp_path, text: str) -> Path:
     ('[engine]\nname = "ray"\n', "engine.name", "'local', 'multiprocessing', 'dask' or 'spark'"),
     ("[masks]\nmedian_blur = 4\n", "masks", "odd number"),
     ("[tfrecords]\nval_fraction = 1.5\n", "tfrecords.val_fraction", "less than 1"),
+    ('[engine]\nname = "multiprocessing"\nnodes = 2\n', "engine", "nodes = 2 needs a cluster"),
+    ('[engine]\nname = "spark"\nmaster = "local[2]"\nnodes = 2\n', "engine", "spark here would run on this one host"),
+    ("[engine]\nnodes = 0\n", "engine.nodes", "greater than 0"),
+    ("[matrix]\nnodes = [1, 0]\n", "matrix.nodes.1", "greater than 0"),
 ])
 def test_bad_workloads_name_file_key_and_expectation(tmp_path, text, key, expected):
     p = write(tmp_path, text)
@@ -84,3 +88,15 @@ def test_cli_help_lists_and_explains_every_command():
         assert re.search(rf"^\s+{cmd}\s+\S", r.stdout, flags=re.M) or re.search(rf"^\s+{cmd}\n\s+\S", r.stdout, flags=re.M), cmd
         h = subprocess.run([sys.executable, "-m", "harness.cli", cmd, "--help"], capture_output=True, text=True)
         assert h.returncode == 0 and len(h.stdout) > 200, cmd
+
+
+def test_matrix_nodes_apply_to_cluster_engines_and_embedded_ones_run_once_on_one(tmp_path):
+    from harness.results.matrix import expand, label
+
+    w = load_workload(write(tmp_path, '[engine]\naddress = "tcp://10.241.0.1:8786"\n'
+                                      '[matrix]\nengines = ["multiprocessing", "dask"]\nworkers = [2]\nnodes = [1, 2, 4]\n'))
+    configs = expand(w)
+    assert [(c["engine"], c["nodes"]) for c in configs] == [("multiprocessing", 1), ("dask", 1), ("dask", 2),
+                                                             ("dask", 4)]
+    assert label(configs[-1]) == "dask x2 on 4 nodes @ local"
+    assert all("nodes" not in c for c in expand(load_workload(write(tmp_path, "[matrix]\nworkers = [1, 2]\n"))))

@@ -167,3 +167,61 @@ def test_nothing_listens_beyond_loopback(dataset, dask_address, spark_master, tm
     ports = {port for (_, _, _, port) in watch.seen}
     assert int(dask_address.rsplit(":", 1)[1]) in ports and int(spark_master.rsplit(":", 1)[1]) in ports
     assert not watch.exposed, watch.exposed
+
+
+def test_batches_pack_items_by_estimated_work_heaviest_first():
+    from harness.engines.base import batches, heaviest_first
+
+    items = [{"shard": f"s{i}", "rows": [0] * n} for i, n in enumerate([5, 40, 10, 30, 20, 25, 15, 35])]
+    assert heaviest_first(items) == [1, 7, 3, 5, 4, 6, 2, 0]
+    parts = batches(items, slots=2, per_slot=2)  # 4 batches of 180/4 = 45 records each, as near as they pack
+    assert sorted(i for p in parts for i in p) == list(range(8))
+    work = [sum(len(items[i]["rows"]) for i in p) for p in parts]
+    assert work == sorted(work, reverse=True) and max(work) - min(work) <= 10
+    assert batches(items[:3], slots=2, per_slot=4) == [[1], [2], [0]]  # fewer items than batches: one each
+
+
+def _frozen(_):
+    import gc
+    return gc.get_freeze_count()
+
+
+@pytest.mark.parametrize("engine", ["dask", "spark"])
+def test_warm_workers_keep_their_imports_out_of_the_collector(engine, monkeypatch):
+    """Spark's Python workers collect garbage after every task: with a stage's imports in the heap, that full
+    scan cost ~0.1 s per task. Warmed up, a worker has frozen what it imported: a collection skips it."""
+    import functools
+
+    from harness.engines.base import import_module
+
+    here = str(Path(__file__).parent)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")])))
+    with make_engine(engine, workers=2, conf={"spark.executorEnv.PYTHONPATH": here}) as eng:
+        eng.warm(functools.partial(import_module, "harness.stages.patches"))
+        out = run_all(eng, _frozen, list(range(6)), progress=False)
+    assert all(o.value > 10_000 for o in out), [o.value for o in out]
+
+
+def test_spark_batches_keep_each_item_apart(tmp_path, monkeypatch):
+    """Several items per Spark task, each with its own outcome; one that kills its worker fails alone, and the
+    other items of its batch, run again, complete."""
+    import functools
+
+    from harness.engines.base import batches
+    from harness.engines.isolate import guarded
+    from harness.engines.spark_engine import PER_SLOT
+    from test_faults import HERE, abort_on_bad
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [HERE, os.environ.get("PYTHONPATH")])))
+    items = [f"x{k}" for k in range(9)] + ["bad"] + [f"y{k}" for k in range(10)]
+    assert max(map(len, batches(items, 2, PER_SLOT))) > 1  # really batched
+    fn = functools.partial(guarded, abort_on_bad, str(tmp_path / "inflight"))
+    with make_engine("spark", workers=2, retries=1, conf={"spark.executorEnv.PYTHONPATH": HERE}) as eng:
+        out = run_all(eng, fn, items, progress=False)
+    assert [o.item for o in out] == items and [o.index for o in out] == list(range(len(items)))
+    good = [o for o in out if o.item != "bad"]
+    assert [o.value for o in good] == [x * 2 for x in items if x != "bad"] and not any(o.error for o in good)
+    assert all(o.worker and o.seconds > 0 and "bytes_read" in o.io for o in good)
+    assert len({o.seconds for o in good}) > 1  # measured one by one, not a batch's time shared out
+    (bad,) = [o for o in out if o.item == "bad"]
+    assert bad.error.startswith("WorkerCrashed: bad: the worker process running it died"), bad.error

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from ..registry import ENGINES
-from .base import Engine, Outcome, call, warm_up
+from .base import Engine, Outcome, call, heaviest_first, warm_up
 
 
 class ProcessEngine(Engine):
@@ -21,7 +21,7 @@ class ProcessEngine(Engine):
     name = "multiprocessing"
 
     def __init__(self, workers: int = 1, retries: int = 0, **kw):
-        super().__init__(workers, retries)
+        super().__init__(workers, retries, **kw)
         self._pool = None
 
     def _ensure(self):
@@ -43,7 +43,7 @@ class ProcessEngine(Engine):
         import concurrent.futures as cf
         from concurrent.futures.process import BrokenProcessPool
 
-        pending = dict(enumerate(items))
+        pending = {i: items[i] for i in heaviest_first(items)}  # the longest first: the last to finish are short
         for _ in range(len(items) + 1):  # each break takes at least the crashing item out of the running
             futures = {self._ensure().submit(call, fn, i, item, self.retries): i for i, item in pending.items()}
             broken = False
@@ -84,7 +84,7 @@ class LocalEngine(ProcessEngine):
     name = "local"
 
     def __init__(self, workers: int = 1, retries: int = 0, **kw):
-        super().__init__(ENGINES["local"].fixed_workers, retries)
+        super().__init__(ENGINES["local"].fixed_workers, retries, **kw)
         self.in_process = bool(os.environ.get("WSIBENCH_IN_PROCESS"))
 
     def warm(self, fn):

@@ -1,9 +1,16 @@
 """Spark: embedded ``local[N]`` by default, or a cluster master (spark://host:7077, yarn, k8s://...).
 
-A map is one Spark job with one task per item. Spark's own mechanism retries a failing task
-(``spark.task.maxFailures`` attempts; a lost executor's tasks are rescheduled); on its last attempt the task
-returns the error instead of raising it, so one bad item never aborts the job: the others complete, and its
-error is recorded.
+A map is one Spark job whose tasks each run a batch of items: about four batches per task slot, packed to equal
+estimated work and the heaviest first (a Spark task costs ~30 ms of JVM time; a slide, a fraction of a second on
+small data). Each item in a batch is measured on its own (its Outcome: seconds, I/O, worker, error) and retried
+in place as configured; an error is recorded, never raised, so one bad item never aborts the job. Spark's own
+mechanism reruns a task whose worker died (``spark.task.maxFailures`` attempts; a lost executor's tasks are
+rescheduled): the item that killed it finds its in-flight marker and runs alone (``isolate``), the batch's other
+items run again.
+
+``nodes = N`` on a standalone cluster: executors on N workers, one each, with ``spark.executor.cores`` cores
+(default: ``workers``) and ``spark.cores.max`` = N x cores; the master spreads them (its default
+``spark.deploy.spreadOut``), and the engine waits for them and checks that they really are on N hosts.
 """
 from __future__ import annotations
 
@@ -16,34 +23,47 @@ import time
 import uuid
 
 from ..errors import RunError
-from .base import Engine, Outcome, WorkerCrashed, error_text, measure, package_zip, warm_up, worker_id
+from .base import Engine, batches, call, package_zip, route_address, warm_up
+
+PER_SLOT = 4  # batches per task slot
 
 
 class SparkEngine(Engine):
     name = "spark"
 
-    def __init__(self, workers: int = 1, retries: int = 0, master: str | None = None, conf: dict | None = None, **_):
-        super().__init__(workers, retries)
+    def __init__(self, workers: int = 1, retries: int = 0, master: str | None = None, conf: dict | None = None,
+                 nodes: int | None = None, **_):
+        local = master is None or master.startswith("local")
+        self.cluster = not local
+        super().__init__(workers, retries, nodes)
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
         from pyspark.sql import SparkSession
 
-        local = master is None or master.startswith("local")
-        # a task gets at least two attempts: after a worker crash the second runs the item alone (isolate)
-        attempts = max(2, retries + 1)
+        # Python errors are retried inside the task; a task fails only when its worker dies. Each death in a batch
+        # takes one attempt (the next runs that item alone), so a batch gets room for a few.
+        attempts = max(4, retries + 2)
         self.master = master or f"local[{workers},{attempts}]"  # local mode takes its failure count here
-        loopback = local or "127.0.0.1" in self.master or "localhost" in self.master
-        if loopback:  # the UI and the driver's services bind SPARK_LOCAL_IP, else every interface
-            os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
+        conf = dict(conf or {})
+        driver = _driver_address(self.master, conf)
+        if driver:  # the UI and the driver's services bind SPARK_LOCAL_IP (else every interface): loopback, or the
+            os.environ["SPARK_LOCAL_IP"] = driver  # address this host reaches the cluster from
+        cores = None
+        if nodes:
+            cores = int(conf.setdefault("spark.executor.cores", str(workers)))
+            conf.setdefault("spark.cores.max", str(nodes * cores))
+            conf.setdefault("spark.scheduler.minRegisteredResourcesRatio", "1.0")
         b = (SparkSession.builder.master(self.master).appName("wsibench")
              .config("spark.task.maxFailures", str(attempts))
              .config("spark.python.worker.reuse", "true")
              .config("spark.ui.showConsoleProgress", "false")
              .config("spark.log.level", "ERROR")
-             .config("spark.executorEnv.PYSPARK_PYTHON", os.environ["PYSPARK_PYTHON"]))
-        if loopback:
-            b = b.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
-        for k, v in (conf or {}).items():
+             .config("spark.executorEnv.PYSPARK_PYTHON", os.environ["PYSPARK_PYTHON"])
+             # a warm-up that finds fewer free slots than it asked for falls back at once, not after 40 x 15 s
+             .config("spark.scheduler.barrier.maxConcurrentTasksCheck.maxFailures", "1"))
+        if driver:
+            b = b.config("spark.driver.host", driver).config("spark.driver.bindAddress", driver)
+        for k, v in conf.items():
             b = b.config(k, str(v))
         self.session = b.getOrCreate()
         self.sc = self.session.sparkContext
@@ -51,28 +71,62 @@ class SparkEngine(Engine):
         if not local:
             self.sc.addPyFile(package_zip())
         self.local = local
+        self.max_failures = attempts
+        if nodes:
+            self._wait_for_executors(nodes)
+        # task slots: local[N]'s N; N nodes' executors' cores; else what the cluster says (at least 2, by Spark's rule)
+        self.slots = workers if local else nodes * cores if nodes else self.sc.defaultParallelism
         self.workers = workers if local else max(1, self.sc.defaultParallelism)
         if self.sc.uiWebUrl:
             print(f"[spark] UI: {self.sc.uiWebUrl} (master {self.master})", file=sys.stderr)
 
+    def _executors(self) -> list[str]:
+        """The hosts of the executors that registered, one entry per executor (the driver's block manager, on
+        spark.driver.host, left out)."""
+        status = self.sc._jsc.sc().getExecutorMemoryStatus()  # host:port of every block manager, the driver's too
+        keys = status.keySet().iterator()
+        hosts = []
+        while keys.hasNext():
+            hosts.append(keys.next().rsplit(":", 1)[0])
+        driver = self.sc.getConf().get("spark.driver.host")
+        if driver in hosts:
+            hosts.remove(driver)
+        elif hosts:
+            hosts.pop()  # a driver known by another name
+        return sorted(hosts)
+
+    def _wait_for_executors(self, nodes: int, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while len(found := self._executors()) < nodes and time.monotonic() < deadline:
+            time.sleep(0.5)
+        hosts = sorted(set(found))
+        if len(hosts) < nodes:
+            self.session.stop()
+            raise RunError(f"engine.nodes = {nodes}: the Spark cluster at {self.master} gave executors on "
+                           f"{len(hosts)} host(s) ({', '.join(hosts) or 'none'}) in {timeout:.0f}s; it needs {nodes} "
+                           "workers with spark.executor.cores free cores each")
+
     def map(self, fn, items):
         group = f"wsibench-{uuid.uuid4().hex[:8]}"
-        task = functools.partial(_task, fn, self.retries + 1)  # Python errors: retried as configured
+        parts = batches(items, self.slots, PER_SLOT)
+        task = functools.partial(_batch, fn, self.retries)
         box: dict = {}
 
         def job():
-            self.sc.setJobGroup(group, f"wsibench map of {len(items)} items")
-            try:
-                box["out"] = self.sc.parallelize(list(enumerate(items)), max(1, len(items))).map(task).collect()
+            self.sc.setJobGroup(group, f"wsibench map of {len(items)} items in {len(parts)} batches")
+            data = [[(i, items[i]) for i in p] for p in parts]
+            try:  # one batch per partition, in order: the heaviest start first
+                box["out"] = self.sc.parallelize(data, len(data)).map(task).collect()
             except Exception as e:  # noqa: BLE001 - the job itself failed (driver, cluster)
                 box["error"] = python_error(e)
 
         t = threading.Thread(target=job, daemon=True)
         t.start()
-        self._report_progress(t, group, len(items))
+        self._report_progress(t, group, len(parts))
         if "error" in box:
             raise RunError(f"Spark job failed: {box['error']}")
-        yield from box["out"]
+        for batch in box["out"]:
+            yield from batch
 
     def _report_progress(self, thread, group: str, n: int) -> None:
         """A line every few seconds while the job runs (outcomes only come back when it ends)."""
@@ -90,12 +144,12 @@ class SparkEngine(Engine):
                     info = tracker.getStageInfo(sid)
                     done += info.numCompletedTasks if info else 0
             if done != last:
-                print(f"[spark] {done}/{n} tasks done ({time.perf_counter() - t0:.0f}s)", file=sys.stderr, flush=True)
+                print(f"[spark] {done}/{n} batches done ({time.perf_counter() - t0:.0f}s)", file=sys.stderr, flush=True)
                 last = done
 
     def warm(self, fn):
         """One task per slot, launched together (barrier mode), so every Python worker warms up."""
-        n = self.sc.defaultParallelism
+        n = self.slots
         rdd = self.sc.parallelize(range(n), n)
         run = functools.partial(_warm_partition, fn)
         try:
@@ -104,30 +158,51 @@ class SparkEngine(Engine):
             return rdd.mapPartitions(run).collect()
 
     def topology(self) -> dict:
-        """Executors that really registered (a cluster's own count), or local[N]'s N slots."""
-        executors = None if self.local else self.sc._jsc.sc().getExecutorMemoryStatus().size() - 1  # minus the driver
-        return {"name": self.name, "workers": self.workers if self.local else max(1, executors),
-                "address": self.master, "ui": self.sc.uiWebUrl, "threads": self.sc.defaultParallelism,
-                "max_failures": max(2, self.retries + 1)}
+        """Executors that really registered (a cluster's own count) and their hosts, or local[N]'s N slots."""
+        executors = None if self.local else self._executors()
+        hosts = sorted(set(executors)) if executors else [os.uname().nodename]
+        return {"name": self.name, "workers": self.workers if self.local else max(1, len(executors)),
+                "address": self.master, "ui": self.sc.uiWebUrl, "threads": self.slots,
+                "max_failures": self.max_failures, "nodes": len(hosts), "node_addresses": hosts,
+                "nodes_requested": self.nodes, "batches_per_slot": PER_SLOT}
 
     def close(self):
         self.session.stop()
 
 
-def _task(fn, attempts: int, iv) -> Outcome:
-    """One item in a Spark task: raise to let Spark retry it, but return the error on its last attempt (a
-    WorkerCrashed, the item having killed its worker twice, is final at once)."""
+def _batch(fn, retries: int, part: list) -> list:
+    """A Spark task: its items one after the other, each measured on its own and retried in place (``call``);
+    in a rerun of the task (its worker died), the items' attempts count the task's earlier ones."""
     from pyspark import TaskContext
 
-    i, item = iv
+    ctx = TaskContext.get()
+    earlier = ctx.attemptNumber() if ctx else 0
+    out = []
+    for i, item in part:
+        o = call(fn, i, item, retries)
+        o.attempts += earlier
+        out.append(o)
+    return out
+
+
+def _driver_address(master: str, conf: dict) -> str | None:
+    """The address the driver binds: spark.driver.host if set; loopback for local mode and a master on loopback;
+    for a standalone master elsewhere, this host's address on the route to it (the interface that faces the
+    cluster); None (Spark's own choice) for other cluster managers."""
+    if conf.get("spark.driver.host"):
+        return conf["spark.driver.host"]
+    if master.startswith("local"):
+        return "127.0.0.1"
+    m = re.match(r"spark://\[?([^\]/,]+?)\]?:(\d+)", master)
+    if not m:
+        return None
+    if m.group(1) in ("127.0.0.1", "localhost", "::1"):
+        return "127.0.0.1"
     try:
-        return measure(fn, i, item)
-    except Exception as e:  # noqa: BLE001
-        ctx = TaskContext.get()
-        attempt = ctx.attemptNumber() + 1 if ctx else attempts
-        if attempt < attempts and not isinstance(e, WorkerCrashed):
-            raise
-        return Outcome(i, item, None, error_text(e), 0.0, attempt, {}, worker_id())
+        return route_address(m.group(1), int(m.group(2)))
+    except OSError as e:
+        raise RunError(f"Spark master {master}: no route to it from this host ({e}); set spark.driver.host in "
+                       "engine.spark_conf") from None
 
 
 def _warm_partition(fn, _):

@@ -35,6 +35,7 @@ SECTIONS = [
     Section("summary", "Summary", summary.render),
     Section("throughput", "Throughput per stage", performance.throughput),
     Section("scaling", "Scaling with workers", performance.scaling),
+    Section("nodes", "Scaling with nodes", performance.nodes),
     Section("breakdown", "Time per stage", performance.breakdown),
     Section("training", "Training: accelerator utilisation and input wait", training.render, training.findings),
     Section("feed", "Accelerators fed per storage", training.feed),

@@ -33,6 +33,7 @@ class Config:
     storage: str
     emulated: bool
     kind: str                   # "pipeline" or "feed"
+    nodes: int | None = None    # hosts of a cluster engine, where the run was given a node count
     runs: list[dict] = field(default_factory=list)
     label: str = ""
     colour: str = ""
@@ -127,19 +128,23 @@ def _key(s: dict) -> tuple:
     kind = "feed" if s.get("feed") is not None else "pipeline"
     per = e.get("per_stage") or {}
     engine = e.get("name", "?") + ("+" + ",".join(f"{k}={v}" for k, v in sorted(per.items())) if per else "")
-    return kind, s.get("workload") or "?", engine, e.get("workers"), st.get("profile") or "?", bool(st.get("emulated"))
+    nodes = e.get("nodes") if e.get("nodes_requested") else None
+    return (kind, s.get("workload") or "?", engine, e.get("workers"), st.get("profile") or "?",
+            bool(st.get("emulated")), nodes)
 
 
 def _labels(configs: list[Config]) -> None:
     """Short labels: only what tells the configurations apart ('nfs-emulated' where only storage varies)."""
     pipe = [c for c in configs if c.kind == "pipeline"]
-    vary = {a: len({getattr(c, a) for c in pipe}) > 1 for a in ("workload", "engine", "workers", "storage")}
+    vary = {a: len({getattr(c, a) for c in pipe}) > 1 for a in ("workload", "engine", "workers", "storage", "nodes")}
     for c in configs:
         if c.kind == "feed":
             c.label = f"feed @ {c.storage}"
             continue
         engine = f"{c.engine} ×{c.workers}" if c.workers else c.engine
-        if vary["engine"] or vary["workers"]:
+        if c.nodes and (vary["nodes"] or c.nodes > 1):
+            engine += f" · {c.nodes} node{'s' if c.nodes != 1 else ''}"
+        if vary["engine"] or vary["workers"] or vary["nodes"]:
             core = engine + (f" @ {c.storage}" if vary["storage"] else "")
         else:
             core = c.storage if vary["storage"] else f"{engine} @ {c.storage}"
@@ -174,12 +179,12 @@ def build_context(runs: list[dict], baseline: str | None, title: str) -> Context
     configs: dict[str, Config] = {}
     keys = []
     for s, role in zip(runs, df["role"]):
-        kind, workload, engine, workers, storage, emulated = _key(s)
-        key = f"{kind}:{workload}:{engine} x{workers} @ {storage}"
+        kind, workload, engine, workers, storage, emulated, nodes = _key(s)
+        key = f"{kind}:{workload}:{engine} x{workers}{f' on {nodes} nodes' if nodes else ''} @ {storage}"
         compared = s.get("status") != "failed" and role != "prepare"
         keys.append(key if compared else None)
         if compared:
-            c = configs.setdefault(key, Config(key, workload, engine, workers, storage, emulated, kind))
+            c = configs.setdefault(key, Config(key, workload, engine, workers, storage, emulated, kind, nodes))
             c.runs.append(s)
     df["cfg"] = keys
     if not configs:

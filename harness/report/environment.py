@@ -81,15 +81,18 @@ def render(ctx: Context) -> str | None:
         cells = []
         for s in stages:
             t = topo.get(s)
+            nodes = (t or {}).get("nodes")
             cells.append(esc(f"{t.get('name')} ×{t.get('workers')}" if t and t.get("workers") else
                              (t or {}).get("name", "")) + (f"<br><code>{esc(t['address'])}</code>"
-                                                           if t and t.get("address") else ""))
+                                                           if t and t.get("address") else "")
+                         + (esc(f"<br>on {nodes} nodes: " + ", ".join(t.get("node_addresses") or []))
+                            .replace("&lt;br&gt;", "<br>") if nodes and nodes > 1 else ""))
         body.append([swatch(c)] + cells)
     if stages:
         out += "<h3>Engine topology</h3>" + table(
             [head("configuration")] + [head(STAGE_NAMES[s]) for s in stages], body, align="l" * (len(stages) + 1),
-            caption="The engine that ran each stage, with its workers and cluster address (none: embedded), as "
-                    "the runs recorded it; training runs in the driver process unless distributed.")
+            caption="The engine that ran each stage, with its workers, cluster address (none: embedded) and the "
+                    "nodes it used, as the runs recorded it; training runs in the driver process unless distributed.")
     return out
 
 

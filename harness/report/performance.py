@@ -69,60 +69,88 @@ def _mean(rows, column: str):
     return rows[column].mean() if column in rows else None
 
 
-def _series(ctx: Context, stage: str) -> dict[tuple, list]:
-    """Configurations differing only in their worker count, grouped: (workload, engine, storage) -> configs."""
+def _series(ctx: Context, stage: str, by: str = "workers") -> dict[tuple, list]:
+    """Configurations differing only in their worker (or node) count, grouped: (workload, engine, storage) ->
+    configs. Worker series hold one node count; node series any worker counts (a node brings its workers)."""
     out: dict[tuple, list] = {}
     for c in ctx.pipeline:
-        if c.workers and ctx.stat(c, ctx.headline(stage)):
-            out.setdefault((c.workload, c.engine, c.storage), []).append(c)
-    return {k: sorted(v, key=lambda c: c.workers) for k, v in out.items() if len({c.workers for c in v}) > 1}
+        if getattr(c, by) and ctx.stat(c, ctx.headline(stage)):
+            out.setdefault((c.workload, c.engine, c.storage) + ((c.nodes,) if by == "workers" else ()), []).append(c)
+    return {k[:3]: sorted(v, key=lambda c: getattr(c, by)) for k, v in out.items()
+            if len({getattr(c, by) for c in v}) > 1}
 
 
-def scaling(ctx: Context) -> str | None:
-    """Only where a configuration ran with several worker counts: one point per run carries no scaling."""
+def scaling(ctx: Context, by: str = "workers") -> str | None:
+    """Only where a configuration ran with several worker (node) counts: one point per run carries no scaling."""
     figs, rows = [], []
     for s in ctx.stages():
-        series = _series(ctx, s)
+        series = _series(ctx, s, by)
         if not series:
             continue
         col = ctx.headline(s)
         plt = plots.pyplot()
         fig, ax = plt.subplots(figsize=(plots.HALF_IN, 2.9))
-        workers = sorted({c.workers for cs in series.values() for c in cs})
+        workers = sorted({getattr(c, by) for cs in series.values() for c in cs})
         ends = []
         for (workload, engine, storage), cs in series.items():
             stats = [ctx.stat(c, col) for c in cs]
-            w = [c.workers for c in cs]
+            w = [getattr(c, by) for c in cs]
             ax.plot(w, [st.mean for st in stats], color="#555", lw=1,
                     ls="--" if cs[0].emulated else "-", zorder=2)
             ideal = [stats[0].mean * x / w[0] for x in w]
             ax.plot(w, ideal, color="#999", lw=0.8, ls=":", zorder=1)
-            for c, st in zip(cs, stats):
-                ax.errorbar(c.workers, st.mean, yerr=[[st.mean - st.min], [st.max - st.mean]] if st.n > 1 else None,
+            for c, x, st in zip(cs, w, stats):
+                ax.errorbar(x, st.mean, yerr=[[st.mean - st.min], [st.max - st.mean]] if st.n > 1 else None,
                             marker="D" if c.emulated else "o", ms=6, color=c.colour, ecolor="black", elinewidth=0.8,
                             capsize=2, zorder=3)
-            ends.append((cs[-1].workers, stats[-1].mean, f"{engine} @ {storage}"
+            ends.append((w[-1], stats[-1].mean, f"{engine} @ {storage}"
                          + (f" ({workload})" if len({k[0] for k in series}) > 1 else "")))
-            for c, st in zip(cs, stats):
+            for c, x, st in zip(cs, w, stats):
                 speed = st.mean / stats[0].mean
-                rows.append([esc(STAGE_NAMES[s]), swatch(c), str(c.workers), num(st.mean, ctx.unit(s)),
-                             times(speed), f"{100 * speed * w[0] / c.workers:.0f}%", str(st.n)])
+                rows.append([esc(STAGE_NAMES[s]), swatch(c), str(x)] + ([str(c.workers)] if by == "nodes" else [])
+                            + [num(st.mean, ctx.unit(s)), times(speed), f"{100 * speed * w[0] / x:.0f}%", str(st.n)])
         ax.set_xticks(workers)
         ax.set_xlim(min(workers) - 0.3, max(workers) + (max(workers) - min(workers)) * 0.9 + 0.3)
         ax.set_ylim(0, max(ax.get_ylim()[1], max(y for _, y, _ in ends) * 1.1))
         plots.label_ends(ax, ends)
-        ax.set_xlabel("workers")
+        ax.set_xlabel(by)
         ax.set_ylabel(ctx.unit(s))
-        ax.set_title(f"{cap(STAGE_NAMES[s])} against workers", loc="left")
-        figs.append(figure(plots.svg(fig, f"{STAGE_NAMES[s]} scaling with workers"),
+        ax.set_title(f"{cap(STAGE_NAMES[s])} against {by}", loc="left")
+        figs.append(figure(plots.svg(fig, f"{STAGE_NAMES[s]} scaling with {by}"),
                            f"{cap(esc(STAGE_NAMES[s]))}: mean of the runs (whiskers min–max); dotted: "
-                           "linear scaling from the fewest workers; dashed line: emulated storage."))
+                           f"linear scaling from the fewest {by}; dashed line: emulated storage."))
     if not figs:
         return None
     return f'<div class="grid">{"".join(figs)}</div>' + table(
-        [head("stage"), head("configuration"), head("workers"), head("throughput", "mean"),
-         head("speed-up", "vs fewest workers"), head("efficiency", "speed-up / workers"), head("runs")],
-        rows, align="llrrrrr")
+        [head("stage"), head("configuration"), head(by)] + ([head("workers", "all nodes")] if by == "nodes" else [])
+        + [head("throughput", "mean"), head("speed-up", f"vs fewest {by}"), head("efficiency", f"speed-up / {by}"),
+           head("runs")], rows, align="ll" + "r" * (len(rows[0]) - 2)) + (_per_host(ctx) if by == "nodes" else "")
+
+
+def nodes(ctx: Context) -> str | None:
+    """Throughput against the number of cluster nodes (hosts), where a configuration ran with several."""
+    return scaling(ctx, "nodes")
+
+
+def _per_host(ctx: Context) -> str:
+    """The work each host did, per stage, in each configuration's last run that used several hosts."""
+    rows = []
+    for c in ctx.pipeline:
+        run = next((r for r in reversed(c.runs) if any(len(st.get("hosts") or {}) > 1
+                                                        for st in (r.get("stages") or {}).values())), None)
+        for stage, st in ((run or {}).get("stages") or {}).items():
+            for host, h in (st.get("hosts") or {}).items():
+                rows.append([swatch(c), esc(STAGE_NAMES.get(stage, stage)), f"<code>{esc(host)}</code>",
+                             str(h.get("workers")), str(h.get("items")), num(h.get("seconds")),
+                             mib(h.get("bytes_read")), mib(h.get("bytes_written"))])
+    if not rows:
+        return ""
+    return "<h3>Work per host</h3>" + table(
+        [head("configuration"), head("stage"), head("host"), head("workers"), head("items"), head("item time", "s"),
+         head("read", "MiB"), head("written", "MiB")], rows, align="lll" + "r" * 5,
+        caption="Each host that executed items (its name as its workers report it), in the configuration's last "
+                "run on several hosts: its worker processes, items, their summed time, and the bytes its workers "
+                "read and wrote for them (/proc/PID/io)")
 
 
 def breakdown(ctx: Context) -> str | None:

@@ -67,12 +67,18 @@ def load_all(paths) -> tuple[list[dict], list[str]]:
     return runs, unreadable
 
 
+def nodes_label(e: dict) -> str:
+    """' on N nodes' for a run whose engine was given a node count (a cluster), else ''."""
+    n = e.get("nodes") if e.get("nodes_requested") else None
+    return f" on {n} node{'s' if n != 1 else ''}" if n else ""
+
+
 def config_key(s: dict) -> str:
     e = s.get("engine", {})
     per = e.get("per_stage") or {}
     name = e.get("name", "?") + ("+" + ",".join(f"{k}={v}" for k, v in sorted(per.items())) if per else "")
     workers = f" x{e['workers']}" if e.get("workers") else ""
-    return f"{name}{workers} @ {s.get('storage', {}).get('profile')}"
+    return f"{name}{workers}{nodes_label(e)} @ {s.get('storage', {}).get('profile')}"
 
 
 def resumed_items(s: dict, stage: str) -> int:
@@ -92,7 +98,8 @@ def row(s: dict) -> dict:
     st = s.get("storage", {})
     r = {"run_id": s["run_id"], "workload": s.get("workload"), "status": s.get("status"), "error": s.get("error"),
          "created_at": s.get("created_at"), "engine": s.get("engine", {}).get("name"),
-         "workers": s.get("engine", {}).get("workers"), "storage": st.get("profile"), "fstype": st.get("fstype"),
+         "workers": s.get("engine", {}).get("workers"), "nodes": s.get("engine", {}).get("nodes"),
+         "storage": st.get("profile"), "fstype": st.get("fstype"),
          "emulated": bool(st.get("emulated")), "config": config_key(s),
          "matrix": s.get("tags", {}).get("matrix"), "repetition": s.get("tags", {}).get("repetition"),
          "role": s.get("tags", {}).get("role")}

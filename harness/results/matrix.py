@@ -14,12 +14,15 @@ SPREAD_LIMIT = 0.05
 
 
 def expand(w: Workload) -> list[dict]:
-    """The configurations of a matrix; an engine with a fixed worker count (local) gets that count once."""
+    """The configurations of a matrix; an engine with a fixed worker count (local) gets that count once, an
+    embedded engine (no cluster address) one node once."""
     m = w.matrix
     out = []
-    for s, e, n in itertools.product(m.storage or [w.storage], m.engines or [w.engine.name],
-                                     m.workers or [w.engine.workers]):
+    for s, e, n, k in itertools.product(m.storage or [w.storage], m.engines or [w.engine.name],
+                                        m.workers or [w.engine.workers], m.nodes or [w.engine.nodes]):
         c = {"engine": e, "workers": ENGINES[e].fixed_workers or n, "storage": s}
+        if k is not None:
+            c["nodes"] = k if w.engine.is_cluster(e) else 1
         if c not in out:
             out.append(c)
     return out
@@ -35,7 +38,8 @@ def measured_stages(measure: list[str]) -> list[str]:
 
 
 def label(c: dict) -> str:
-    return f"{c['engine']} x{c['workers']} @ {c['storage']}"
+    nodes = f" on {c['nodes']} node{'s' if c['nodes'] != 1 else ''}" if c.get("nodes") else ""
+    return f"{c['engine']} x{c['workers']}{nodes} @ {c['storage']}"
 
 
 def aggregate(groups: list[dict], measure: list[str]) -> list[dict]:

@@ -23,7 +23,7 @@ import pandas as pd
 from ..engines import Engine, Outcome, make_engine, run_all
 from ..engines.base import import_module
 from ..engines.isolate import guarded
-from ..fsutil import remove
+from ..fsutil import remove, remove_temporaries
 
 
 @dataclass
@@ -47,6 +47,7 @@ class StageContext:
     summary: dict                # the run record being written
     engine_override: str | None = None
     workers_override: int | None = None
+    nodes_override: int | None = None
     dataset: Path | None = None
     slides: list[dict] = field(default_factory=list)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
@@ -63,8 +64,9 @@ class StageContext:
         name = self.engine_name(stage)
         if name not in self.engines:
             t0 = time.perf_counter()
+            nodes = (self.nodes_override or e.nodes) if e.is_cluster(name) else None  # embedded: one node
             self.engines[name] = make_engine(name, self.workers_override or e.workers, e.retries,
-                                             address=e.address, master=e.master, conf=e.spark_conf)
+                                             address=e.address, master=e.master, conf=e.spark_conf, nodes=nodes)
             self.engine_start_seconds[name] = time.perf_counter() - t0
         return self.engines[name]
 
@@ -87,6 +89,8 @@ class StageContext:
         outcomes = run_all(eng, functools.partial(guarded, functools.partial(cpu_timed, fn), str(inflight)), items,
                            label=stage)
         mapped = Mapped(outcomes, time.perf_counter() - t0, startup)
+        if (self.data / stage).is_dir():  # every item is done: a temporary left now is a killed writer's
+            remove_temporaries(self.data / stage, self.data)
         self.summary["engine"].setdefault("stages", {})[stage] = eng.topology()
         return mapped
 
@@ -141,15 +145,35 @@ def stage_record(ctx: StageContext, stage: str, mapped: Mapped, **extra) -> dict
     if outcomes:
         ctx.tables[stage] = table(outcomes)
     workers = sorted({o.worker for o in outcomes if o.worker})
+    per_host = hosts(outcomes)
     return {"items": len(outcomes), "items_per_s": mapped.rate(len(outcomes)),
             "work_seconds": mapped.work_seconds, "startup_seconds": mapped.startup_seconds,
             **io, "files_written": sum((o.value or {}).get("files_written", 0) for o in ok),
             "cpu_seconds": sum((o.value or {}).get("cpu_seconds", 0.0) for o in ok),
             "runqueue_seconds": sum((o.value or {}).get("runqueue_seconds", 0.0) for o in ok),
-            "workers_used": len(workers), "hosts_used": len({w.rsplit(":", 1)[0] for w in workers}),
+            "workers_used": len(workers), "hosts_used": len(per_host), "hosts": per_host,
             "errors": [{"item": item_name(o.item), "error": o.error} for o in outcomes if o.error],
             "warnings": [{"item": item_name(o.item), "warning": w} for o in ok for w in (o.value or {}).get("warnings", [])],
             "status": "ok" if len(ok) == len(outcomes) else ("failed" if not ok else "partial"), **extra}
+
+
+def hosts(outcomes: list[Outcome]) -> dict[str, dict]:
+    """Every host that executed items (from each outcome's worker, host:pid): its items, their seconds, the bytes
+    its workers read and wrote for them, and how many of its worker processes ran them."""
+    out: dict[str, dict] = {}
+    for o in outcomes:
+        if not o.worker:
+            continue
+        host, pid = o.worker.rsplit(":", 1)
+        h = out.setdefault(host, {"items": 0, "seconds": 0.0, "bytes_read": 0, "bytes_written": 0, "errors": 0,
+                                  "workers": set()})
+        h["items"] += 1
+        h["seconds"] += o.seconds
+        h["bytes_read"] += o.io.get("bytes_read", 0)
+        h["bytes_written"] += o.io.get("bytes_written", 0)
+        h["errors"] += bool(o.error)
+        h["workers"].add(pid)
+    return {k: dict(v, workers=len(v["workers"])) for k, v in sorted(out.items())}
 
 
 def table(outcomes: list[Outcome]) -> pd.DataFrame:

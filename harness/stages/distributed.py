@@ -310,13 +310,18 @@ def aggregate(ranks: list[dict]) -> dict:
 
 
 def run(files: list[str], out: Path, train_cfg, mode: str, world: int, steps: int, step_s: float | None = None,
-        interface: str | None = None) -> dict:
+        interface: str | None = None, cluster=None) -> dict:
     """Train (or emulate) with ``world`` ranks; returns aggregate figures plus every rank's own.
-    ``interface``: open the ranks' services on this interface instead of a private loopback-only namespace."""
+    ``interface``: open the ranks' services on this interface instead of a private loopback-only namespace.
+    ``cluster``: a Dask cluster engine whose hosts run the ranks (``cluster_ranks``), else this host."""
     work = out / "ranks" / f"{mode}-{world}-{int(time.time() * 1000)}"  # rank specs, logs and results
     base = {"mode": mode, "world": world, "files": files, "train": train_cfg.model_dump(), "steps": steps,
             "step_s": step_s, "out": str(work), "model_dir": str(out), "barrier": str(work / "barrier")}
-    if mode == "horovod":
+    if cluster is not None:
+        from . import cluster_ranks
+
+        ranks = cluster_ranks.launch(cluster, [dict(base, rank=i) for i in range(world)], work, interface)
+    elif mode == "horovod":
         ranks = horovod_launch(base, world, work, interface)
     else:
         host = interface_address(interface) if interface else "127.0.0.1"

@@ -265,12 +265,19 @@ def drive(ctx: StageContext) -> dict:
         ctx.tables["train_steps"] = pd.DataFrame(steps)
         ctx.tables["train_epochs"] = pd.DataFrame(figures.pop("epochs"))
     ctx.summary["train"] = figures
+    hosts: dict[str, dict] = {}
+    for r in figures.get("ranks") or []:  # distributed: the hosts the ranks ran on
+        h = hosts.setdefault(r["host"], {"ranks": 0, "images_per_s": 0.0, "bytes_read": 0, "bytes_written": 0})
+        h["ranks"] += 1
+        h["images_per_s"] += r.get("images_per_s") or 0.0
+        h["bytes_read"] += r.get("bytes_read", 0)
+        h["bytes_written"] += r.get("bytes_written", 0)
     return {"items": figures["steps"], "items_per_s": figures["measured_steps"] / figures["wall_seconds"],
             "work_seconds": figures["wall_seconds"], "startup_seconds": figures["startup_seconds"],
             "images": figures["images"], "images_per_s": figures["images_per_s"],
             **{k: figures[k] for k in ("bytes_read", "bytes_written", "read_calls", "write_calls", "files_written",
                                        "validation_seconds", "checkpoint_seconds") if k in figures},
-            "errors": [], "status": "ok"}
+            **({"hosts": hosts} if hosts else {}), "errors": [], "status": "ok"}
 
 
 def _train_processes(ctx: StageContext, tfr: Path, cfg: Train) -> dict:
@@ -289,8 +296,16 @@ def _train_processes(ctx: StageContext, tfr: Path, cfg: Train) -> dict:
     print(f"[train] {mode}: {cfg.processes} processes x {steps} steps"
           + (f", step {emu.step_s} s ({emu.source})" if emu else ""), file=sys.stderr)
     since = time.time()
+    engine = ctx.engine_name("train")  # a Dask cluster's hosts run the ranks of distributed training
+    cluster = ctx.engine("train") if mode in ("multiworker", "horovod") and engine == "dask" and \
+        ctx.workload.engine.is_cluster(engine) else None
+    if cluster is not None:
+        print(f"[train] ranks on the hosts of the Dask cluster at {ctx.workload.engine.address}: "
+              f"{', '.join(cluster.by_host())}", file=sys.stderr)
     res = distributed.run(files, ctx.data / "train", cfg, mode, cfg.processes, steps, emu.step_s if emu else None,
-                          ctx.workload.network.interface)
+                          ctx.workload.network.interface, cluster)
+    if cluster is not None:
+        ctx.summary["engine"].setdefault("stages", {})["train"] = cluster.topology()
     ctx.tables["train_steps"] = pd.DataFrame(res.pop("steps_table"))
     figures = {"model": cfg.model, "mode": mode, "emulated": bool(emu), "steps": steps * cfg.processes, **res,
                "record_bytes": int(ctx.tables["train_steps"]["record_bytes"].sum())}

@@ -1,4 +1,5 @@
 """Patch extraction speed on one core, three ways, in one process (ratios are what to read; machines are noisy).
+Medians of --repeat interleaved rounds (min and max beside them); ratios are of medians.
 
   stage      : wsibench's patch stage for one slide (plan from the masks, decode the source tiles once each,
                encode with libjpeg-turbo, write JPEG files atomically, write the manifest), on the working
@@ -6,9 +7,16 @@
                stage_tfrecord: the same writing one TFRecord file per slide instead of one file per patch
   reference  : the reference approach: for each of the same patches, one OpenSlide read_region + one PIL JPEG save
   codec      : the codec limit: decode exactly the source tiles the patches cover + encode the patches, same
-               JPEG library (imagecodecs / libjpeg-turbo), nothing else
+               JPEG library and calls as the stage (libjpeg-turbo: TurboJPEG to decode, imagecodecs to encode),
+               nothing else
 
-Usage: python benchmarks/patch_speed.py [--size 20000] [--repeat 3] [--out DIR]
+  masks      : wsibench's masks stage for the slide, against the reference's mask step (OpenSlide's thumbnail at
+               1/32 + the same tissue threshold); end to end: masks + stage against thumbnail + reference
+
+The default slide is synthetic (harness.slides.synth: patches weigh like real H&E, ~18 KiB at quality 90);
+--slide runs the same on a real file.
+
+Usage: python benchmarks/patch_speed.py [--size 20000 | --slide PATH] [--stride PX] [--repeat 5] [--out DIR]
 """
 from __future__ import annotations
 
@@ -91,45 +99,84 @@ def bench_codec(item, cfg, chosen) -> float:
         i = ty * cols + tx
         fh.seek(page.dataoffsets[i])
         raw.append(fh.read(page.databytecounts[i]))
+    tables, rgb = page.jpegtables, int(page.photometric) == 2
     tf.close()
+    from harness.slides import jpeg
+
+    decoder = jpeg.Decoder(tables, rgb)  # the decoder the stage uses (libjpeg-turbo), into one reused buffer
+    buf = np.empty((th, tw, 3), np.uint8)
     t0 = time.perf_counter()
     for data in raw:
-        imagecodecs.jpeg8_decode(data)
+        decoder.decode(data, buf)
     for px in pixels:
         imagecodecs.jpeg8_encode(px, level=cfg.jpeg_quality)
     return time.perf_counter() - t0
 
 
+def bench_masks(item, work: Path) -> float:
+    """wsibench's masks stage for the slide (tumor and tissue masks, PNGs and record written)."""
+    shutil.rmtree(work / "masks-bench", ignore_errors=True)
+    t0 = time.perf_counter()
+    masks.run_slide(item, Masks(), str(work / "masks-bench"))
+    return time.perf_counter() - t0
+
+
+def bench_thumbnail(item) -> float:
+    """The reference's mask step: OpenSlide's thumbnail at 1/32, then the same HSV + Otsu tissue mask."""
+    t0 = time.perf_counter()
+    slide = open_slide(item["path"])
+    w, h = slide.dimensions
+    thumb = np.asarray(slide.get_thumbnail((max(1, w // 32), max(1, h // 32))).convert("RGB"))
+    masks.tissue_mask(thumb)
+    slide.close()
+    return time.perf_counter() - t0
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", type=int, default=20000)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--size", type=int, default=20000, help="side of the synthetic slide, px")
+    ap.add_argument("--slide", help="a real slide instead of the synthetic one (e.g. CMU-1-Small-Region.svs)")
+    ap.add_argument("--stride", type=int, default=None, help="patch grid stride, px (default: the patch size)")
+    ap.add_argument("--repeat", type=int, default=5, help="interleaved rounds; medians are reported")
     ap.add_argument("--out", help="working folder (default: a temporary one)")
     ap.add_argument("--tmpfs", default="/dev/shm", help="memory-backed folder for the compute-only stage runs")
     a = ap.parse_args(argv)
     work = Path(a.out or tempfile.mkdtemp(prefix="wsibench-patch-speed-"))
     work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    item = setup(a.size, work)
-    cfg = Patches(max_per_class=100000)
+    if a.slide:
+        item = {"slide": "real", "path": str(Path(a.slide).resolve()), "split": "training", "label": "normal",
+                "annotation": None, "tumor_groups": [], "exclusion_groups": []}
+        masks.run_slide(item, Masks(), str(work / "masks"))
+    else:
+        item = setup(a.size, work)
+    cfg = Patches(max_per_class=100000, stride=a.stride)
     chosen, _ = selected(item, cfg, work)
     n = len(chosen)
     mem = Path(tempfile.mkdtemp(prefix="wsibench-", dir=a.tmpfs)) if os.path.isdir(a.tmpfs) else work / "mem"
     runs = {"stage": (cfg, work / "stage"), "stage_tmpfs": (cfg, mem / "stage"),
-            "stage_tfrecord": (Patches(max_per_class=100000, output="tfrecord"), work / "stage_tfr")}
-    best = {k: np.inf for k in (*runs, "reference", "codec")}
-    for _ in range(a.repeat):  # interleaved, best of N: the least disturbed run of each
+            "stage_tfrecord": (cfg.model_copy(update={"output": "tfrecord"}), work / "stage_tfr")}
+    times: dict[str, list[float]] = {k: [] for k in (*runs, "reference", "codec", "masks", "thumbnail")}
+    for _ in range(a.repeat):  # interleaved rounds: each kind sees the same disturbances
         for name, (c, out) in runs.items():
-            s, got = bench_stage(item, c, work, out)
+            sec, got = bench_stage(item, c, work, out)
             assert got == n
-            best[name] = min(best[name], s)
-        best["reference"] = min(best["reference"], bench_reference(item, cfg, work, chosen))
-        best["codec"] = min(best["codec"], bench_codec(item, cfg, chosen))
-    rate = {k: n / v for k, v in best.items()}
-    result = {"slide_px": a.size, "patches": n, "work": str(work),
-              "patches_per_s_per_core": {k: round(v, 1) for k, v in rate.items()},
+            times[name].append(sec)
+        times["reference"].append(bench_reference(item, cfg, work, chosen))
+        times["codec"].append(bench_codec(item, cfg, chosen))
+        times["masks"].append(bench_masks(item, work))
+        times["thumbnail"].append(bench_thumbnail(item))
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    rate = {k: n / med[k] for k in (*runs, "reference", "codec")}
+    result = {"slide": a.slide or f"synthetic {a.size} px", "patches": n, "rounds": a.repeat, "work": str(work),
+              "patches_per_s_per_core_median": {k: round(v, 1) for k, v in rate.items()},
+              "seconds_min_median_max": {k: [round(min(v), 4), round(med[k], 4), round(max(v), 4)]
+                                         for k, v in times.items()},
               **{f"{k}_vs_reference": round(rate[k] / rate["reference"], 2) for k in runs},
-              **{f"{k}_vs_codec_limit": round(rate[k] / rate["codec"], 2) for k in runs}}
+              **{f"{k}_vs_codec_limit": round(rate[k] / rate["codec"], 2) for k in runs},
+              "masks_vs_thumbnail_speed": round(med["thumbnail"] / med["masks"], 2),
+              "end_to_end_vs_reference_speed": round((med["thumbnail"] + med["reference"])
+                                                     / (med["masks"] + med["stage"]), 2)}
     shutil.rmtree(mem, ignore_errors=True)
     print(json.dumps(result, indent=1))
     if not a.out:

@@ -8,6 +8,7 @@ package. Index files use that package's format: one ``offset length`` line per r
 """
 from __future__ import annotations
 
+import functools
 import struct
 from pathlib import Path
 from typing import Iterator
@@ -27,7 +28,12 @@ def frame(data: bytes) -> bytes:
     return n + struct.pack("<I", masked_crc(n)) + data + struct.pack("<I", masked_crc(data))
 
 
+_SMALL = [bytes((i,)) for i in range(128)]
+
+
 def _varint(v: int) -> bytes:
+    if 0 <= v < 128:
+        return _SMALL[v]
     v &= (1 << 64) - 1
     out = bytearray()
     while True:
@@ -53,9 +59,17 @@ def _feature(value) -> bytes:
     raise TypeError(f"unsupported feature type {type(value).__name__}")
 
 
+def _entry(key: str, value) -> bytes:  # one entry of the Features map: key(1), Feature(2)
+    return _field(1, _field(1, key.encode()) + _field(2, _feature(value)))
+
+
+_cached_entry = functools.lru_cache(maxsize=1024)(_entry)  # the keys and values patches share (label, size, slide)
+
+
 def example(features: dict) -> bytes:
     """Serialise {key: bytes | str | int} as a tf.train.Example (keys sorted, so output is deterministic)."""
-    entries = b"".join(_field(1, _field(1, k.encode()) + _field(2, _feature(v))) for k, v in sorted(features.items()))
+    entries = b"".join(_entry(k, v) if isinstance(v, bytes) and len(v) > 64 else _cached_entry(k, v)
+                       for k, v in sorted(features.items()))
     return _field(1, entries)  # Example.features(1) -> Features.feature map entries(1)
 
 

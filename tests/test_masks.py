@@ -64,3 +64,27 @@ def test_corrupt_slide_is_named(tmp_path, dataset):
     bad.write_bytes(b"II*\x00" + b"\x00" * 100)
     with pytest.raises(SlideError, match="broken.tif: cannot open slide"):
         masks.run_slide({"slide": "broken", "path": str(bad), "split": "training"}, Masks(), str(tmp_path))
+
+
+def test_one_level_slide_masks_are_made_at_the_target_downsample(tmp_path):
+    """CMU-1-Small-Region has one level: its masks were made (and read back by the patch stage) at full resolution,
+    1,024x the pixels of a 32x mask, which made masks + patches slower than the reference's thumbnail."""
+    path = shared("slides/CMU-1-Small-Region.svs")
+    s = openslide.OpenSlide(str(path))
+    assert s.level_count == 1
+    W, H = s.dimensions
+    item = {"slide": "cmu", "path": str(path), "split": "training", "label": None, "annotation": None}
+    rec = masks.run_slide(item, Masks(), str(tmp_path))
+    _, tumor, tissue = masks.load(tmp_path, "cmu")
+    assert rec["downsample"] == rec["tissue_downsample"] == 32.0 and rec["level"] == 0
+    assert tissue.shape == tumor.shape == (-(-H // 32), -(-W // 32))
+    # the same tissue as at full resolution, reduced: each mask pixel stands for its 32 x 32 square
+    full = masks.tissue_mask(np.asarray(s.read_region((0, 0), 0, (W, H)).convert("RGB")))
+    padded = np.zeros((tissue.shape[0] * 32, tissue.shape[1] * 32), bool)
+    padded[:H, :W] = full
+    share = padded.reshape(tissue.shape[0], 32, tissue.shape[1], 32).mean(axis=(1, 3))
+    assert abs(tissue.mean() - full.mean()) < 0.05
+    assert ((share > 0.5) == tissue).mean() > 0.9
+    # an explicit level keeps its own resolution
+    rec0 = masks.run_slide(item, Masks(level=0), str(tmp_path))
+    assert rec0["downsample"] == 1.0 and (rec0["width"], rec0["height"]) == (W, H)

@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import pandas as pd
-
 from ..engines import Engine, Outcome, make_engine, run_all
 from ..engines.base import import_module
 from ..engines.isolate import guarded
@@ -50,7 +48,7 @@ class StageContext:
     nodes_override: int | None = None
     dataset: Path | None = None
     slides: list[dict] = field(default_factory=list)
-    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    tables: dict[str, "pd.DataFrame"] = field(default_factory=dict)
     engines: dict[str, Engine] = field(default_factory=dict)
     engine_start_seconds: dict[str, float] = field(default_factory=dict)
 
@@ -176,8 +174,9 @@ def hosts(outcomes: list[Outcome]) -> dict[str, dict]:
     return {k: dict(v, workers=len(v["workers"])) for k, v in sorted(out.items())}
 
 
-def table(outcomes: list[Outcome]) -> pd.DataFrame:
+def table(outcomes: list[Outcome]) -> "pd.DataFrame":
     """One row per item: seconds, error, attempts, worker, I/O and the item's own scalar figures."""
+    import pandas as pd  # here, not at the top: workers import this module, and pandas costs them 0.2 s each
     rows = []
     for o in outcomes:
         row = {"item": item_name(o.item), "seconds": o.seconds, "error": o.error, "attempts": o.attempts,

@@ -2,6 +2,8 @@
 
 Both are PNGs under <data>/masks/, beside a per-slide JSON record. The tumor mask is rasterised at the level
 nearest a 32x downsample by default, using the slide's real level_downsamples; exclusion groups are painted last.
+Where that level is more than twice finer than the target (a one-level slide), both masks are made at the target
+downsample itself (the tissue from the level's pixels reduced by area), as the reference does with a thumbnail.
 The tissue mask is HSV saturation, median blur, then an Otsu threshold (with a floor, so a blank slide has none).
 """
 from __future__ import annotations
@@ -37,6 +39,26 @@ def _level(slide, requested: int | None, target: float, path: str) -> int:
     return requested
 
 
+def _too_fine(ds: float, target: float) -> bool:
+    """The nearest level is more than twice finer than the target downsample (a slide without a pyramid, or a
+    sparse one): masks are then computed at the target, as the reference computes them on a thumbnail, instead of
+    at full resolution (a one-level slide's masks were 1,024x the pixels, and the patch stage read them back)."""
+    return ds * 2 <= target
+
+
+def _reduce(rgb: np.ndarray, factor: float) -> np.ndarray:
+    """The image reduced by ``factor`` (area averaging), padded white to whole output pixels first, so that output
+    pixel (i, j) stands for exactly the input square starting at (i, j) x factor, as mask pixels do."""
+    h, w = rgb.shape[:2]
+    oh, ow = int(np.ceil(h / factor)), int(np.ceil(w / factor))
+    ph, pw = int(round(oh * factor)), int(round(ow * factor))
+    if (ph, pw) != (h, w):
+        padded = np.full((ph, pw, 3), 255, np.uint8)
+        padded[:min(h, ph), :min(w, pw)] = rgb[:ph, :pw]
+        rgb = padded
+    return cv2.resize(rgb, (ow, oh), interpolation=cv2.INTER_AREA)
+
+
 def paths(out: Path, slide: str) -> dict[str, Path]:
     return {"tumor": out / f"{slide}_tumor.png", "tissue": out / f"{slide}_tissue.png",
             "record": out / f"{slide}.json"}
@@ -48,8 +70,11 @@ def run_slide(item: dict, cfg: Masks, out: str) -> dict:
     try:
         level = _level(slide, cfg.level, cfg.target_downsample, item["path"])
         tlevel = _level(slide, cfg.tissue_level, cfg.target_downsample, item["path"])
-        w, h = slide.level_dimensions[level]
         ds = float(slide.level_downsamples[level])
+        w, h = slide.level_dimensions[level]
+        if cfg.level is None and _too_fine(ds, cfg.target_downsample):  # e.g. a one-level slide: masks at the target
+            ds = float(cfg.target_downsample)
+            w, h = (int(np.ceil(v / ds)) for v in slide.dimensions)
         tumor = np.zeros((h, w), bool)
         dots = 0
         if item.get("annotation"):
@@ -57,8 +82,11 @@ def run_slide(item: dict, cfg: Masks, out: str) -> dict:
             tumor = rasterize(ann.regions(cfg.tumor_groups), ann.regions(cfg.exclusion_groups), (h, w), ds)
             dots = len(ann.dots())
         warnings = [] if item.get("decode_warnings") == "record" else None
-        tissue = tissue_mask(read_level(slide, tlevel, item["path"], warnings), cfg.median_blur, cfg.min_saturation)
+        pixels = read_level(slide, tlevel, item["path"], warnings)
         tds = float(slide.level_downsamples[tlevel])
+        if cfg.tissue_level is None and _too_fine(tds, cfg.target_downsample):
+            pixels, tds = _reduce(pixels, cfg.target_downsample / tds), float(cfg.target_downsample)
+        tissue = tissue_mask(pixels, cfg.median_blur, cfg.min_saturation)
     finally:
         slide.close()
     p = paths(out, item["slide"])

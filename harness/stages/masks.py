@@ -2,7 +2,7 @@
 
 Both are PNGs under <data>/masks/, beside a per-slide JSON record. The tumor mask is rasterised at the level
 nearest a 32x downsample by default, using the slide's real level_downsamples; exclusion groups are painted last.
-Where that level is more than twice finer than the target (a one-level slide), both masks are made at the target
+Where that level is more than 4x finer than the target (a one-level slide), both masks are made at the target
 downsample itself (the tissue from the level's pixels reduced by area), as the reference does with a thumbnail.
 The tissue mask is HSV saturation, median blur, then an Otsu threshold (with a floor, so a blank slide has none).
 """
@@ -40,10 +40,11 @@ def _level(slide, requested: int | None, target: float, path: str) -> int:
 
 
 def _too_fine(ds: float, target: float) -> bool:
-    """The nearest level is more than twice finer than the target downsample (a slide without a pyramid, or a
-    sparse one): masks are then computed at the target, as the reference computes them on a thumbnail, instead of
-    at full resolution (a one-level slide's masks were 1,024x the pixels, and the patch stage read them back)."""
-    return ds * 2 <= target
+    """The nearest level is more than 4x finer than the target downsample (a slide without a pyramid, or a sparse
+    one): masks are then computed at the target, as the reference computes them on a thumbnail, instead of at the
+    level's resolution (a one-level slide's masks were 1,024x the pixels of 32x masks, read back by the patch
+    stage). A pyramid that reaches within 4x of the target keeps its level, as before."""
+    return ds * 4 < target
 
 
 def _reduce(rgb: np.ndarray, factor: float) -> np.ndarray:

@@ -35,7 +35,7 @@ from harness.config import parse_workload
 from harness.engines import make_engine
 from harness.slides import synth
 
-BYTES_PER_PIXEL = 0.085     # a synthetic slide's pyramid, measured: 818 MB for 100k x 100k
+BYTES_PER_PIXEL = 0.131     # a synthetic (v4) slide's pyramid, measured: 41.8 GB for 32 slides of 100k x 100k
 BYTES_PER_SLIDE = 2 * 6000 * 12_000  # its patches as JPEG files, then again in shards (reference caps, ~12 KB each)
 STAGES = ("masks", "patches", "tfrecords")
 

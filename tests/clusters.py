@@ -17,13 +17,14 @@ from pathlib import Path
 VENV_BIN = Path(sys.executable).parent
 
 
-def free_port() -> int:
+def free_port(address: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((address, 0))
         return s.getsockname()[1]
 
 
-def wait_for(check, timeout: float, what: str):
+def wait_for(check, timeout: float, what: str, logs: list[Path] = ()):
+    """Until check() is true; else TimeoutError with the last exception and the tails of ``logs``."""
     deadline = time.time() + timeout
     last = None
     while time.time() < deadline:
@@ -33,7 +34,8 @@ def wait_for(check, timeout: float, what: str):
         except Exception as e:  # noqa: BLE001 - not up yet
             last = e
         time.sleep(0.3)
-    raise TimeoutError(f"{what} did not come up in {timeout:.0f}s ({last})")
+    tails = "".join(f"\n--- {p.name}:\n{p.read_text()[-1500:]}" for p in logs if p.exists())
+    raise TimeoutError(f"{what} did not come up in {timeout:.0f}s ({last}){tails}")
 
 
 class Master(str):

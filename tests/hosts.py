@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from clusters import free_port, wait_for
+
 IFACE = "wsi0"  # the hosts' interface on the bridge: the same name on every host, as network.interface names it
 RANGES = [f"10.{b}.{c}.0/24" for b in (241, 242, 243) for c in (0, 17, 33)]  # private, tried in order
 
@@ -149,28 +151,6 @@ def _stop(h: Host) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def _free_port(address: str) -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind((address, 0))
-        return s.getsockname()[1]
-
-
-def _wait(check, timeout: float, what: str, logs: list[Path]):
-    deadline = time.time() + timeout
-    last = None
-    while time.time() < deadline:
-        try:
-            if check():
-                return
-        except Exception as e:  # noqa: BLE001 - not up yet
-            last = e
-        time.sleep(0.3)
-    tails = "\n".join(f"--- {p.name}:\n{p.read_text()[-1500:]}" for p in logs if p.exists())
-    raise TimeoutError(f"{what} did not come up in {timeout:.0f}s ({last})\n{tails}")
-
-
 @contextlib.contextmanager
 def spark_on_hosts(bridge: Bridge, tmp: Path, cores: int = 1):
     """A Spark standalone master on the bridge (root namespace) and one worker on each host; yields the master URL."""
@@ -183,7 +163,7 @@ def spark_on_hosts(bridge: Bridge, tmp: Path, cores: int = 1):
     home = Path(pyspark.__file__).parent
     spark_class = str(home / "bin" / "spark-class")
     env = dict(os.environ, SPARK_HOME=str(home), PYSPARK_PYTHON=sys.executable, SPARK_LOG_DIR=str(tmp / "logs"))
-    port, ui = _free_port(bridge.address), _free_port(bridge.address)
+    port, ui = free_port(bridge.address), free_port(bridge.address)
     url = f"spark://{bridge.address}:{port}"
     logs = [tmp / "spark-master.log"]
     with open(logs[0], "w") as f:
@@ -200,7 +180,7 @@ def spark_on_hosts(bridge: Bridge, tmp: Path, cores: int = 1):
         def alive():
             doc = json.load(urllib.request.urlopen(f"http://{bridge.address}:{ui}/json/", timeout=2))
             return sum(w["state"] == "ALIVE" for w in doc["workers"]) == len(bridge.hosts)
-        _wait(alive, 120, "Spark standalone cluster on the bridge", logs)
+        wait_for(alive, 120, "Spark standalone cluster on the bridge", logs)
         yield url
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -221,7 +201,7 @@ def dask_on_hosts(bridge: Bridge, tmp: Path, pythonpath: str):
     from dask.distributed import Client
 
     dask = str(Path(sys.executable).parent / "dask")
-    port = _free_port(bridge.address)
+    port = free_port(bridge.address)
     address = f"tcp://{bridge.address}:{port}"
     logs = [tmp / "dask-scheduler.log"]
     with open(logs[0], "w") as f:
@@ -241,7 +221,7 @@ def dask_on_hosts(bridge: Bridge, tmp: Path, pythonpath: str):
         def ready():
             with Client(address, timeout=5) as c:
                 return len(c.scheduler_info(n_workers=-1)["workers"]) == len(bridge.hosts)
-        _wait(ready, 90, "Dask cluster on the bridge", logs)
+        wait_for(ready, 90, "Dask cluster on the bridge", logs)
         yield address
     finally:
         with contextlib.suppress(ProcessLookupError):

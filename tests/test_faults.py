@@ -429,3 +429,25 @@ def test_a_slide_declaring_absurd_dimensions_is_refused_before_decoding(tmp_path
     path = patched_tiff(tmp_path / "hostile.tif", 1, **tags)
     with pytest.raises(SlideError, match=f"hostile.tif: {problem}"):
         open_slide(path)
+
+
+def test_temporaries_of_killed_writers_do_not_outlive_the_stage(dataset, tmp_path):
+    """A worker killed mid-write leaves `.<name>.tmp<pid>` behind (seen under Dask: a SIGKILLed worker's patch);
+    once every item of a stage is done, the run, holding the workload's lock, removes what is left in the stage's
+    folder (before: only the patch and TFRecord stages cleaned up, and only at their start)."""
+    from harness import pipeline
+    from harness.config import parse_workload
+
+    left = tmp_path / "data" / "t" / "masks" / ".tumor_001_tumor.png.tmp4242"
+    left.parent.mkdir(parents=True)
+    left.write_bytes(b"half a JPEG")
+    beside = tmp_path / "data" / "t" / "notes.tmp1"  # not a stage's output: left alone
+    beside.write_bytes(b"x")
+    w = parse_workload({"name": "t", "stages": ["masks", "patches"], "dataset": {"kind": "camelyon16", "path": str(dataset)}})
+    os.environ["WSIBENCH_LOCAL_ROOT"] = str(tmp_path / "data")
+    try:
+        s = pipeline.run(w, results_dir=tmp_path / "results")
+    finally:
+        del os.environ["WSIBENCH_LOCAL_ROOT"]
+    assert s["status"] == "ok" and not left.exists() and beside.exists()
+    assert not list((tmp_path / "data" / "t").rglob(".*.tmp*"))

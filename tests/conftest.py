@@ -1,6 +1,8 @@
+import contextlib
 import json
 import os
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -11,6 +13,16 @@ from harness.slides.synth import Layout
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
 os.environ.setdefault("WSIBENCH_QUIET", "1")
+
+
+@contextlib.contextmanager
+def local_root(path) -> Iterator[None]:
+    """The `local` storage profile's root (WSIBENCH_LOCAL_ROOT) at path for the block."""
+    os.environ["WSIBENCH_LOCAL_ROOT"] = str(path)
+    try:
+        yield
+    finally:
+        del os.environ["WSIBENCH_LOCAL_ROOT"]
 
 
 def shared(rel: str) -> Path:

@@ -11,7 +11,7 @@ from harness import pipeline
 from harness.config import load_workload, parse_workload
 from harness.slides import synth
 
-from conftest import ROOT
+from conftest import ROOT, local_root
 
 
 def release_layout(src, dst):
@@ -38,11 +38,8 @@ def c16_run(dataset, tmp_path_factory):
     w["engine"] = {"name": "multiprocessing", "workers": 2}
     w["train"].update(model="small_cnn", image_size=32, batch_size=32, steps_per_epoch=15, epochs=1)
     w["tfrecords"].update(shard_mb=2, val_fraction=0.3)
-    os.environ["WSIBENCH_LOCAL_ROOT"] = str(tmp / "data")
-    try:
+    with local_root(str(tmp / "data")):
         summary = pipeline.run(parse_workload(w), results_dir=tmp / "results")
-    finally:
-        del os.environ["WSIBENCH_LOCAL_ROOT"]
     return summary, root, tmp / "data" / "camelyon16"
 
 

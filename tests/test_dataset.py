@@ -17,7 +17,7 @@ from harness.slides import dataset, synth
 from harness.slides.annotations import AnnotationError, read_asap, write_asap
 from harness.stages import masks
 
-from conftest import shared
+from conftest import local_root, shared
 
 LESION = np.array([[600.0, 600], [1400, 600], [1400, 1400], [600, 1400]])
 
@@ -142,11 +142,8 @@ def test_camelyon17_centers_stage_labels_and_metastases_group(tmp_path, slides):
 def run_masks(tmp_path, root, **dataset_cfg):
     w = parse_workload({"name": "t", "stages": ["masks"],
                         "dataset": {"kind": "camelyon16", "path": str(root), **dataset_cfg}})
-    os.environ["WSIBENCH_LOCAL_ROOT"] = str(tmp_path / "data")
-    try:
+    with local_root(str(tmp_path / "data")):
         return pipeline.run(w, results_dir=tmp_path / "results")
-    finally:
-        del os.environ["WSIBENCH_LOCAL_ROOT"]
 
 
 def test_tumor_slide_without_annotation_is_an_error_naming_it(tmp_path, slides):

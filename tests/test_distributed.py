@@ -17,6 +17,8 @@ from harness.stages.distributed import aggregate
 
 from netcheck import Watch
 
+from conftest import local_root
+
 
 def test_au_arithmetic_by_hand():
     # four steps; the first (warm-up) is excluded: wait 1+2+0 = 3 s, compute 3+3+4 = 10 s, measured wall 15 s
@@ -58,21 +60,15 @@ def _workload(dataset, **train):
 @pytest.fixture(scope="module")
 def prepared(dataset, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dist")
-    os.environ["WSIBENCH_LOCAL_ROOT"] = str(tmp / "data")
-    try:
+    with local_root(str(tmp / "data")):
         s = pipeline.run(_workload(dataset), results_dir=tmp / "results")
-    finally:
-        del os.environ["WSIBENCH_LOCAL_ROOT"]
     assert s["status"] == "ok" and s["stages"]["tfrecords"]["shards"] >= 4
     return tmp
 
 
 def _train(prepared, dataset, **train):
-    os.environ["WSIBENCH_LOCAL_ROOT"] = str(prepared / "data")
-    try:
+    with local_root(str(prepared / "data")):
         return pipeline.run(_workload(dataset, **train), stages=["train"], results_dir=prepared / "results")
-    finally:
-        del os.environ["WSIBENCH_LOCAL_ROOT"]
 
 
 def _check_two_workers(s, prepared):
@@ -117,11 +113,8 @@ def test_horovod_two_processes(prepared, dataset):
 
 def _feed(prepared, dataset, storage: str, max_n: int, repetitions: int = 1, steps: int = 16):
     wl = _workload(dataset, step_time_s=0.1)
-    os.environ["WSIBENCH_LOCAL_ROOT"] = str(prepared / "data")
-    try:
+    with local_root(str(prepared / "data")):
         return feed(wl, storage, prepared / "results", 0.9, max_n, steps=steps, repetitions=repetitions)
-    finally:
-        del os.environ["WSIBENCH_LOCAL_ROOT"]
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/fuse") or os.geteuid() != 0, reason="emulated storage needs FUSE and root")
@@ -206,12 +199,9 @@ def test_feed_measures_decode_cpu_per_accelerator_and_can_read_bytes_only(prepar
     """train.decode: decoding costs the input pipeline CPU per sample; bytes only (MLPerf Storage's way) costs less;
     each probe says how many cores one accelerator needs at AU 1 and at the threshold."""
     wl = {True: _workload(dataset, step_time_s=0.05), False: _workload(dataset, step_time_s=0.05, decode=False)}
-    os.environ["WSIBENCH_LOCAL_ROOT"] = str(prepared / "data")
-    try:
+    with local_root(str(prepared / "data")):
         probes = {d: feed(w, "local", prepared / "results", 0.9, 1, steps=12)["feed"]["probes"][0]
                   for d, w in wl.items()}
-    finally:
-        del os.environ["WSIBENCH_LOCAL_ROOT"]
     for p in probes.values():
         assert p["cpu_seconds_per_sample"] > 0 and p["bytes_per_sample"] > 1000
         assert p["cores_per_accelerator"] == pytest.approx(p["cpu_seconds_per_sample"] * 16 / 0.05)

@@ -16,6 +16,8 @@ from harness.engines import make_engine, run_all
 from clusters import dask_cluster, spark_standalone
 from netcheck import Watch
 
+from conftest import local_root
+
 
 @pytest.fixture(scope="module")
 def spark_master(tmp_path_factory):
@@ -33,11 +35,8 @@ def run(tmp: Path, dataset: Path, engine: str, stages=("masks", "patches", "tfre
     wl = parse_workload({"name": "t", "stages": list(stages), "dataset": {"kind": "camelyon16", "path": str(dataset)},
                          "tfrecords": {"shard_mb": 2, "val_fraction": 0.5},
                          "engine": {"name": engine, "workers": 2, "stages": per_stage or {}, **engine_opts}})
-    os.environ["WSIBENCH_LOCAL_ROOT"] = str(tmp / "data")
-    try:
+    with local_root(str(tmp / "data")):
         return pipeline.run(wl, results_dir=tmp / "results"), tmp / "data" / "t"
-    finally:
-        del os.environ["WSIBENCH_LOCAL_ROOT"]
 
 
 def outputs(data: Path) -> dict:

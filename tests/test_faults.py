@@ -142,15 +142,12 @@ def test_one_run_per_workload_folder_at_a_time(dataset, tmp_path, capfd):
     other = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(root / "t"), str(tmp_path / "go")])
     _wait(lambda: (tmp_path / "locked").exists())
     w = parse_workload({"name": "t", "stages": ["masks"], "dataset": {"kind": "camelyon16", "path": str(dataset)}})
-    os.environ["WSIBENCH_LOCAL_ROOT"] = str(root)
-    try:
+    with local_root(str(root)):
         with pytest.raises(Busy, match=rf"{root / 't'} is in use by pid {other.pid} on "):
             pipeline.run(w, results_dir=tmp_path / "results", wait_if_busy=False)
         threading.Timer(2.0, (tmp_path / "go").touch).start()  # the other run ends in 2 s
         t0 = time.monotonic()
         s = pipeline.run(w, results_dir=tmp_path / "results")
-    finally:
-        del os.environ["WSIBENCH_LOCAL_ROOT"]
         other.wait(10)
     assert s["status"] == "ok" and time.monotonic() - t0 >= 1.5
     assert f"waiting for {root / 't'}: in use by pid {other.pid}" in capfd.readouterr().err
@@ -254,11 +251,8 @@ def shards(dataset, tmp_path_factory):
     w = parse_workload({"name": "t", "stages": ["masks", "patches", "tfrecords"],
                         "dataset": {"kind": "camelyon16", "path": str(dataset)}, "patches": {"max_per_class": 100},
                         "tfrecords": {"shard_mb": 0.3, "val_fraction": 0.5}})
-    os.environ["WSIBENCH_LOCAL_ROOT"] = str(tmp / "data")
-    try:
+    with local_root(str(tmp / "data")):
         assert pipeline.run(w, results_dir=tmp / "results")["status"] == "ok"
-    finally:
-        del os.environ["WSIBENCH_LOCAL_ROOT"]
     return tmp / "data" / "t" / "tfrecords"
 
 
@@ -267,6 +261,8 @@ import sys
 from pathlib import Path
 from harness.config import Train
 from harness.stages import train
+
+from conftest import local_root
 cfg = Train(model="small_cnn", image_size=32, batch_size=16, steps_per_epoch=3, epochs=2, augment=False)
 train.run(Path(sys.argv[1]), Path(sys.argv[2]), cfg, progress=print)
 """
@@ -307,8 +303,7 @@ def test_a_corrupt_shard_is_named_and_a_failed_training_leaves_no_older_model(sh
     w = parse_workload({"name": "t", "dataset": {"kind": "camelyon16", "path": str(dataset)},
                         "train": {"model": "small_cnn", "image_size": 32, "batch_size": 16, "steps_per_epoch": 40,
                                   "augment": False, "shuffle_buffer": 0}})
-    os.environ["WSIBENCH_LOCAL_ROOT"] = str(tmp_path / "data")
-    try:
+    with local_root(str(tmp_path / "data")):
         with pytest.raises(DataError, match=rf"{victim}: bad data CRC at byte \d+ \(TensorFlow: .*corrupted record"):
             pipeline.run(w, stages=["train"], results_dir=tmp_path / "results")
         assert not (data / "train" / "model.keras").exists()  # the older model is gone with the failed training
@@ -316,8 +311,6 @@ def test_a_corrupt_shard_is_named_and_a_failed_training_leaves_no_older_model(sh
         os.utime(data / "train" / "model.keras", (1, 1))  # older than the shards
         with pytest.raises(StageInputError, match="is older than the shards"):
             pipeline.run(w, stages=["infer"], results_dir=tmp_path / "results")
-    finally:
-        del os.environ["WSIBENCH_LOCAL_ROOT"]
 
 
 # --- corrupt pixels -----------------------------------------------------------------------------------------
@@ -356,11 +349,8 @@ def corrupt_run(dataset, tmp_path, victim: str, page_of, **dataset_settings):
         damage_tiles(path, page_of(s))
     w = parse_workload({"name": "t", "stages": ["masks", "patches"],
                         "dataset": {"kind": "camelyon16", "path": str(broken), **dataset_settings}})
-    os.environ["WSIBENCH_LOCAL_ROOT"] = str(tmp_path / "data")
-    try:
+    with local_root(str(tmp_path / "data")):
         return pipeline.run(w, results_dir=tmp_path / "results")
-    finally:
-        del os.environ["WSIBENCH_LOCAL_ROOT"]
 
 
 def test_a_corrupt_level0_tile_fails_its_slide_naming_the_tile(dataset, tmp_path):
@@ -444,10 +434,7 @@ def test_temporaries_of_killed_writers_do_not_outlive_the_stage(dataset, tmp_pat
     beside = tmp_path / "data" / "t" / "notes.tmp1"  # not a stage's output: left alone
     beside.write_bytes(b"x")
     w = parse_workload({"name": "t", "stages": ["masks", "patches"], "dataset": {"kind": "camelyon16", "path": str(dataset)}})
-    os.environ["WSIBENCH_LOCAL_ROOT"] = str(tmp_path / "data")
-    try:
+    with local_root(str(tmp_path / "data")):
         s = pipeline.run(w, results_dir=tmp_path / "results")
-    finally:
-        del os.environ["WSIBENCH_LOCAL_ROOT"]
     assert s["status"] == "ok" and not left.exists() and beside.exists()
     assert not list((tmp_path / "data" / "t").rglob(".*.tmp*"))

@@ -13,6 +13,8 @@ from harness.config import parse_workload
 from harness.metrics import Sampler
 from harness.results.record import environment
 
+from conftest import local_root
+
 
 def fake_nvml(devices: list[dict]) -> types.ModuleType:
     """An NVML that answers with these devices (this machine has no GPU and no NVML library)."""
@@ -65,11 +67,8 @@ def test_the_topology_recorded_is_the_one_that_ran(dataset, tmp_path):
     """`local` runs one worker whatever is asked: the record, and the configuration it is grouped under, say 1."""
     from harness.results import config_key
     w = parse_workload({"name": "t", "stages": ["masks"], "dataset": {"kind": "camelyon16", "path": str(dataset)}})
-    os.environ["WSIBENCH_LOCAL_ROOT"] = str(tmp_path / "data")
-    try:
+    with local_root(str(tmp_path / "data")):
         s = pipeline.run(w, results_dir=tmp_path / "results", engine="local", workers=2)
-    finally:
-        del os.environ["WSIBENCH_LOCAL_ROOT"]
     assert s["engine"]["workers"] == 1 and s["engine"]["workers_requested"] == 2
     assert s["engine"]["stages"]["masks"]["workers"] == 1 and s["stages"]["masks"]["workers_used"] == 1
     assert config_key(s) == "local x1 @ local"

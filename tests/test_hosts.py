@@ -16,6 +16,8 @@ from hosts import bridged_hosts, dask_on_hosts, skip_reason, spark_on_hosts
 from netcheck import Watch
 from test_engines import outputs
 
+from conftest import local_root
+
 REASON = skip_reason()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
 ROOT = str(Path(__file__).resolve().parent.parent)
@@ -38,11 +40,8 @@ def run(tmp: Path, dataset: Path, engine: str, stages=("masks", "patches", "tfre
     wl = parse_workload({"name": "t", "stages": list(stages), "dataset": {"kind": "camelyon16", "path": str(dataset)},
                          "tfrecords": {"shard_mb": 2, "val_fraction": 0.5},
                          "engine": {"name": engine, "workers": 1, **engine_opts}})
-    os.environ["WSIBENCH_LOCAL_ROOT"] = str(tmp / "data")
-    try:
+    with local_root(str(tmp / "data")):
         return pipeline.run(wl, results_dir=tmp / "results"), tmp / "data" / "t"
-    finally:
-        del os.environ["WSIBENCH_LOCAL_ROOT"]
 
 
 @pytest.fixture(scope="module")
@@ -113,12 +112,9 @@ def test_distributed_training_with_ranks_on_two_hosts(distribution, dataset, bri
                          "train": {"model": "small_cnn", "image_size": 32, "batch_size": 16, "augment": False,
                                    "distribution": distribution, "processes": 2, "steps_per_epoch": 30,
                                    "learning_rate": 3e-3}})
-    os.environ["WSIBENCH_LOCAL_ROOT"] = str(tmp_path / "data")
-    try:
+    with local_root(str(tmp_path / "data")):
         with Watch(allowed=[str(bridge.network)]) as watch:
             s = pipeline.run(wl, results_dir=tmp_path / "results")
-    finally:
-        del os.environ["WSIBENCH_LOCAL_ROOT"]
     assert s["status"] == "ok", s.get("error")
     t = s["train"]
     assert t["mode"] == distribution and t["processes"] == 2

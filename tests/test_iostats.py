@@ -13,6 +13,8 @@ from harness.config import parse_workload
 from harness.storage import iostats
 from harness.storage.emulate import mounted
 
+from conftest import local_root
+
 needs_fuse = pytest.mark.skipif(not os.path.exists("/dev/fuse") or os.geteuid() != 0,
                                 reason="the passthrough needs FUSE and root (the CI machine has both)")
 
@@ -72,11 +74,8 @@ def test_the_throttled_passthrough_counts_what_it_throttles(tmp_path):
 def test_observe_profiles_every_stage_and_leaves_nothing_mounted(dataset, tmp_path):
     wl = parse_workload({"name": "o", "stages": ["masks", "patches"], "dataset": {"kind": "camelyon16", "path": str(dataset)},
                          "patches": {"max_per_class": 30}})
-    os.environ["WSIBENCH_LOCAL_ROOT"] = str(tmp_path / "data")
-    try:
+    with local_root(str(tmp_path / "data")):
         s = pipeline.run(wl, results_dir=tmp_path / "results", observe=True)
-    finally:
-        del os.environ["WSIBENCH_LOCAL_ROOT"]
     run = tmp_path / "results" / s["run_id"]
     data = tmp_path / "data" / "o"
     p = s["stages"]["patches"]["io_profile"]

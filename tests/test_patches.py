@@ -17,7 +17,7 @@ from harness.config import Masks, Patches, parse_workload
 from harness.slides.annotations import rasterize
 from harness.stages import masks, patches
 
-from conftest import shared, truth
+from conftest import local_root, shared, truth
 
 
 def workload(dataset, **sections):
@@ -29,11 +29,8 @@ def workload(dataset, **sections):
 
 
 def run(tmp, dataset, engine="local", workers=1, **sections):
-    os.environ["WSIBENCH_LOCAL_ROOT"] = str(tmp / "data")
-    try:
+    with local_root(str(tmp / "data")):
         summary = pipeline.run(workload(dataset, **sections), results_dir=tmp / "results", engine=engine, workers=workers)
-    finally:
-        del os.environ["WSIBENCH_LOCAL_ROOT"]
     return summary, tmp / "data" / "t"
 
 

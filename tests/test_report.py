@@ -21,6 +21,8 @@ from harness.feed import feed
 from harness.report.chromium import Browser
 from harness.results import find_runs, load, table
 
+from conftest import local_root
+
 FUSE = os.path.exists("/dev/fuse") and os.geteuid() == 0
 
 
@@ -44,9 +46,8 @@ def results(dataset, tmp_path_factory):
     r = subprocess.run([sys.executable, "-m", "harness.cli", "fio", "local", "--results", str(res), "--size", "16",
                         "--runtime", "0.5", "--small-files", "50", "--no-direct"], env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    os.environ["WSIBENCH_LOCAL_ROOT"] = str(res / "data")
     cut = ["masks", "patches"]
-    try:
+    with local_root(res / "data"):
         a = pipeline.run(workload(dataset, engine={"name": "multiprocessing", "workers": 2}), results_dir=res)
         b = pipeline.run(workload(dataset, engine={"name": "local", "workers": 1}), results_dir=res, fresh=True)
         c = pipeline.run(workload(dataset, engine={"name": "multiprocessing", "workers": 1}), stages=cut,
@@ -62,8 +63,6 @@ def results(dataset, tmp_path_factory):
         fed = feed(workload(dataset, stages=["masks", "patches", "tfrecords"],
                             train={"model": "small_cnn", "image_size": 32, "batch_size": 16, "step_time_s": 0.05}),
                    results_dir=res, max_accelerators=1, steps=4)
-    finally:
-        del os.environ["WSIBENCH_LOCAL_ROOT"]
     assert {x["status"] for x in (a, b, c, resumed, fed) + ((emu,) if emu else ())} == {"ok"}
     return res, {"a": a, "b": b, "c": c, "resumed": resumed, "emu": emu, "feed": fed}
 
@@ -282,12 +281,9 @@ def test_records_round_trip_and_a_failed_run_is_listed(results, dataset, tmp_pat
     steps = pd.read_parquet(Path(a["_dir"] if "_dir" in a else res / a["run_id"]) / "train_steps.parquet")
     assert len(steps) == a["train"]["steps"]
     # a run that fails: inference with no model on a fresh storage root
-    os.environ["WSIBENCH_LOCAL_ROOT"] = str(tmp_path / "empty")
-    try:
+    with local_root(str(tmp_path / "empty")):
         with pytest.raises(RuntimeError, match="no model"):
             pipeline.run(workload(dataset), stages=["infer"], results_dir=res)
-    finally:
-        del os.environ["WSIBENCH_LOCAL_ROOT"]
     failed = [s for s in (load(p) for p in find_runs([res])) if s["status"] == "failed"]
     assert len(failed) == 1 and "StageInputError: infer: no model at" in failed[0]["error"]
     r = subprocess.run([sys.executable, "-m", "harness.cli", "runs", "--results", str(res)], capture_output=True, text=True)
@@ -302,11 +298,8 @@ def test_matrix_repetitions_and_reuse(dataset, tmp_path):
                         "dataset": {"kind": "camelyon16", "path": str(dataset)}, "patches": {"max_per_class": 60},
                         "matrix": {"engines": ["local", "multiprocessing"], "workers": [1, 2], "repetitions": 2,
                                    "measure": ["patches"]}})
-    os.environ["WSIBENCH_LOCAL_ROOT"] = str(tmp_path / "data")
-    try:
+    with local_root(str(tmp_path / "data")):
         doc = matrix.run(w, tmp_path / "results")
-    finally:
-        del os.environ["WSIBENCH_LOCAL_ROOT"]
     assert json.loads((tmp_path / "results" / doc["matrix_id"] / "matrix.json").read_text()) == doc
     # local runs one worker whatever is asked: one configuration, not two named after a count that never ran
     assert len(doc["configurations"]) == 3 and len(doc["runs"]) == 6

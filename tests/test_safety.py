@@ -8,6 +8,8 @@ from harness import fsutil, matrix, pipeline
 from harness.config import ConfigError, load_profile, parse_workload
 from harness.fsutil import UnsafePath
 
+from conftest import local_root
+
 BAD_NAMES = ["../victim", "/tmp/victim", "a/b", "..", ".hidden", "x,allow_other", "name with space", ""]
 
 
@@ -34,11 +36,8 @@ def test_a_workload_named_outside_the_root_deletes_nothing(dataset, tmp_path):
     for name in ("../victim", str(tmp_path / "victim")):
         with pytest.raises(ConfigError):
             w = parse_workload({"name": name, "stages": ["masks"]})
-            os.environ["WSIBENCH_LOCAL_ROOT"] = str(root)
-            try:
+            with local_root(str(root)):
                 pipeline.run(w, results_dir=tmp_path / "results")
-            finally:
-                del os.environ["WSIBENCH_LOCAL_ROOT"]
     assert (victim / "sentinel.txt").read_text() == "keep me"
 
 
@@ -65,11 +64,8 @@ def test_fresh_matrix_runs_stay_inside_their_workload_folder(dataset, tmp_path):
     w = parse_workload({"name": "m", "stages": ["masks", "patches"],
                         "dataset": {"kind": "camelyon16", "path": str(dataset)}, "patches": {"max_per_class": 20},
                         "matrix": {"engines": ["local"], "repetitions": 2, "measure": ["patches"]}})
-    os.environ["WSIBENCH_LOCAL_ROOT"] = str(root)
-    try:
+    with local_root(str(root)):
         doc = matrix.run(w, tmp_path / "results")
-    finally:
-        del os.environ["WSIBENCH_LOCAL_ROOT"]
     assert doc["results"][0]["n"] == 2
     assert beside.read_text() == neighbour.read_text() == "keep me"
     assert list((root / "m" / "patches" / "manifests").glob("*.parquet"))

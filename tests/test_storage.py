@@ -13,7 +13,7 @@ from harness.config import Train, load_profile, load_workload, parse_workload
 from harness.storage import StorageError, attach, fio
 from harness.storage.emulate import mounted
 
-from conftest import ROOT
+from conftest import ROOT, local_root
 
 needs_fuse = pytest.mark.skipif(not os.path.exists("/dev/fuse") or os.geteuid() != 0,
                                 reason="emulated storage needs FUSE and root (the CI machine has both)")
@@ -97,11 +97,8 @@ def local_run(dataset, tmp_path_factory):
     wl = parse_workload({"name": "t", "stages": ["masks", "patches", "tfrecords"],
                          "dataset": {"kind": "camelyon16", "path": str(dataset)},
                          "tfrecords": {"shard_mb": 1, "val_fraction": 0.5}, "engine": {"name": "multiprocessing", "workers": 2}})
-    os.environ["WSIBENCH_LOCAL_ROOT"] = str(tmp / "data")
-    try:
+    with local_root(str(tmp / "data")):
         return pipeline.run(wl, results_dir=tmp / "results"), tmp / "data" / "t"
-    finally:
-        del os.environ["WSIBENCH_LOCAL_ROOT"]
 
 
 def test_io_accounting_of_tfrecords_matches_shard_bytes(local_run):
@@ -162,11 +159,8 @@ def test_full_disk_names_the_file_and_leaves_nothing_half_written(dataset, tmp_p
     try:
         wl = parse_workload({"name": "t", "stages": ["masks", "patches"],
                              "dataset": {"kind": "camelyon16", "path": str(dataset)}})
-        os.environ["WSIBENCH_LOCAL_ROOT"] = str(root)
-        try:
+        with local_root(str(root)):
             s = pipeline.run(wl, results_dir=tmp_path / "results")
-        finally:
-            del os.environ["WSIBENCH_LOCAL_ROOT"]
         assert s["status"] == "partial" and s["stages"]["masks"]["status"] == "ok"
         errors = s["stages"]["patches"]["errors"]
         assert errors and all("No space left on device (writing " in e["error"] and ".jpg" in e["error"] for e in errors)

@@ -15,9 +15,8 @@ from harness.config import parse_workload
 from harness.metrics import step_figures
 from harness.stages.distributed import aggregate
 
-from netcheck import Watch
-
 from conftest import local_root
+from netcheck import Watch
 
 
 def test_au_arithmetic_by_hand():

@@ -14,9 +14,8 @@ from harness.config import parse_workload
 from harness.engines import make_engine, run_all
 
 from clusters import dask_cluster, spark_standalone
-from netcheck import Watch
-
 from conftest import local_root
+from netcheck import Watch
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,8 @@ import pytest
 from harness.engines import make_engine, run_all
 from harness.engines.isolate import guarded
 
+from conftest import local_root
+
 HERE = str(Path(__file__).parent)
 
 
@@ -261,8 +263,6 @@ import sys
 from pathlib import Path
 from harness.config import Train
 from harness.stages import train
-
-from conftest import local_root
 cfg = Train(model="small_cnn", image_size=32, batch_size=16, steps_per_epoch=3, epochs=2, augment=False)
 train.run(Path(sys.argv[1]), Path(sys.argv[2]), cfg, progress=print)
 """

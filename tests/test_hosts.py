@@ -12,11 +12,10 @@ import pytest
 from harness import pipeline
 from harness.config import parse_workload
 
+from conftest import local_root
 from hosts import bridged_hosts, dask_on_hosts, skip_reason, spark_on_hosts
 from netcheck import Watch
 from test_engines import outputs
-
-from conftest import local_root
 
 REASON = skip_reason()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")

@@ -370,6 +370,11 @@ def test_corrupt_tiles_can_be_kept_and_recorded(dataset, tmp_path):
     assert s["status"] == "ok" and p["errors"] == []
     assert p["warnings"] and {w["item"] for w in p["warnings"]} == {"tumor_001"}
     assert all("level 0 tile (" in w["warning"] and "Corrupt JPEG data" in w["warning"] for w in p["warnings"])
+    from harness.report import build  # the report says so, where it lists what to read with care
+
+    run_dir = tmp_path / "results" / s["run_id"]
+    build([run_dir], tmp_path / "report.html")
+    assert f"{s['run_id']} patch stage: {len(p['warnings'])} warning(s)" in (tmp_path / "report.html").read_text()
 
 
 def test_a_corrupt_mask_level_tile_fails_the_masks_of_its_slide(dataset, tmp_path):

@@ -124,6 +124,12 @@ def caveats(ctx: Context) -> list[str]:
     if cut:
         out.append("Stages that resumed an earlier run's complete outputs carry no throughput for that run: "
                    + ", ".join(STAGE_NAMES.get(s, s) for s in cut) + " (see Runs).")
+    kept = [(run["run_id"], stage, len(rec["warnings"])) for c in ctx.configs.values() for run in c.runs
+            for stage, rec in (run.get("stages") or {}).items() if (rec or {}).get("warnings")]
+    if kept:
+        out.append("Corrupt JPEG tiles were kept, as the workload asked (dataset.decode_warnings = \"record\"): "
+                   + "; ".join(f"{esc(r)} {STAGE_NAMES.get(s, s)}: {n} warning(s)" for r, s, n in kept)
+                   + ". Those tiles' pixels are partly wrong; the run records' warnings name them.")
     cache = ctx.cached()
     if cache:
         ratio = max((s["page_cache"].get("dataset_to_memory") or 0) for s in cache)

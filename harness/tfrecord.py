@@ -101,20 +101,35 @@ def without_dlio(data: bytes) -> bytes:
     return example({k: v for k, v in e.items() if k not in DLIO_KEYS}) if any(k in e for k in DLIO_KEYS) else data
 
 
-def patch_example_size(jpeg_size: int, label: int, slide: str, x: int, y: int, height: int, width: int) -> int:
-    """len(patch_example(jpeg, ...)) for any JPEG of ``jpeg_size`` bytes, computed without the JPEG."""
+def patch_example_size(jpeg_size: int, label: int, slide: str, x: int, y: int, height: int, width: int,
+                       dlio: bool = False) -> int:
+    """len(patch_example(jpeg, ..., dlio=dlio)) for any JPEG of ``jpeg_size`` bytes, computed without the JPEG."""
     def field(n: int) -> int:  # a length-delimited field of n payload bytes (one-byte field tags here)
         return 1 + len(_varint(n)) + n
     others = example({"image/format": b"jpeg", "image/class/label": int(label), "image/height": int(height),
-                      "image/width": int(width), "slide": slide, "loc_x": int(x), "loc_y": int(y)})
+                      "image/width": int(width), "slide": slide, "loc_x": int(x), "loc_y": int(y),
+                      **({"size": int(height)} if dlio else {})})
     n, shift, i = 0, 0, 1  # the length of its map entries: the varint after its one-byte tag
     while True:
         n |= (others[i] & 0x7F) << shift
         if not others[i] & 0x80:
             break
         i, shift = i + 1, shift + 7
-    image = field(field(len(b"image/encoded")) + field(field(field(jpeg_size))))
-    return field(n + image)
+    keys = ("image/encoded", "image") if dlio else ("image/encoded",)  # DLIO's image: the same JPEG again
+    return field(n + sum(field(field(len(k)) + field(field(field(jpeg_size)))) for k in keys))
+
+
+def jpeg_size_of(example_size: int, *args) -> int:
+    """The JPEG size whose patch_example(...) (without DLIO's keys) is ``example_size`` bytes: the inverse of
+    patch_example_size (which grows with the JPEG), by bisection."""
+    lo, hi = 0, example_size
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if patch_example_size(mid, *args) < example_size:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
 
 
 class CorruptRecord(ValueError):

@@ -123,3 +123,19 @@ def test_validate_explain_documents_every_workload_key(capsys):
     assert '| `patches.output` | one of "jpeg", "tfrecord" | `"jpeg"` |' in ref
     rows = docs.workload_keys()
     assert all(r["meaning"] for r in rows), [r["key"] for r in rows if not r["meaning"]]
+
+
+@pytest.mark.parametrize("dlio", [False, True])
+def test_shard_planning_counts_the_bytes_the_records_will_have(dlio):
+    """The shards are planned from each Example's size computed without the JPEG; with DLIO's keys each record carries
+    its JPEG twice, and the plan counted it once (shards came out ~2x shard_mb). Exact at every varint boundary, from
+    JPEG files and from record files alike."""
+    import os
+
+    from harness import tfrecord
+
+    for j in (1, 127, 128, 16_383, 16_384, 18_000, 2**21 + 5):
+        jpeg = os.urandom(j)
+        args = (1, "tumor_001", 12_345, 678, 224, 224)
+        assert tfrecord.patch_example_size(j, *args, dlio=dlio) == len(tfrecord.patch_example(jpeg, *args, dlio=dlio))
+        assert tfrecord.jpeg_size_of(len(tfrecord.patch_example(jpeg, *args)), *args) == j

@@ -55,7 +55,7 @@ def plan(manifests: pd.DataFrame, slide_class: dict[str, str], cfg: TFRecords, o
         if cfg.shards:
             n = cfg.shards if split == "train" else max(1, round(cfg.shards * len(rows) / len(manifests)))
         else:  # the bytes of the records themselves: JPEG files and record files plan the same shards
-            n = max(1, math.ceil(record_bytes(rows, patch_size) / (cfg.shard_mb * 1e6)))
+            n = max(1, math.ceil(record_bytes(rows, patch_size, cfg.dlio_features) / (cfg.shard_mb * 1e6)))
         n = min(n, len(rows))
         for i, part in enumerate(np.array_split(np.arange(len(rows)), n)):
             name = f"{split}-{i:05d}-of-{n:05d}"
@@ -66,13 +66,17 @@ def plan(manifests: pd.DataFrame, slide_class: dict[str, str], cfg: TFRecords, o
     return items
 
 
-def record_bytes(rows: pd.DataFrame, patch_size: int) -> int:
-    """The Examples' bytes of manifest rows: a row of a record file (offset > 0) is its Example already; a JPEG
-    file becomes one around it."""
-    jpeg = rows["offset"] == 0
-    size = sum(tfrecord.patch_example_size(r.bytes, LABELS[r.label], r.slide, r.x, r.y, patch_size, patch_size)
-               for r in rows[jpeg].itertuples())
-    return int(size + rows.loc[~jpeg, "bytes"].sum())
+def record_bytes(rows: pd.DataFrame, patch_size: int, dlio: bool = False) -> int:
+    """The bytes of the Examples the shards will hold for manifest rows (with DLIO's keys when ``dlio``): a JPEG file
+    becomes an Example around it; a row of a record file (offset > 0) is its Example already, without those keys."""
+    def size(r) -> int:
+        args = (LABELS[r.label], r.slide, r.x, r.y, patch_size, patch_size)
+        if r.offset == 0:
+            return tfrecord.patch_example_size(r.bytes, *args, dlio=dlio)
+        if not dlio:
+            return r.bytes
+        return tfrecord.patch_example_size(tfrecord.jpeg_size_of(r.bytes, *args), *args, dlio=True)
+    return int(sum(size(r) for r in rows.itertuples()))
 
 
 def complete(item: dict) -> bool:

@@ -31,6 +31,7 @@ import pandas as pd
 
 from . import accelerators
 from .errors import WsibenchError
+from .results import resumed_items
 
 MiB = 2 ** 20
 SMALL_FILE_BYTES = 32 * 1024   # the size of the small files of ``wsibench fio``'s jpeg jobs
@@ -109,10 +110,11 @@ def stage_demand(summary: dict, stage: str, run_dir: str | Path | None = None) -
         items = items[~items["skipped"].fillna(False).astype(bool)]
     prof = rec.get("io_profile")
     src = f"run {summary.get('run_id')} ({summary.get('storage', {}).get('profile')}), {stage} stage"
-    return {"stage": stage, "run_id": summary.get("run_id"), "source": src, "skipped": rec.get("skipped"),
+    skipped = resumed_items(summary | {"_dir": str(run_dir)}, stage)  # done by an earlier run: no bytes, no time
+    return {"stage": stage, "run_id": summary.get("run_id"), "source": src, "skipped": skipped,
             "storage": summary.get("storage", {}).get("profile"),
             "observed": bool(summary.get("storage", {}).get("observe")) or bool(summary.get("storage", {}).get("emulated")),
-            "seconds": rec.get("work_seconds") or rec.get("seconds"), "items": rec.get("items"),
+            "seconds": rec.get("work_seconds") or rec.get("seconds"), "items": (rec.get("items") or 0) - skipped,
             "patches": rec.get("patches") or rec.get("images"), "workers": rec.get("workers_used") or
             (summary.get("engine") or {}).get("workers") or 1, "cpu_seconds": rec.get("cpu_seconds"),
             "bytes_read": (prof or rec).get("bytes_read"), "bytes_written": (prof or rec).get("bytes_written"),
@@ -312,8 +314,11 @@ def _pipeline_figures(summary: dict, stage: str) -> dict | None:
         d = stage_demand(summary, stage)
     except SizingError:
         return None
-    slides = (summary.get("stages") or {}).get("patches", {}).get("items") if stage == "tfrecords" else d["items"]
-    slides = slides or d["items"]
+    slides = d["items"]
+    if stage == "tfrecords" and (summary.get("stages") or {}).get("patches"):  # per slide: the slides it packed
+        slides = stage_demand(summary, "patches")["items"] or slides
+    if not slides:
+        return None
     prof = d["io_profile"] or {}
     ops = prof.get("operations")
     creates = prof.get("creates") if prof else d.get("files_written")
@@ -343,7 +348,7 @@ def size(runs: list[dict], accelerator: dict, storages: dict[str, dict], slides_
     stages: dict[str, dict] = {}
     for stage in PREPROCESS + ("infer",):
         figs = [f for f in (_pipeline_figures(s, stage) for s in pipeline) if f and f["demand"]["items"]]
-        figs = [f for f in figs if not (f["demand"].get("skipped") or 0)] or figs  # resumed work measures nothing
+        figs = [f for f in figs if not f["demand"]["skipped"]] or figs  # wholly measured runs first
         if figs:  # the newest, preferring runs whose operations were counted
             stages[stage] = sorted(figs, key=lambda f: (bool(f["demand"]["io_profile"]), f["demand"]["run_id"]))[-1]
     out = {"created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

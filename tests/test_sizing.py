@@ -141,3 +141,18 @@ def test_patch_stage_time_on_emulated_storage_is_predicted_within_20_percent(tmp
     assert req["creates_per_s"]["value"] > 0 and req["operations_per_s"]["value"] > req["creates_per_s"]["value"]
     rows = pd.read_csv(next((tmp_path / "sizing").glob("sizing-*.csv")))
     assert len(rows) and rows["source"].notna().all() and "Sources:" in r.stdout
+
+
+def test_resumed_slides_do_not_dilute_the_per_slide_figures():
+    """A run that resumed 3 of its 4 slides read and wrote for one: its per-slide figures are that slide's (before:
+    divided by all 4, a quarter of the real demand)."""
+    from harness import sizing
+
+    run = {"run_id": "r", "storage": {"profile": "local"}, "engine": {"workers": 1},
+           "stages": {"patches": {"items": 4, "skipped": 3, "patches": 500, "work_seconds": 2.0, "cpu_seconds": 1.5,
+                                  "bytes_read": 4_000_000, "bytes_written": 9_000_000, "files_written": 501}}}
+    f = sizing._pipeline_figures(run, "patches")
+    assert f["slides"] == 1 and f["write_bytes"]["value"] == 9_000_000 and f["read_bytes"]["value"] == 4_000_000
+    assert f["patches"] == 500 and f["cpu_seconds"]["value"] == 1.5
+    run["stages"]["patches"]["skipped"] = 4  # nothing measured: no figures from it
+    assert sizing._pipeline_figures(run, "patches") is None

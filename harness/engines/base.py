@@ -126,10 +126,10 @@ def item_cost(item) -> float:
     return 1.0
 
 
-def heaviest_first(items: list) -> list[int]:
+def heaviest_first(items: list, costs: list[float] | None = None) -> list[int]:
     """Item indices, the heaviest estimated work first (ties in item order): the longest items start first, so the
     last ones to finish are short and the workers finish together."""
-    costs = [item_cost(x) for x in items]
+    costs = costs or [item_cost(x) for x in items]
     return sorted(range(len(items)), key=lambda i: (-costs[i], i))
 
 
@@ -142,7 +142,7 @@ def batches(items: list, slots: int, per_slot: int) -> list[list[int]]:
     costs = [item_cost(x) for x in items]
     n = min(len(items), max(1, slots) * per_slot)
     heap = [(0.0, j, []) for j in range(n)]
-    for i in heaviest_first(items):
+    for i in heaviest_first(items, costs):  # each slide's size read once
         total, j, members = heapq.heappop(heap)
         members.append(i)
         heapq.heappush(heap, (total + costs[i], j, members))

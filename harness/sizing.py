@@ -113,7 +113,6 @@ def stage_demand(summary: dict, stage: str, run_dir: str | Path | None = None) -
     skipped = resumed_items(summary | {"_dir": str(run_dir)}, stage)  # done by an earlier run: no bytes, no time
     return {"stage": stage, "run_id": summary.get("run_id"), "source": src, "skipped": skipped,
             "storage": summary.get("storage", {}).get("profile"),
-            "observed": bool(summary.get("storage", {}).get("observe")) or bool(summary.get("storage", {}).get("emulated")),
             "seconds": rec.get("work_seconds") or rec.get("seconds"), "items": (rec.get("items") or 0) - skipped,
             "patches": rec.get("patches") or rec.get("images"), "workers": rec.get("workers_used") or
             (summary.get("engine") or {}).get("workers") or 1, "cpu_seconds": rec.get("cpu_seconds"),
@@ -528,7 +527,7 @@ def rows(doc: dict) -> list[dict]:
                     if isinstance(x, dict) and "value" in x:
                         out.append({"scope": scope, "quantity": k, "value": x["value"], "unit": x["unit"],
                                     "source": x["source"]})
-            elif isinstance(v, dict) and k not in ("prediction", "feed", "accelerator", "limits_raw"):
+            elif isinstance(v, dict) and k not in ("prediction", "feed", "accelerator"):
                 walk(f"{scope}.{k}" if scope else k, v)
     walk("", {"stages": doc["stages"], "storages": doc["storages"]})
     return out

@@ -64,11 +64,12 @@ def _entry(key: str, value) -> bytes:  # one entry of the Features map: key(1), 
 
 
 _cached_entry = functools.lru_cache(maxsize=1024)(_entry)  # the keys and values patches share (label, size, slide)
+_UNSHARED = ("loc_x", "loc_y")  # a patch's own position: caching it would only evict the shared entries
 
 
 def example(features: dict) -> bytes:
     """Serialise {key: bytes | str | int} as a tf.train.Example (keys sorted, so output is deterministic)."""
-    entries = b"".join(_entry(k, v) if isinstance(v, bytes) and len(v) > 64 else _cached_entry(k, v)
+    entries = b"".join(_entry(k, v) if k in _UNSHARED or isinstance(v, bytes) and len(v) > 64 else _cached_entry(k, v)
                        for k, v in sorted(features.items()))
     return _field(1, entries)  # Example.features(1) -> Features.feature map entries(1)
 

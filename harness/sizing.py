@@ -253,11 +253,10 @@ def feed_demand(summary: dict) -> dict:
     reads, server_cpu, samples = 0, 0.0, 0.0
     for p in probes:
         io = p.get("io_profile")
-        if io:
-            n = p["samples_per_s"] * io["wall_seconds"]  # samples consumed while the profile ran (approximately)
+        if io and p.get("io_profile_samples"):  # the samples the ranks consumed while the profile counted
             reads += io["ops"]["read"]["count"]
             server_cpu += io.get("server_cpu_seconds") or 0.0
-            samples += n
+            samples += p["io_profile_samples"]
     failing = [p for p in probes if p.get("limit") == "cpu"]
     return {"source": src, "step_s": f.get("step_s"), "batch": f.get("batch"), "threshold": f.get("threshold", 0.9),
             "decode": f.get("decode", True), "max_accelerators": f.get("max_accelerators"),

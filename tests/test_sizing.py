@@ -156,3 +156,17 @@ def test_resumed_slides_do_not_dilute_the_per_slide_figures():
     assert f["patches"] == 500 and f["cpu_seconds"]["value"] == 1.5
     run["stages"]["patches"]["skipped"] = 4  # nothing measured: no figures from it
     assert sizing._pipeline_figures(run, "patches") is None
+
+
+def test_read_requests_per_sample_are_counted_not_estimated():
+    """The profile's window holds the ranks' start-up and first step too: requests per sample divide by the samples
+    the ranks consumed in it (counted), not by samples/s x the window's seconds (before: 1,000 requests over an
+    estimated 1,000 samples, though 500 were consumed)."""
+    from harness import sizing
+
+    probe = {"accelerators": 1, "au": 0.95, "samples_per_s": 100.0, "limit": None, "io_profile_samples": 500,
+             "io_profile": {"wall_seconds": 10.0, "server_cpu_seconds": 1.0, "ops": {"read": {"count": 1000}}}}
+    d = sizing.feed_demand({"run_id": "f", "feed": {"probes": [probe], "step_s": 0.2, "batch": 16}})
+    assert d["read_requests_per_sample"] == 2.0 and d["server_cpu_seconds_per_sample"] == 1.0 / 500
+    del probe["io_profile_samples"]  # an older record: no count, no figure (not an estimate)
+    assert sizing.feed_demand({"run_id": "f", "feed": {"probes": [probe]}})["read_requests_per_sample"] is None

@@ -378,13 +378,14 @@ def feed(files: list[str], out: Path, train_cfg, step_s: float, threshold: float
     demand = train_cfg.batch_size / step_s  # samples/s one accelerator consumes at AU 1
 
     def probe(n: int) -> bool:
-        runs, profile = [], None
+        runs, profile, profiled_samples = [], None, None
         for i in range(repetitions):
             dropped = drop_caches() if drop_caches else False
             before = io_snapshot() if io_snapshot and i == 0 else None
             r = run(files, out, train_cfg, "emulated", n, steps, step_s)
             if before is not None:
                 profile = iostats.profile(iostats.delta(before, io_snapshot()))
+                profiled_samples = sum(s["batch_size"] for s in r["steps_table"])  # every step's, the first too
             r["cpu_busy_fraction"] = r["host_cpu_busy_fraction"]  # over the measured steps, start-up excluded
             r["caches_dropped"] = dropped
             runs.append(r)
@@ -408,7 +409,7 @@ def feed(files: list[str], out: Path, train_cfg, step_s: float, threshold: float
                              cores_per_accelerator_at_threshold=cps * demand * threshold,
                              bytes_per_sample=mean("bytes_per_sample"))
         if profile:
-            probes[n]["io_profile"] = profile
+            probes[n].update(io_profile=profile, io_profile_samples=profiled_samples)
         p = probes[n]
         progress(f"[feed] {n} accelerators: AU {au:.3f}" + (f" ({min(aus):.3f}-{max(aus):.3f})" if len(runs) > 1 else "")
                  + f", {p['samples_per_s']:.0f} samples/s, {p['mib_per_s']:.1f} MiB/s, host CPU {busy:.0%} busy"

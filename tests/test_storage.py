@@ -57,6 +57,9 @@ def test_fio_cli_stores_a_characterisation(tmp_path):
     doc = json.loads(next((tmp_path / "results" / "fio").glob("plain-*.json")).read_text())
     assert doc["jobs"]["tfrecord_stream"]["read_bw_bytes_per_s"] > 0 and doc["storage"]["profile"] == "plain"
     assert "tfrecord_stream" in r.stdout and "files/s" in r.stdout
+    # each time-based job ran for the half second asked (before: fio read "0.5s" as no limit, one pass over the file)
+    for job in ("slide_seq_read", "slide_tile_read", "read_latency", "write_latency"):
+        assert 0.4 <= doc["jobs"][job]["runtime_s"] <= 1.5, (job, doc["jobs"][job]["runtime_s"])
 
 
 def test_missing_or_read_only_root_fails_before_any_work(tmp_path):
@@ -134,8 +137,15 @@ def test_slow_storage_starves_training(local_run, tmp_path):
 
 @needs_fuse
 def test_quickstart_on_an_emulated_profile(tmp_path):
+    """Every stage of the quickstart through an emulated mount, on a lighter copy of it (8 slides, 2 short epochs:
+    what the classifier learns is test_train_infer's business)."""
     prof = profile(tmp_path, "emu", read_mb_s=400, write_mb_s=300, latency_ms=0.05, metadata_ms=0.1)
-    r = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(ROOT / "workloads" / "quickstart.toml"),
+    text = (ROOT / "workloads" / "quickstart.toml").read_text()
+    for old, new in (("slides = 16", "slides = 8"), ("epochs = 8", "epochs = 2"), ("steps_per_epoch = 100", "steps_per_epoch = 20")):
+        assert old in text, old
+        text = text.replace(old, new)
+    (tmp_path / "quickstart.toml").write_text(text)
+    r = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(tmp_path / "quickstart.toml"),
                         "--storage", prof, "--results", str(tmp_path / "results")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     s = json.loads((tmp_path / "results" / json.loads(r.stdout)["run_id"] / "summary.json").read_text())
@@ -143,7 +153,7 @@ def test_quickstart_on_an_emulated_profile(tmp_path):
     assert s["storage"]["emulated"] is True and s["storage"]["fstype"].startswith("fuse")
     assert s["storage"]["mount"]["source"] == "wsibench-emu"
     assert s["storage"]["emulation"]["read_mb_s"] == 400
-    assert s["train"]["val_auc"] >= 0.9
+    assert s["train"]["val_auc"] is not None and s["infer"]["patches"] > 0
     assert not os.path.ismount(tmp_path / "emu" / "mnt")  # unmounted after the run
     assert (tmp_path / "emu" / "backing" / "quickstart" / "tfrecords" / "splits.json").is_file()
 

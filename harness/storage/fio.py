@@ -48,7 +48,10 @@ class FioError(WsibenchError, RuntimeError):
 def job_file(directory: Path, size_mb: int, runtime_s: float, small_files: int, streams: int, direct: bool) -> str:
     g = (f"[global]\nioengine=psync\ndirectory={directory}\ninvalidate=1\ndirect={int(direct)}\n"
          f"group_reporting=1\n")
-    t = f"time_based=1\nruntime={runtime_s}s\n"
+    if not runtime_s >= 0.001:
+        raise FioError(f"a time-based job's runtime must be at least 1 ms, not {runtime_s} s")
+    # In milliseconds: fio reads "0.5s" as 0, no time limit at all (a random-read job then read its whole file).
+    t = f"time_based=1\nruntime={round(runtime_s * 1000)}ms\n"
     return g + f"""
 [slide_seq_read]
 stonewall

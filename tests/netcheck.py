@@ -93,6 +93,9 @@ class Watch:
 
     def sample(self):
         for p in self._tree():
+            # The namespace first, then the sockets: a process that exits in between has no sockets left to judge
+            # (read the other way round, a rank that exited just after listing looked like one with no namespace).
+            ifaces, addresses = interfaces(p.pid), local_addresses(p.pid)
             for proto, addr, port in listening(p.pid):
                 try:
                     cmd = " ".join(p.cmdline())[:200]
@@ -100,10 +103,10 @@ class Watch:
                     cmd = "?"
                 key = (p.pid, proto, addr, port)
                 self.seen[key] = cmd
-                if addr not in LOOPBACK and interfaces(p.pid) != {"lo"} and not self._private(p.pid, addr):
+                if addr not in LOOPBACK and ifaces != {"lo"} and not self._private(addresses, addr):
                     self.exposed[key] = cmd
 
-    def _private(self, pid: int, addr: str) -> bool:
+    def _private(self, addresses: set[str], addr: str) -> bool:
         """Bound inside an allowed range, or to every address of a namespace holding only such and loopback."""
         def inside(a: str) -> bool:  # IPv6 link-local: on the namespace's own links only (the bridge)
             ip = ipaddress.ip_address(a.removeprefix("::ffff:"))
@@ -111,7 +114,7 @@ class Watch:
         if not self.allowed:
             return False
         if addr in ("0.0.0.0", "::"):
-            return bool(local_addresses(pid)) and all(inside(a) for a in local_addresses(pid))
+            return bool(addresses) and all(inside(a) for a in addresses)
         return inside(addr)
 
     def _run(self):

@@ -131,7 +131,12 @@ def test_saved_model_reloads_with_the_trained_models_predictions(quickstart, tmp
 
 
 def test_heatmaps_follow_the_lesions(quickstart):
+    """Each tumor slide's lesions stand out of its own tissue, and the normal slides' tissue scores far below the
+    lesions too. Separation, not calibration: how high normal tissue scores in absolute terms moves with training's
+    thread scheduling (normal slides' tissue at mean 0.09 in one run of this same code, 0.33 in another, both with
+    validation AUC 0.9997 and lesions at 0.85-0.95)."""
     s, data, _, _ = quickstart
+    lesions, tissue, normal_slides = [], [], []
     for sl in s["infer"]["slides"]:
         heat = np.load(data / "infer" / f"{sl['slide']}_heatmap.npy")
         lay = truth(data / "dataset", sl["slide"])
@@ -139,9 +144,16 @@ def test_heatmaps_follow_the_lesions(quickstart):
         if sl["label"] == "tumor":
             inside, outside = heat[lab == 2], heat[lab == 1]
             assert auc(np.r_[inside, outside], np.r_[np.ones(len(inside)), np.zeros(len(outside))]) >= 0.9
-            assert inside.mean() > outside.mean() + 0.1 and outside.mean() < 0.2
+            assert inside.mean() > outside.mean() + 0.3, (inside.mean(), outside.mean())
+            lesions.append(inside)
+            tissue.append(outside)
         else:
-            assert heat[lab == 1].mean() < 0.2
+            tissue.append(heat[lab == 1])
+            normal_slides.append(heat[lab == 1].mean())
+    assert lesions and normal_slides
+    inside, outside = np.concatenate(lesions), np.concatenate(tissue)
+    assert auc(np.r_[inside, outside], np.r_[np.ones(len(inside)), np.zeros(len(outside))]) >= 0.9
+    assert max(normal_slides) < min(x.mean() for x in lesions) - 0.3, (normal_slides, [x.mean() for x in lesions])
     png = Image.open(s["infer"]["heatmaps"][0])
     assert png.size == (1024, 1024)
 

@@ -90,12 +90,15 @@ def test_startup_is_kept_apart_from_throughput(quickstart):
 
 
 def test_the_classifier_learns_across_epochs(quickstart):
-    """Validation AUC rises over the epochs and ends >= 0.9: the synthetic task (default difficulty) needs learning.
-    (Before, it was 0.92 after the first epoch and 1.0 from the second on.)"""
+    """The synthetic task (default difficulty) needs learning: the first epoch's training loss is near chance
+    (ln 2 = 0.69), the last a fraction of it, and validation AUC rises to >= 0.9. (Before the difficulty, AUC was
+    0.92 after the first epoch and 1.0 from the second on. Epoch AUCs themselves vary from run to run with
+    training's thread scheduling: first epochs of 0.66 to 0.95 here, so the rise is not asserted by a margin.)"""
     _, _, run_dir, _ = quickstart
-    val = pd.read_parquet(run_dir / "train_epochs.parquet").val_auc.to_numpy()
-    assert len(val) == 8 and val[-1] >= 0.9, val
-    assert val[-2:].mean() >= val[:2].mean() + 0.05, val
+    epochs = pd.read_parquet(run_dir / "train_epochs.parquet")
+    val, loss = epochs.val_auc.to_numpy(), epochs.loss.to_numpy()
+    assert len(val) == 8 and val[-1] >= 0.9 and val[-2:].mean() > val[:2].mean(), val
+    assert loss[0] > 0.6 and loss[-1] < 0.3, loss
 
 
 def test_mean_colour_alone_does_clearly_worse(quickstart):

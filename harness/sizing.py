@@ -17,7 +17,8 @@ Plain functions, in three steps; every figure they return carries the measuremen
    slides, patches and the per-item table; mapped onto the patterns above (``patterns``).
 3. **Predictions**: a stage's time on another storage (``predict_stage``): each item's measured time plus what
    its patterns cost more (or less) there than on the storage it was measured on, scheduled over the workers
-   as the engine does (first free worker takes the next item), and never under the storage's bandwidth bounds;
+   as the engine does (first free worker takes the next item), with the workers' waits on each other's creates,
+   renames and unlinks in the folders they share, and never under the storage's bandwidth bounds;
    ``feed``'s accelerators (``predict_feed``); and the cluster answer (``size``).
 """
 from __future__ import annotations
@@ -181,6 +182,45 @@ def extra_seconds(p: dict, measured_on: dict, target: dict) -> dict:
     return {"by_pattern": out, "total": sum(out.values()), "not_characterised": missing}
 
 
+def serialised_seconds(p: dict, costs: dict) -> float:
+    """Seconds the stage's namespace operations (``patterns`` ``p``) take one after the other on a storage of
+    these ``costs``: creates (and mkdirs), renames and unlinks, each at its measured cost."""
+    return sum(p[k] * (_v(costs, c) or 0.0) for k, c in (("files_written", "create"), ("renames", "rename"),
+                                                           ("unlinks", "unlink")))
+
+
+def folder_shares(prof: dict) -> list[float] | None:
+    """Each folder's share of a stage's namespace operations, from its io_profile (the folders it does not name
+    share the rest equally); None for a profile that did not count them (recorded before they were)."""
+    by, total = prof.get("namespace_operations_by_folder"), prof.get("namespace_operations")
+    if by is None or not total:
+        return None
+    shares = [c / total for c in by.values()]
+    rest, others = 1.0 - sum(shares), (prof.get("namespace_folders") or len(by)) - len(by)
+    if rest > 1e-9 and others > 0:
+        shares += [rest / others] * others
+    return shares or None
+
+
+def folder_contention(work: float, serial: float, shares: list[float], workers: int) -> float:
+    """How much longer ``workers`` take over ``work`` seconds of their items (all workers' together) when
+    ``serial`` of those seconds are namespace operations, each holding its folder's lock (the kernel holds a
+    folder's lock through a create, rename or unlink in it, on every Linux file system, across the round trip to
+    the file server), split over the folders by ``shares``; against the same work with no lock to wait for.
+    Exact mean value analysis of a closed system: each worker alternates its own work (a delay) with an operation
+    queued at one folder's lock. 1.0 for one worker."""
+    if workers <= 1 or serial <= 0 or work <= 0:
+        return 1.0
+    z = max(work - serial, 0.0)
+    d = [serial * f for f in shares]
+    q, r = [0.0] * len(d), d
+    for n in range(1, workers + 1):
+        r = [dk * (1 + qk) for dk, qk in zip(d, q)]
+        x = n / (z + sum(r))
+        q = [x * rk for rk in r]
+    return (z + sum(r)) / (z + serial)
+
+
 def makespan(durations: list[float], workers: int) -> float:
     """Wall time of items taken in order by the first free of ``workers`` workers (the engines' scheduling)."""
     free = [0.0] * max(1, workers)
@@ -196,8 +236,11 @@ def predict_stage(demand: dict, measured_on: dict, target: dict, workers: int | 
     Terms, per item (slide or shard): its measured seconds, plus its share (by patches, else equal) of what the
     stage's I/O patterns cost more on ``target`` than on the storage it was measured on (``extra_seconds``).
     Items are then taken in order by the first free of ``workers`` workers (default: those it ran with), as the
-    engines do, scaled by what the measured stage took beyond its items (start of the pool, stragglers); the result
-    never falls under the target's bandwidth bounds (bytes / the bandwidth several streams reach). The measured
+    engines do, scaled by what the measured stage took beyond its items (start of the pool, stragglers), and by
+    the wait of the workers on each other's namespace operations in shared folders (``folder_contention``, from
+    the folders the io_profile counted them in; taken out of the measured items first, put back at the target's
+    costs: on slow metadata it grows); the result never falls under the target's bandwidth bounds (bytes / the
+    bandwidth several streams reach). The measured
     run's CPU time and its waits for a core stay as they were: on a shared host they come mostly from the other
     processes (the run queue time of the workers and the passthrough, recorded with each run, did not fall on the
     slower storages). Returns the prediction with every term."""
@@ -216,7 +259,14 @@ def predict_stage(demand: dict, measured_on: dict, target: dict, workers: int | 
     shares = list(weight / weight.sum())
     measured_makespan = makespan(secs, demand["workers"])
     scale = demand["seconds"] / measured_makespan if measured_makespan else 1.0  # pool start-up, stragglers
-    chain = makespan([s + extra["total"] * w for s, w in zip(secs, shares)], workers) * scale
+    folders = folder_shares(prof)
+    serial = {"measured_on": serialised_seconds(p, measured_on), "target": serialised_seconds(p, target)}
+    f_measured = folder_contention(sum(secs), serial["measured_on"], folders, demand["workers"]) if folders else 1.0
+    items_target = [s / f_measured + extra["total"] * w for s, w in zip(secs, shares)]
+    f_target = folder_contention(sum(items_target), serial["target"], folders, workers) if folders else 1.0
+    chain = makespan(items_target, workers) * scale * f_target
+    lock = {"folders": len(folders) if folders else None, "serialised_seconds": serial,
+            "factor_measured_on": f_measured, "factor_target": f_target}
     bounds = {}
     for side, key in (("read", "bytes_read"), ("write", "bytes_written")):
         bw = _v(target, f"{side}_bandwidth")
@@ -226,7 +276,7 @@ def predict_stage(demand: dict, measured_on: dict, target: dict, workers: int | 
     binding = "per-worker latency chain (CPU + I/O one after the other)" if seconds == chain else \
         max(bounds, key=bounds.get)
     return {"stage": demand["stage"], "seconds": seconds, "workers": workers, "binding": binding,
-            "measured_seconds": demand["seconds"], "extra_seconds": extra, "chain_seconds": chain,
+            "measured_seconds": demand["seconds"], "extra_seconds": extra, "chain_seconds": chain, "folder_lock": lock,
             "bound_seconds": bounds, "patterns": p,
             "source": f"{demand['source']} ({demand['seconds']:.2f} s on {demand['workers']} workers), with the "
                       f"pattern costs of {_sources(measured_on)} and {_sources(target)}"}

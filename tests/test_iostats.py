@@ -85,6 +85,13 @@ def test_observe_profiles_every_stage_and_leaves_nothing_mounted(dataset, tmp_pa
     # (engines/isolate.py: created, then removed)
     assert p["creates"] == len(jpegs) + 4 + 4 and p["ops"]["rename"]["count"] == len(jpegs) + 4
     assert p["ops"]["unlink"]["count"] >= 4
+    # where the namespace operations fell: each patch created (as a temporary) and renamed in its label's folder
+    by = p["namespace_operations_by_folder"]
+    for label in ("tumor", "normal"):
+        assert by[f"/o/patches/{label}"] == 2 * len(list((data / "patches" / label).glob("*.jpg"))), (label, by)
+    assert p["namespace_operations"] == sum(p["ops"][k]["count"] for k in ("create", "mkdir", "rename", "unlink", "rmdir")
+                                            if k in p["ops"]) == sum(by.values())
+    assert p["namespace_folders"] == len(by)
     assert p["bytes_written"] >= sum(f.stat().st_size for f in jpegs)
     mask_bytes = sum(f.stat().st_size for f in (data / "masks").glob("*"))
     assert p["bytes_read"] >= mask_bytes  # the masks (the slides lie outside the root: not counted)

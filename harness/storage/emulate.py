@@ -67,14 +67,16 @@ def _counted(counters: iostats.Counters, op: str, sized: bool = False):
     """Count each call of an operation: its time in the passthrough (throttle included), its size, its errors."""
     def wrap(fn):
         @functools.wraps(fn)
-        def inner(*args):
+        def inner(*args):  # (self, path, ...): for a namespace operation, the path's folder is counted too
+            folder = os.path.dirname(args[1]) if op in iostats.NAMESPACE_OPS and len(args) > 1 else None
             t0 = time.perf_counter()
             try:
                 result = fn(*args)
             except OSError:
-                counters.record(op, time.perf_counter() - t0, error=True)
+                counters.record(op, time.perf_counter() - t0, error=True, folder=folder)
                 raise
-            counters.record(op, time.perf_counter() - t0, (len(result) if op == "read" else result) if sized else None)
+            counters.record(op, time.perf_counter() - t0, (len(result) if op == "read" else result) if sized else None,
+                            folder=folder)
             return result
         return inner
     return wrap

@@ -31,6 +31,11 @@ METADATA_OPS = ("open", "create", "rename", "unlink", "mkdir", "rmdir", "getattr
                 "truncate", "chmod", "chown", "utimens")
 # the operation types every profile lists, counted or not, in this order (the others follow when counted)
 MAIN_OPS = ("open", "create", "read", "write", "rename", "unlink", "getattr", "mkdir", "fsync")
+# operations that change a folder's entries: the kernel holds that folder's lock through each (counted per folder)
+NAMESPACE_OPS = ("create", "mkdir", "rename", "unlink", "rmdir")
+MAX_FOLDERS = 4096              # folders counted apart; beyond, under OTHER_FOLDERS
+OTHER_FOLDERS = "(other folders)"
+TOP_FOLDERS = 16                # folders a profile names (the rest as a count)
 
 
 def latency_bucket(seconds: float) -> int:
@@ -63,8 +68,10 @@ class Counters:
         self.sizes = {"read": {}, "write": {}}
         self.bytes = {"read": 0, "written": 0}
         self.timeline: dict[int, list[int]] = {}
+        self.folders: dict[str, int] = {}  # folder -> namespace operations in it
 
-    def record(self, op: str, seconds: float, nbytes: int | None = None, error: bool = False) -> None:
+    def record(self, op: str, seconds: float, nbytes: int | None = None, error: bool = False,
+               folder: str | None = None) -> None:
         now = int(time.time())
         b = latency_bucket(seconds)
         with self._lock:
@@ -93,6 +100,10 @@ class Counters:
                         t[1] += nbytes
             elif op in METADATA_OPS:
                 t[4] += 1
+            if folder is not None:
+                if folder not in self.folders and len(self.folders) >= MAX_FOLDERS:
+                    folder = OTHER_FOLDERS
+                self.folders[folder] = self.folders.get(folder, 0) + 1
 
     def snapshot(self) -> dict:
         with self._lock:
@@ -101,7 +112,7 @@ class Counters:
                     "server_runqueue_seconds": _runqueue_seconds(),
                     "ops": {k: dict(v, latency=dict(v["latency"])) for k, v in self.ops.items()},
                     "sizes": {k: dict(v) for k, v in self.sizes.items()}, "bytes": dict(self.bytes),
-                    "timeline": {k: list(v) for k, v in self.timeline.items()}}
+                    "timeline": {k: list(v) for k, v in self.timeline.items()}, "folders": dict(self.folders)}
 
 
 def _runqueue_seconds() -> float:
@@ -209,7 +220,8 @@ def delta(before: dict | None, after: dict | None) -> dict | None:
             "server_runqueue_seconds": after.get("server_runqueue_seconds", 0) - before.get("server_runqueue_seconds", 0),
             "ops": ops, "sizes": sizes,
             "bytes": {k: after["bytes"][k] - before["bytes"].get(k, 0) for k in after["bytes"]},
-            "timeline": dict(sorted(timeline.items()))}
+            "timeline": dict(sorted(timeline.items())),
+            "folders": _sub(after.get("folders", {}), before.get("folders", {}))}
 
 
 def percentile(hist: dict[int, int], q: float) -> float | None:
@@ -266,7 +278,17 @@ def profile(d: dict | None) -> dict | None:
             "peak_read_bytes_per_s": max((t[0] for t in tl), default=0),
             "peak_write_bytes_per_s": max((t[1] for t in tl), default=0),
             "peak_operations_per_s": max((t[2] for t in tl), default=0),
-            "ops": ops, "request_sizes": sizes}
+            "ops": ops, "request_sizes": sizes, **_folders(d.get("folders") or {})}
+
+
+def _folders(folders: dict[str, int]) -> dict:
+    """Where the namespace operations (create, mkdir, rename, unlink, rmdir) fell: how many folders, and the
+    busiest by name (their share of the operations is what sizing's folder-lock term needs)."""
+    top = sorted(folders.items(), key=lambda kv: (-kv[1], kv[0]))
+    named = [kv for kv in top if kv[0] != OTHER_FOLDERS][:TOP_FOLDERS]
+    return {"namespace_operations": sum(folders.values()),
+            "namespace_folders": len(folders),
+            "namespace_operations_by_folder": dict(named)}
 
 
 def rows(stage: str, d: dict | None) -> dict[str, list[dict]]:

@@ -157,7 +157,7 @@ def test_patch_stage_time_on_emulated_storage_is_predicted_within_20_percent(tmp
     from benchmarks.sizing_proof import EMULATED, patch_proof
 
     p = patch_proof(tmp_path, slides=5, size=8192, repetitions=2, workers=2,
-                    fio_args={"size_mb": 32, "runtime": 1.0, "small_files": 300}, progress=lambda m: None)
+                    fio_args={"size_mb": 32, "runtime": 0.5, "small_files": 200}, progress=lambda m: None)
     for q in EMULATED:
         assert abs(statistics.median(p["ratios"][q]) - 1) < 0.2, (q, p["predicted_seconds"][q], p["measured_seconds"][q])
     # and wsibench size answers from those runs, every figure with its source

@@ -124,6 +124,17 @@ class Busy(WsibenchError, RuntimeError):
 _held: dict[str, int] = {}  # locks this process holds: nested runs (feed preparing its data) take them again
 
 
+def process_start(pid: int) -> str | None:
+    """A live process's start time (clock ticks since boot: with the pid, it names the process); None once it
+    has exited, a zombie its parent has not reaped yet included (a server that ended after its unmount is one
+    until then: taken for alive, every unmount waited 5 s for it)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if len(fields) < 20 or fields[0] in ("Z", "X") else fields[19]
+
+
 @contextlib.contextmanager
 def workload_lock(folder: str | Path, wait: bool = True, announce=print):
     """Hold the lock of a workload's folder for the block: one run per folder at a time. Another run waits for it

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..fsutil import atomic_path, write_json
+from ..fsutil import atomic_path, process_start, write_json
 from .schema import RecordError
 
 SCHEMA_VERSION = 2  # docs/run-record.schema.json; version 1: the same record without schema_version
@@ -156,7 +156,7 @@ def recording(results_dir: Path, workload, storage: dict, engine: dict, tags: di
     run_dir.mkdir(parents=True)
     run = Run(run_id, run_dir, new_summary(run_id, workload, storage, engine))
     run.summary["tags"] = dict(tags or {})
-    run.summary["process"] = {"host": socket.gethostname(), "pid": os.getpid(), "start": _start_time(os.getpid())}
+    run.summary["process"] = {"host": socket.gethostname(), "pid": os.getpid(), "start": process_start(os.getpid())}
     write(run_dir, run.summary, {})
     try:
         yield run
@@ -176,16 +176,9 @@ def recording(results_dir: Path, workload, storage: dict, engine: dict, tags: di
         print(f"[{kind or 'run'}] {run.summary['status']}: record in {run_dir}", file=sys.stderr)
 
 
-def _start_time(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
 def still_running(summary: dict) -> bool | None:
     """Whether the process that wrote a ``running`` record is alive: None when it ran on another host."""
     p = summary.get("process") or {}
     if p.get("host") != socket.gethostname():
         return None
-    return p.get("pid") is not None and _start_time(p["pid"]) == p.get("start")
+    return p.get("pid") is not None and process_start(p["pid"]) == p.get("start")

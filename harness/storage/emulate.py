@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from ..errors import WsibenchError
-from ..fsutil import check_name
+from ..fsutil import check_name, process_start
 from . import iostats
 
 
@@ -269,19 +269,12 @@ def check_can_mount() -> None:
 # watchdog ignore. A mount whose server died (listed in /proc/mounts, "Transport endpoint is not connected") is
 # cleared before use. Attaching and leaving hold an exclusive lock on the state folder.
 
-def _start_time(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
 def _live_users(users: Path) -> list[Path]:
     alive = []
     for entry in users.glob("*") if users.is_dir() else []:
         try:
             pid, start = entry.name, entry.read_text().strip()
-            if _start_time(int(pid)) == start:
+            if process_start(int(pid)) == start:
                 alive.append(entry)
             else:
                 entry.unlink(missing_ok=True)
@@ -328,7 +321,7 @@ def _unmount(mountpoint: Path, state: Path) -> None:
     try:
         server = int(pid.read_text())
         for _ in range(100):  # it ends once unmounted
-            if _start_time(server) is None:
+            if process_start(server) is None:
                 break
             time.sleep(0.05)
         else:
@@ -362,7 +355,7 @@ def mounted(backing: Path, mountpoint: Path, params: dict, timeout: float = 20.0
             mountpoint.mkdir(parents=True, exist_ok=True)
             _serve(backing, mountpoint, params, state, timeout)
         users.mkdir(parents=True, exist_ok=True)
-        (users / me).write_text(_start_time(os.getpid()) or "")
+        (users / me).write_text(process_start(os.getpid()) or "")
     try:
         yield mountpoint
     finally:

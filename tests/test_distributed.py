@@ -111,7 +111,7 @@ def test_horovod_two_processes(prepared, dataset):
 
 
 def _feed(prepared, dataset, storage: str, max_n: int, repetitions: int = 1, steps: int = 16):
-    wl = _workload(dataset, step_time_s=0.1)
+    wl = _workload(dataset, step_time_s=0.1, shuffle_buffer=64)
     with local_root(str(prepared / "data")):
         return feed(wl, storage, prepared / "results", 0.9, max_n, steps=steps, repetitions=repetitions)
 

@@ -279,7 +279,10 @@ def predict_stage(demand: dict, measured_on: dict, target: dict, workers: int | 
             "measured_seconds": demand["seconds"], "extra_seconds": extra, "chain_seconds": chain, "folder_lock": lock,
             "bound_seconds": bounds, "patterns": p,
             "source": f"{demand['source']} ({demand['seconds']:.2f} s on {demand['workers']} workers), with the "
-                      f"pattern costs of {_sources(measured_on)} and {_sources(target)}"}
+                      f"pattern costs of {_sources(measured_on)} and {_sources(target)}"
+                      + (f"; waits on the locks of the {len(folders)} folders created in: x{f_target:.2f} at {workers} "
+                         f"workers (x{f_measured:.2f} as measured)" if folders else
+                         "; folder-lock waits not modelled (the run's io_profile predates counting them per folder)")}
 
 
 def _sources(costs: dict) -> str:

@@ -208,7 +208,9 @@ def folder_contention(work: float, serial: float, shares: list[float], workers: 
     folder's lock through a create, rename or unlink in it, on every Linux file system, across the round trip to
     the file server), split over the folders by ``shares``; against the same work with no lock to wait for.
     Exact mean value analysis of a closed system: each worker alternates its own work (a delay) with an operation
-    queued at one folder's lock. 1.0 for one worker."""
+    queued at one folder's lock. 1.0 for one worker. It models the workers of one host (one client's kernel):
+    workers on several hosts meet only at the server's own lock, held for the server's part of each operation,
+    so across hosts it over-states the wait."""
     if workers <= 1 or serial <= 0 or work <= 0:
         return 1.0
     z = max(work - serial, 0.0)

@@ -62,6 +62,14 @@ def test_fio_missing_says_how_to_install(tmp_path, monkeypatch):
         fio.run(tmp_path)
 
 
+def test_fio_refuses_a_runtime_under_a_millisecond_and_leaves_nothing(tmp_path):
+    """fio reads a runtime that rounds to 0 as no limit at all: refused, before anything is left in the root
+    (before: accepted; then refused after the scratch folder was made, which stayed)."""
+    with pytest.raises(fio.FioError, match="at least 1 ms, not 0.0 s"):
+        fio.run(tmp_path, size_mb=1, runtime_s=0.0, small_files=5)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_fio_cli_stores_a_characterisation(tmp_path):
     r = subprocess.run([sys.executable, "-m", "harness.cli", "fio", profile(tmp_path, "plain"), "--results",
                         str(tmp_path / "results"), "--size", "16", "--runtime", "0.5", "--small-files", "50",

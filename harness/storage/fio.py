@@ -209,11 +209,11 @@ def run(root: Path, size_mb: int = 256, runtime_s: float = 5.0, small_files: int
     if not fio:
         raise FioError("fio is not installed: apt-get install fio (Debian/Ubuntu) or dnf install fio")
     work = Path(tempfile.mkdtemp(prefix=".wsibench-fio-", dir=root))  # its own scratch folder, removed after
-    (work / "jpeg").mkdir()
-    (work / "meta").mkdir()
     jobs = work.parent / f"{work.name}.fio"
-    jobs.write_text(job_file(work, size_mb, runtime_s, small_files, streams, direct))
     try:
+        (work / "jpeg").mkdir()
+        (work / "meta").mkdir()
+        jobs.write_text(job_file(work, size_mb, runtime_s, small_files, streams, direct))
         r = subprocess.run([fio, "--output-format=json", str(jobs)], capture_output=True, text=True)
         if r.returncode != 0:
             raise FioError(f"fio failed on {root}: {(r.stderr or r.stdout).strip()[-800:]}")

@@ -215,7 +215,7 @@ def folder_contention(work: float, serial: float, shares: list[float], workers: 
         return 1.0
     z = max(work - serial, 0.0)
     d = [serial * f for f in shares]
-    q, r = [0.0] * len(d), d
+    q = [0.0] * len(d)
     for n in range(1, workers + 1):
         r = [dk * (1 + qk) for dk, qk in zip(d, q)]
         x = n / (z + sum(r))
@@ -282,8 +282,8 @@ def predict_stage(demand: dict, measured_on: dict, target: dict, workers: int | 
             "bound_seconds": bounds, "patterns": p,
             "source": f"{demand['source']} ({demand['seconds']:.2f} s on {demand['workers']} workers), with the "
                       f"pattern costs of {_sources(measured_on)} and {_sources(target)}"
-                      + (f"; waits on the locks of the {len(folders)} folders created in: x{f_target:.2f} at {workers} "
-                         f"workers (x{f_measured:.2f} as measured)" if folders else
+                      + (f"; waits on the locks of the folders created in ({len(folders)}): x{f_target:.2f} at "
+                         f"{workers} workers (x{f_measured:.2f} as measured)" if folders else
                          "; folder-lock waits not modelled (the run's io_profile predates counting them per folder)")}
 
 
@@ -368,8 +368,9 @@ def _pipeline_figures(summary: dict, stage: str) -> dict | None:
     except SizingError:
         return None
     slides = d["items"]
-    if stage == "tfrecords" and (summary.get("stages") or {}).get("patches"):  # per slide: the slides it packed
-        slides = stage_demand(summary, "patches")["items"] or slides
+    patches = (summary.get("stages") or {}).get("patches")
+    if stage == "tfrecords" and patches:  # per slide: the slides it packed
+        slides = ((patches.get("items") or 0) - resumed_items(summary, "patches")) or slides
     if not slides:
         return None
     prof = d["io_profile"] or {}

@@ -108,7 +108,7 @@ def test_workers_queue_on_the_lock_of_the_folder_they_create_in():
     uncounted = sizing.predict_stage(demand(1.0, items, profile(create=100, rename=100), 2), FAST, slow_metadata)
     assert uncounted["folder_lock"]["folders"] is None and uncounted["folder_lock"]["factor_target"] == 1.0
     assert "folder-lock waits not modelled" in uncounted["source"]  # said, not silently left out
-    assert "locks of the 1 folders created in: x1." in one_folder["source"]
+    assert "locks of the folders created in (1): x1." in one_folder["source"]
     lock = one_folder["folder_lock"]
     assert lock["serialised_seconds"]["target"] == pytest.approx(100 * 0.004 + 100 * 0.004)
     assert lock["factor_target"] > lock["factor_measured_on"] > 1.0  # slower metadata, longer waits

@@ -65,10 +65,12 @@ def throttle_mode(params: dict) -> str:
 
 def _counted(counters: iostats.Counters, op: str, sized: bool = False):
     """Count each call of an operation: its time in the passthrough (throttle included), its size, its errors."""
+    namespace = op in iostats.NAMESPACE_OPS  # (self, path, ...): the path's folder is counted too
+
     def wrap(fn):
         @functools.wraps(fn)
-        def inner(*args):  # (self, path, ...): for a namespace operation, the path's folder is counted too
-            folder = os.path.dirname(args[1]) if op in iostats.NAMESPACE_OPS and len(args) > 1 else None
+        def inner(*args):
+            folder = os.path.dirname(args[1]) if namespace else None
             t0 = time.perf_counter()
             try:
                 result = fn(*args)

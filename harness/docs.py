@@ -18,7 +18,7 @@ from pydantic_core import PydanticUndefined
 
 from .config import PROJECT_ROOT, StorageProfile, Workload
 from .results.record import SCHEMA_VERSION
-from .results.schema import SCHEMA_FILE, load_schema
+from .results.schema import load_schema
 
 DOCS = PROJECT_ROOT / "docs"
 WORKLOAD_REFERENCE = DOCS / "workload-reference.md"

@@ -1,10 +1,8 @@
 """Figures an architect can defend: GPUs as NVML reports them, start-up kept apart from throughput, training I/O
 counted by the training processes themselves, the topology that ran."""
-import os
 import sys
 import time
 import types
-from pathlib import Path
 
 import pytest
 

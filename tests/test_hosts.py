@@ -4,7 +4,6 @@ in the root namespace. ``engine.nodes`` restricts the stages to that many hosts;
 multiprocessing, and the run record says which host did what."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest

@@ -2,7 +2,6 @@
 import json
 import os
 import stat
-import time
 from pathlib import Path
 
 import pandas as pd

@@ -1,6 +1,4 @@
 """Safe by default: names from configuration cannot reach outside the storage root, removals are guarded."""
-import os
-from pathlib import Path
 
 import pytest
 

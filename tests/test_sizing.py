@@ -1,11 +1,9 @@
 """The sizing model: its arithmetic by hand, and its predictions against emulated storage it has not seen."""
 import json
-import math
 import os
 import statistics
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest

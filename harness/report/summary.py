@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from . import plots
 from .context import STAGE_NAMES, Context
-from .html import esc, figure, head, note, num, pct, swatch, table, times
+from .html import esc, figure, head, num, pct, swatch, table, times
 
 
 def _cell(ctx: Context, cfg, column: str, as_pct: bool = False) -> str:

@@ -79,7 +79,6 @@ def launch(engine, specs: list[dict], out: Path, interface: str | None, timeout:
     client = engine.client
     where = placements(engine, len(specs))
     ends = [client.run(endpoint, interface, workers=[w])[w] for w in where]
-    world = len(specs)
     mode = specs[0]["mode"]
     envs: list[dict] = [{} for _ in specs]
     server = None

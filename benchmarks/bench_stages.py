@@ -334,9 +334,9 @@ class TFRecordIO:
             tfrecords.write_shard(it)
 
     def time_read_4_shards(self, data):
-        from harness import tfrecord
+        from harness import tfrecord_format
         for it in data["shard_items"]:
-            for _ in tfrecord.read_records(it["path"]):
+            for _ in tfrecord_format.read_records(it["path"]):
                 pass
 
 
@@ -349,9 +349,9 @@ class TFData:
 
     def setup(self, data):
         from harness.config import Train
-        from harness.stages import train
+        from harness.stages import tfdata
         files = [it["path"] for it in data["shard_items"]]
-        self.batches = iter(train.dataset(files, Train(model="small_cnn", image_size=96, batch_size=32), training=True))
+        self.batches = iter(tfdata.dataset(files, Train(model="small_cnn", image_size=96, batch_size=32), training=True))
         next(self.batches)  # the pipeline built and started outside the timing
 
     def time_tfdata_30_batches(self, data):

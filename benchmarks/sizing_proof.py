@@ -28,14 +28,14 @@ EMULATED = ("nfs-emulated", "beegfs-emulated")
 def characterise(res: Path, profile: str, observe: bool = False, size_mb: int = 64, runtime: float = 2.0,
                  small_files: int = 500) -> dict:
     """``wsibench fio`` on a profile (through the counting passthrough when ``observe``); the stored document."""
-    from harness.storage import fio
+    from harness.storage import characterisations
 
     cmd = [sys.executable, "-m", "harness.cli", "fio", profile, "--results", str(res), "--size", str(size_mb),
            "--runtime", str(runtime), "--small-files", str(small_files)] + (["--observe"] if observe else [])
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"wsibench fio {profile} failed: {r.stderr[-2000:]}")
-    return fio.latest(res, profile, observed=observe)
+    return characterisations.latest(res, profile, observed=observe)
 
 
 def place(res: Path, workload: str, folders: tuple[str, ...]) -> None:
@@ -95,7 +95,7 @@ def feed_proof(res: Path, slides: int, size: int, patch_px: int, quality: int, b
     from harness import pipeline, sizing
     from harness.config import parse_workload
     from harness.feed import feed
-    from harness.storage import fio
+    from harness.storage import characterisations
 
     os.environ["WSIBENCH_LOCAL_ROOT"] = str(res / "data")
     wl = parse_workload({"name": "feedproof", "stages": ["masks", "patches", "tfrecords"],
@@ -108,7 +108,7 @@ def feed_proof(res: Path, slides: int, size: int, patch_px: int, quality: int, b
     if not (res / "data" / "feedproof" / "tfrecords" / "splits.json").exists():
         pipeline.run(wl, results_dir=res)
     place(res, "feedproof", ("tfrecords",))
-    costs = {p: sizing.storage_costs(fio.latest(res, p) or characterise(res, p, **(fio_args or {}))) for p in EMULATED}
+    costs = {p: sizing.storage_costs(characterisations.latest(res, p) or characterise(res, p, **(fio_args or {}))) for p in EMULATED}
     out = {}
     local = feed(wl, "local", res, 0.9, max_n, steps=steps, observe=True)
     demand = sizing.feed_demand(local)

@@ -16,6 +16,8 @@ import os
 import statistics
 import time
 
+from .accelerators import save_calibration
+
 BACKENDS = ("tensorflow", "jax", "torch")
 
 
@@ -105,3 +107,18 @@ def run(cfg, infer_batch: int, steps: int = 10, warmup: int = 3, progress=print)
                       "images_per_s": infer_batch / per, "first_batch_s": infer_first, "batches": steps},
             "how": "Keras 3 model.compile + train_on_batch (loss read back each step) and predict_on_batch, random "
                    f"data; medians of {steps} after {warmup} warm-up calls"}
+
+
+def calibrate_workload(w, results_dir, model: str | None = None, batch: int | None = None,
+                       infer_batch: int | None = None, steps: int = 10, warmup: int = 3, progress=print):
+    """``wsibench calibrate``: ``run`` on the workload's model (or ``model``, at its own input size) and batch (or
+    ``batch``), stored under <results>/calibration/. Returns (the calibration, its file)."""
+    import datetime as dt
+    import socket
+
+    cfg = w.train.model_copy(update={k: v for k, v in (("model", model), ("batch_size", batch)) if v})
+    if model and model != w.train.model:  # another model: its own input size, not the workload's
+        cfg = cfg.model_copy(update={"image_size": None})
+    result = run(cfg, infer_batch or w.infer.batch_size, steps, warmup, progress=progress)
+    result.update(host=socket.gethostname(), created_at=dt.datetime.now().isoformat(timespec="seconds"))
+    return result, save_calibration(results_dir, result)

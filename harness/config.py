@@ -4,8 +4,10 @@ Every error names the file, the key and what was expected, in one line per probl
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -14,10 +16,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from .errors import WsibenchError
 from .fsutil import check_name
 from .models import LEARNING_RATES as OPTIMIZERS, MODELS
-from .registry import ENGINES as _ENGINES, STAGES as _STAGES
+from .registry import ENGINE_CLASSES, STAGE_DRIVERS
 
-STAGES = tuple(_STAGES)    # allowed values come from the registries
-ENGINES = tuple(_ENGINES)
+STAGES = tuple(STAGE_DRIVERS)    # allowed values come from the registries
+ENGINES = tuple(ENGINE_CLASSES)
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -53,7 +55,9 @@ class Dataset(_Strict):
     missing_annotations: Literal["error", "exclude"] = Field(
         "error", description="a slide labelled tumor without lesion annotation: stop, or leave it out (recorded)")
     missing_labels: Literal["error", "exclude"] = Field(
-        "error", description="a slide without a label (reference.csv, stage labels): stop, or leave it out (recorded)")
+        "error", description="a slide without a label (reference.csv): stop, or leave it out (recorded). CAMELYON17 "
+                             "slides without a stage label are the challenge's test patients: always inferred "
+                             "without one, their patients staged, not scored")
     exclude_from_evaluation: list[str] | None = Field(
         None, description="slides run but not evaluated; default: the release's known problem slides "
                           "(CAMELYON16 Test_049, Test_114)")
@@ -106,6 +110,13 @@ class Patches(_Strict):
         3000, gt=0, le=10_000_000, description="patches kept per class and slide (a seeded choice when there are "
                                                "more)")
     normal_from_tumor_slides: bool = Field(True, description="take normal patches from tumor slides too")
+    sampling: Literal["footprint", "reference"] = Field(
+        "footprint", description=(
+            "footprint: every grid patch labelled by its whole footprint (tumor_threshold, tissue_threshold), up "
+            "to max_per_class a seeded choice; reference: the reference pipeline's rule, for I/O fidelity: the "
+            "strided points of each mask contour's bounding box at mask resolution, every q-th kept (q = "
+            "candidates // max_per_class + 1), a patch accepted when the mask pixel at its corner is set, stopping "
+            "at max_per_class (the thresholds are not used)"))
     output: Literal["jpeg", "tfrecord"] = Field(
         "jpeg", description="jpeg: one file per patch (the small-file workload); tfrecord: one TFRecord file per "
                             "slide")
@@ -133,9 +144,16 @@ class Train(_Strict):
     optimizer: Literal[tuple(OPTIMIZERS)] | None = Field(  # type: ignore[valid-type]
         None, description="default: rmsprop (inception_v3), adam (small_cnn)")
     learning_rate: float | None = Field(None, gt=0, le=100, description="default: 0.01 (rmsprop), 0.001 (adam)")
-    lr_decay: float = Field(0.94, gt=0, le=1, description="learning-rate factor every lr_decay_epochs")
-    lr_decay_epochs: float = Field(30.0, gt=0, le=1_000_000, description="epochs between learning-rate decays")
-    weight_decay: float = Field(4e-5, ge=0, le=1, description="L2 regularisation of the weights; 0 = none")
+    lr_decay: float = Field(0.94, gt=0, le=1, description="learning-rate factor every lr_decay_steps (or "
+                                                          "lr_decay_epochs), as a staircase")
+    lr_decay_epochs: float = Field(30.0, gt=0, le=1_000_000, description="epochs between learning-rate decays, "
+                                                                         "unless lr_decay_steps is set")
+    lr_decay_steps: int | None = Field(None, gt=0, le=1_000_000_000, description=(
+        "steps between learning-rate decays, whatever an epoch is; overrides lr_decay_epochs (the reference "
+        "pipeline: 1875, from its hard-coded 2,000-sample epoch / batch 32 x 30 epochs)"))
+    weight_decay: float = Field(4e-5, ge=0, le=1, description=(
+        "L2 weight decay in TF-slim's convention: weight_decay x sum(w^2) / 2 added to the loss over the "
+        "convolution and classifier kernels (the reference's 4e-5 is Keras's L2(2e-5)); 0 = none"))
     shuffle_buffer: int = Field(
         2048, ge=0, le=100_000_000, description="records in the tf.data shuffle buffer; 0 = no shuffle")
     interleave_cycle: int = Field(4, gt=0, le=4096, description="shards read in parallel")
@@ -175,6 +193,14 @@ class Infer(_Strict):
                                                        "refused: it was not trained on them)")
     froc_threshold: float = Field(0.5, gt=0, lt=1, description="FROC detections: heatmap regions at or above this "
                                                                "probability, one detection each at its maximum")
+    pn_threshold: float = Field(0.5, gt=0, lt=1, description=(
+        "CAMELYON17 pN staging: heatmap regions at or above this probability are a slide's lesions; the longest "
+        "diameter of its longest gives its class (over 2 mm macro, over 0.2 mm micro, else itc; none: negative)"))
+    froc_resolution: Literal["official", "slide_mpp"] = Field(
+        "official", description="official: the FROC's 75 um margin and 275 um ITC rule at 0.243 um/px for every "
+                                "slide, as CAMELYON16's Evaluation_FROC.py (the challenge's score); slide_mpp: at "
+                                "each slide's own level-0 mpp (0.243 where it records none), not the challenge's "
+                                "score")
 
 
 class Engine(_Strict):
@@ -182,7 +208,8 @@ class Engine(_Strict):
         "local", description="engine of every stage not named in stages")
     workers: int = Field(1, gt=0, le=4096, description="worker processes (embedded engines)")
     retries: int = Field(1, ge=0, le=100, description="retries of a failing item, by the engine's own mechanism")
-    address: str | None = Field(None, description="dask: scheduler of an existing cluster, tcp://host:8786")
+    address: str | None = Field(None, description="dask: scheduler of an existing cluster, tcp://host:8786; \"lab\": "
+                                                  "the Dask workers on a lab storage profile's client hosts")
     master: str | None = Field(None, description="spark: spark://host:7077, yarn, k8s://...; default local[workers]")
     spark_conf: dict[str, str] = Field(
         {}, description="extra Spark settings, e.g. {\"spark.executor.memory\" = \"4g\"}")
@@ -195,8 +222,7 @@ class Engine(_Strict):
 
     def is_cluster(self, name: str) -> bool:
         """Whether engine ``name`` runs on a cluster of this configuration (else embedded, on this host)."""
-        return (name == "dask" and bool(self.address)) or \
-            (name == "spark" and bool(self.master) and not self.master.startswith("local"))
+        return StageEngine(name, self.workers, self.retries, self.address, self.master).cluster
 
     @model_validator(mode="after")
     def _nodes_need_a_cluster(self):
@@ -205,6 +231,78 @@ class Engine(_Strict):
             raise ValueError(f"nodes = {self.nodes} needs a cluster: engine.address (dask) or engine.master "
                              f"(spark standalone); {', '.join(sorted(used))} here would run on this one host")
         return self
+
+
+LAB_ADDRESS = "lab"  # engine.address: the Dask cluster of a lab storage profile's client hosts
+
+
+@dataclass(frozen=True)
+class StageEngine:
+    """The engine one stage runs under, as planned: its name, worker processes, the cluster it connects to and how
+    many of that cluster's hosts it uses (None: embedded, one host)."""
+    name: str
+    workers: int
+    retries: int
+    address: str | None = None     # dask: an existing cluster's scheduler
+    master: str | None = None      # spark: a standalone master, yarn, k8s
+    conf: tuple = ()               # spark settings, as (key, value) pairs
+    nodes: int | None = None       # hosts of the cluster used; None where the engine is embedded
+
+    @property
+    def cluster(self) -> bool:
+        return (self.name == "dask" and bool(self.address)) or \
+            (self.name == "spark" and bool(self.master) and not self.master.startswith("local"))
+
+
+@dataclass(frozen=True)
+class EnginePlan:
+    """Which engine runs each stage, with how many workers and nodes: computed once (``plan_engines``) from the
+    workload's [engine] and the command line's overrides, handed to the stages, and recorded as it was asked."""
+    default: StageEngine
+    per_stage: tuple = ()          # (stage, StageEngine) for the stages the workload gives an engine of their own
+    nodes_requested: int | None = None
+
+    def for_stage(self, stage: str | None) -> StageEngine:
+        return dict(self.per_stage).get(stage, self.default)
+
+    def on_lab(self, address: str | None, source: str = "") -> "EnginePlan":
+        """The plan with ``engine.address = "lab"`` replaced by the Dask scheduler of the lab storage's client hosts."""
+        uses = [e for e in (self.default, *dict(self.per_stage).values()) if e.address == LAB_ADDRESS]
+        if not uses:
+            return self
+        if not address:
+            raise ConfigError(f"{source}: engine.address = \"lab\" runs stages on the client hosts of a lab storage "
+                              "profile (kind = \"lab\" with lab.client_hosts > 0); this storage has none")
+        swap = lambda e: dataclasses.replace(e, address=address) if e.address == LAB_ADDRESS else e  # noqa: E731
+        return dataclasses.replace(self, default=swap(self.default),
+                                   per_stage=tuple((s, swap(e)) for s, e in self.per_stage))
+
+    def record(self) -> dict:
+        """The run record's ``engine`` section, before the run (what ran replaces workers and nodes after)."""
+        d = self.default
+        return {"name": d.name, "workers": d.workers, "workers_requested": d.workers, "address": d.address or d.master,
+                "per_stage": {s: e.name for s, e in self.per_stage}, "nodes_requested": self.nodes_requested,
+                "nodes": (d.nodes or 1) if d.cluster else 1}
+
+
+def plan_engines(workload: "Workload", engine: str | None = None, workers: int | None = None,
+                 nodes: int | None = None) -> EnginePlan:
+    """The engine plan of a run: ``engine`` (one engine for every stage), ``workers`` and ``nodes`` override the
+    workload's. Nodes beyond one need a cluster engine."""
+    e = workload.engine
+    default_name = engine or e.name
+    asked, nodes = nodes, nodes or e.nodes
+
+    def stage_engine(name: str) -> StageEngine:
+        base = StageEngine(name, workers or e.workers, e.retries, e.address, e.master, tuple(sorted(e.spark_conf.items())))
+        return dataclasses.replace(base, nodes=nodes) if base.cluster else base
+
+    used = {engine} if engine else {e.name, *e.stages.values()}
+    if asked and asked > 1 and not any(stage_engine(n).cluster for n in used):  # the workload's own: validated
+        raise ConfigError(f"{workload.source}: {nodes} nodes need a cluster engine (engine.address for dask, "
+                          f"engine.master for spark); {', '.join(sorted(used))} would run on this one host")
+    per_stage = () if engine else tuple((s, stage_engine(n)) for s, n in e.stages.items())
+    return EnginePlan(stage_engine(default_name), per_stage, nodes)
 
 
 class Network(_Strict):
@@ -275,7 +373,8 @@ def _format(err: ValidationError, source: str) -> str:
         else:
             msg = e["msg"].removeprefix("Value error, ")
             if "input" in e and e["type"] != "value_error":
-                msg += f" (got {e['input']!r})"
+                got = repr(e["input"])
+                msg += f" (got {got if len(got) <= 80 else got[:60] + f'... ({len(got)} characters)'})"
         lines.append(f"{source}: {key}: {msg}")
     return "\n".join(lines)
 
@@ -291,6 +390,8 @@ def parse_workload(data: dict, source: str = "<memory>") -> Workload:
 
 def load_toml(path: str | Path) -> dict:
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: a directory, not a TOML file")
     if not path.is_file():
         raise ConfigError(f"{path}: file not found")
     try:
@@ -299,6 +400,9 @@ def load_toml(path: str | Path) -> dict:
         raise ConfigError(f"{path}: not a TOML file: not UTF-8 text (byte {e.start})") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    except RecursionError:  # Python's TOML reader recurses once per level, and gives up a few hundred down
+        raise ConfigError(f"{path}: arrays or inline tables nested too deeply to read (hundreds of levels; no "
+                          "workload needs more than a few)") from None
 
 
 def load_workload(path: str | Path) -> Workload:
@@ -310,7 +414,7 @@ def load_workload(path: str | Path) -> Workload:
     return parse_workload(data, str(path))
 
 
-class Emulate(_Strict):
+class Throttle(_Strict):
     backing: str = Field(description="folder the throttled mount passes through to; '{results}' allowed")
     read_mb_s: float | None = Field(None, gt=0, le=1e6, description="read bandwidth cap, MB/s; unset = none")
     write_mb_s: float | None = Field(None, gt=0, le=1e6, description="write bandwidth cap, MB/s; unset = none")
@@ -320,18 +424,70 @@ class Emulate(_Strict):
     read_only: bool = Field(False, description="refuse writes through the mount")
 
 
+class Lab(_Strict):
+    chunkservers: int = Field(2, gt=0, le=16, description="MooseFS chunk servers (storage targets), each on its own "
+                                                          "namespace host")
+    goal: int = Field(2, gt=0, le=16, description="replication goal: copies of every chunk (mfssetgoal)")
+    client_hosts: int = Field(0, ge=0, le=16, description="client hosts: namespace hosts that each mount the file "
+                                                          "system themselves and run Dask workers (engine.address = "
+                                                          "\"lab\" runs stages on them)")
+    workers_per_host: int = Field(1, gt=0, le=64, description="Dask worker processes on each client host")
+    server_link_mbit: float | None = Field(None, gt=0, le=1e6, description="each chunk server's link, Mbit/s "
+                                                                          "(tc tbf, both directions); unset = unshaped")
+    client_link_mbit: float | None = Field(None, gt=0, le=1e6, description="each client host's link, Mbit/s; unset = "
+                                                                          "unshaped")
+    master_link_mbit: float | None = Field(None, gt=0, le=1e6, description="the metadata server's link, Mbit/s")
+    cache_mode: Literal["DIRECT", "AUTO", "YES", "NO"] = Field(
+        "DIRECT", description="mfsmount's mfscachemode: DIRECT keeps the client's page cache out of every read, as "
+                              "the emulated profiles do; AUTO is MooseFS's default")
+    io_retries: int = Field(8, gt=0, le=100, description="mfsmount's mfsioretries: how often an I/O is retried "
+                                                         "(a lost server or master) before it fails with an error")
+    timeout_s: float | None = Field(None, gt=0, le=86400, description=(
+        "mfsmount's mfstimeout, seconds: an operation the file system cannot answer within it (its master gone, a "
+        "chunk's every copy lost) fails with EIO instead of waiting; and a master gone this long makes the lab stop "
+        "its mounts, so that requests that outwait mfstimeout (a truncate, a close) fail too. Unset: io_retries "
+        "bounds most waits (8 retries: about 30 to 40 s for data, a few s for metadata), the mounts stop after "
+        "120 s without a master"))
+
+
+PROFILE_KINDS = ("path", "emulated", "lab")  # what a profile's root is (storage.attached handles each)
+
+
 class StorageProfile(_Strict):
     name: SafeName = Field(description="profile name; default: the file's name without .toml")
     description: str = Field("", description="free text")
+    kind: Literal[PROFILE_KINDS] = Field(  # type: ignore[valid-type]
+        "path", description="path: an existing folder (a local disk, an NFS, BeeGFS or Lustre mount); emulated: a "
+                            "throttled FUSE passthrough of a local folder mounted for the run ([throttle]), every "
+                            "result labelled emulated; lab: a real MooseFS file system that wsibench starts on "
+                            "network-namespace hosts of this machine for the run ([lab]), results labelled lab")
     root: str = Field(description="root folder; '{results}' stands for the results directory")
     root_env: str | None = Field(None, description="environment variable that overrides root")
     fstype: str | None = Field(None, description="file-system type the profile claims (ext4, nfs, beegfs, ...)")
-    emulated: bool = Field(False, description="label every result on this profile as emulated")
     create: bool = Field(False, description="create the root when missing (only for folders the harness owns)")
     reference: dict[str, float | str] = Field(
         {}, description="figures to compare against (vendor or measured), units in the key names; copied into run "
                         "records")
-    emulate: Emulate | None = Field(None, description="mount a throttled FUSE passthrough at root for the run")
+    throttle: Throttle | None = Field(None, description="kind = \"emulated\": the bandwidth, IOPS and latencies of the "
+                                                        "throttled FUSE passthrough mounted at root for the run")
+
+    lab: Lab | None = Field(None, description="kind = \"lab\": the MooseFS servers, client hosts and links")
+
+    @model_validator(mode="after")
+    def _table_with_kind(self):
+        if (self.kind == "emulated") != (self.throttle is not None):
+            raise ValueError('kind = "emulated" and a [throttle] table go together')
+        if (self.kind == "lab") != (self.lab is not None):
+            raise ValueError('kind = "lab" and a [lab] table go together')
+        if self.lab and self.lab.goal > self.lab.chunkservers:
+            raise ValueError(f"lab.goal = {self.lab.goal} needs at least as many chunk servers "
+                             f"(lab.chunkservers = {self.lab.chunkservers})")
+        return self
+
+    @property
+    def emulated(self) -> bool:
+        """Results on this profile are labelled emulated (a throttled passthrough, not the storage it imitates)."""
+        return self.kind == "emulated"
 
     def resolve_root(self, results_dir: Path) -> Path:
         raw = os.environ.get(self.root_env, "") if self.root_env else ""
@@ -350,6 +506,8 @@ def load_profile(name_or_path: str) -> StorageProfile:
         p = PROJECT_ROOT / "storage_profiles" / f"{name_or_path}.toml"
     data = load_toml(p)
     data.setdefault("name", p.stem)
+    if "emulate" in data or "emulated" in data:
+        raise ConfigError(f'{p}: "emulated = true" and [emulate] are now kind = "emulated" and [throttle]')
     try:
         return StorageProfile.model_validate(data)
     except ValidationError as e:

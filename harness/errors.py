@@ -6,6 +6,8 @@ keeps its traceback.
 """
 from __future__ import annotations
 
+import re
+
 
 class WsibenchError(Exception):
     """A problem with the user's input, data, storage or set-up, explained in one line."""
@@ -35,3 +37,25 @@ class UnknownName(WsibenchError, ValueError):
 
 class MissingExtra(WsibenchError, ImportError):
     """An implementation whose optional dependencies are not installed; the message names the extra."""
+
+
+def tf_cause(message: str) -> str:
+    """What a TensorFlow error says about the cause, without its internals: the wrapped function's name
+    (``{{function_node __wrapped__IteratorGetNext_...device:CPU:0}}``), the op (``[Op:IteratorGetNext]``) and a
+    trailing ``name:``, the lines after the first (``[[{{node DecodeJpeg}}]]``) and tf.data's "Error in user-defined
+    function passed to ... Iterator::Root::...:". "corrupted record at 142765" stays, offset and all."""
+    text = (message or "").strip().splitlines()[0] if (message or "").strip() else ""
+    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text)
+    text = re.sub(r"^Error in user-defined function passed to \S+ transformation with iterator: Iterator(::\w+)+: ", "",
+                  text)  # tf.data's wrapping of an error in a dataset's function (a decode_jpeg's, for one)
+    text = re.sub(r"\s*\[Op:[^\]]*\]", "", text)
+    text = re.sub(r"\s*name:\s*\S*\s*$", "", text)
+    return text.strip() or "(no message)"
+
+
+def describe(e: BaseException) -> str:
+    """An exception in one line, as records and item errors carry it: ``Type: message``. TensorFlow's errors keep
+    their cause (and any file or offset it names) without TensorFlow's internals (``tf_cause``)."""
+    if type(e).__module__.startswith("tensorflow"):
+        return f"{type(e).__name__}: {tf_cause(getattr(e, 'message', None) or str(e))}"
+    return f"{type(e).__name__}: {e}"

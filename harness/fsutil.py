@@ -7,6 +7,7 @@ Names from configuration become paths only after ``check_name``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -45,6 +46,26 @@ def remove(path: str | Path, within: str | Path) -> None:
         shutil.rmtree(p)
     else:
         p.unlink(missing_ok=True)
+
+
+def not_a_file(path: str | Path) -> str | None:
+    """Why a path is no file to read (a dangling symbolic link, a directory, a device or a pipe), or None when it
+    is a regular file (or a link to one)."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if os.path.islink(path):
+            return f"a dangling symbolic link (to {os.readlink(path)})"
+        return "not found"
+    except OSError as e:
+        return f"cannot be read: {e.strerror}"
+    if stat.S_ISDIR(mode):
+        return "a directory, not a file"
+    if not stat.S_ISREG(mode):
+        return "not a regular file"
+    return None
 
 
 def tmp_name(path: Path) -> Path:
@@ -97,10 +118,35 @@ def write_bytes(path: str | Path, data: bytes) -> None:
 
 
 def _named(e: OSError, path) -> OSError:
-    """The same error, naming the file being written (a full disk says which file and where)."""
+    """The same error, naming the file being written; a full disk (or quota) also says how much room is left."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return type(e)(e.errno, f"{e.strerror} (writing {path}; {room_left(Path(path).parent)})")
     if e.filename:
         return e
     return type(e)(e.errno, f"{e.strerror} (writing {path})")
+
+
+def human_bytes(n: float) -> str:
+    """A size in words: 512 bytes, 64.0 KiB, 1.5 GiB."""
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return ""
+
+
+def room_left(folder: str | Path) -> str:
+    """What the file system holding ``folder`` has left, in words: free bytes of its size, and its free inodes
+    when those ran out (a disk "full" with bytes to spare)."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return "free space unknown"
+    free, total = st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+    text = f"{human_bytes(free)} free of {human_bytes(total)} there"
+    if st.f_files and st.f_favail == 0:
+        text += f", and no free inodes (of {st.f_files})"
+    return text
 
 
 def write_json(path: str | Path, obj) -> None:
@@ -173,8 +219,10 @@ def workload_lock(folder: str | Path, wait: bool = True, announce=print):
             yield
         finally:
             del _held[key]
-            f.seek(0)
-            f.truncate()
-            fcntl.flock(f, fcntl.LOCK_UN)
+            with contextlib.suppress(OSError):  # storage that failed under the run (a lab's master gone): the
+                f.seek(0)                       # lock goes with the file's closing anyway, and the run's own
+                f.truncate()                    # error is the one to tell
+                fcntl.flock(f, fcntl.LOCK_UN)
     finally:
-        f.close()
+        with contextlib.suppress(OSError):
+            f.close()

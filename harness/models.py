@@ -35,7 +35,8 @@ def build(cfg):
     size = image_size(cfg)
     if cfg.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
-    reg = keras.regularizers.l2(cfg.weight_decay) if cfg.weight_decay else None
+    # weight_decay in TF-slim's convention (the reference's l2_regularizer): wd * sum(w^2) / 2, Keras's L2(wd / 2)
+    reg = keras.regularizers.l2(cfg.weight_decay / 2) if cfg.weight_decay else None
     if cfg.model == "inception_v3":
         base = keras.applications.InceptionV3(weights=None, include_top=False, input_shape=(size, size, 3), pooling="avg")
         if reg is not None:  # the reference's weight decay on every convolution: the same graph, rebuilt with it
@@ -57,14 +58,27 @@ def build(cfg):
     return keras.Model(inp, out, name="small_cnn")
 
 
+def decay_steps(cfg, steps_per_epoch: int) -> int:
+    """Steps between learning-rate decays: ``lr_decay_steps`` where set, else ``lr_decay_epochs`` epochs."""
+    return cfg.lr_decay_steps or max(1, round(cfg.lr_decay_epochs * steps_per_epoch))
+
+
+def schedule(cfg, steps_per_epoch: int):
+    """The learning rate by step: decayed by ``lr_decay`` every ``decay_steps`` steps, a staircase (as slim's
+    exponential_decay)."""
+    import keras
+
+    lr = cfg.learning_rate or LEARNING_RATES[cfg.optimizer or MODELS[cfg.model].optimizer]
+    return keras.optimizers.schedules.ExponentialDecay(lr, decay_steps(cfg, steps_per_epoch), cfg.lr_decay,
+                                                       staircase=True)
+
+
 def optimizer(cfg, steps_per_epoch: int):
-    """The configured optimizer, with the learning rate decayed every ``lr_decay_epochs`` (the reference's)."""
+    """The configured optimizer on ``schedule``."""
     import keras
 
     name = cfg.optimizer or MODELS[cfg.model].optimizer
-    lr = cfg.learning_rate or LEARNING_RATES[name]
-    sched = keras.optimizers.schedules.ExponentialDecay(lr, max(1, round(cfg.lr_decay_epochs * steps_per_epoch)),
-                                                        cfg.lr_decay, staircase=True)
+    sched = schedule(cfg, steps_per_epoch)
     if name == "rmsprop":  # the reference settings: decay (rho) 0.9, momentum 0.9, epsilon 1.0
         return keras.optimizers.RMSprop(sched, rho=0.9, momentum=0.9, epsilon=1.0)
     if name == "adam":

@@ -1,4 +1,5 @@
-"""One run of a workload: attach the storage, prepare the dataset, run the chosen stages, write the run record.
+"""One run of a workload: plan the engines, attach the storage, prepare the dataset, run the chosen stages, write
+the run record.
 
 The stages themselves (their items, engines and records) are in ``harness.stages``; this module only orders
 them and owns the run around them.
@@ -10,14 +11,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import STAGES, ConfigError, StorageProfile, Workload, load_profile
+from .config import LAB_ADDRESS, STAGES, ConfigError, EnginePlan, Workload, load_profile, plan_engines
 from .errors import UnknownName
-from .fsutil import check_name, remove, workload_lock
-from .registry import STAGES as STAGE_REGISTRY, load
+from .fsutil import check_name, remove
+from .registry import STAGE_DRIVERS, load
 from .results import record
-from .slides.dataset import load as load_dataset, prepare
+from .slides.dataset import load as load_dataset
+from .slides.synth import prepare
 from .stages.common import StageContext
-from .storage import attach, drop_caches as drop_page_cache, fio, folder_bytes, iostats
+from .storage import Attached, attached, drop_caches as drop_page_cache, folder_bytes, iostats
+from .storage.lab import LabError, cause as lab_cause
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,66 +40,42 @@ class RunOptions:
     wait_if_busy: bool = True               # another run holds the workload's folder: wait for it, or fail
 
 
-def run(workload: Workload, *, stages=None, storage: str | None = None, results_dir: str | Path = "results",
-        engine: str | None = None, workers: int | None = None, nodes: int | None = None, strict: bool = False,
-        drop_caches: bool = False, fresh: bool = False, observe: bool = False, tags: dict | None = None,
-        wait_if_busy: bool = True) -> dict:
-    """Run the workload; return the summary (also written to <results>/<run_id>/summary.json)."""
-    return run_with(workload, RunOptions(stages=tuple(stages) if stages else None, storage=storage,
-                                         results_dir=Path(results_dir), engine=engine, workers=workers, nodes=nodes,
-                                         strict=strict, drop_caches=drop_caches, fresh=fresh, observe=observe,
-                                         tags=dict(tags or {}), wait_if_busy=wait_if_busy))
-
-
-def run_with(workload: Workload, opts: RunOptions) -> dict:
-    stages = list(opts.stages or workload.stages)
-    unknown = [s for s in stages if s not in STAGES]
+def run(workload: Workload, opts: RunOptions | None = None, **options) -> dict:
+    """Run the workload; return the summary (also written to <results>/<run_id>/summary.json). Options: a
+    ``RunOptions``, or its fields as keywords (``stages`` as any sequence)."""
+    if opts is None:
+        if options.get("stages"):
+            options["stages"] = tuple(options["stages"])
+        options["results_dir"] = Path(options.get("results_dir") or "results")
+        options["tags"] = dict(options.get("tags") or {})
+        opts = RunOptions(**options)
+    unknown = [s for s in (opts.stages or ()) if s not in STAGES]
     if unknown:
         raise UnknownName(f"unknown stage {unknown[0]!r}; expected some of {', '.join(STAGES)}")
-    results_dir = opts.results_dir.resolve()
-    ecfg = workload.engine
-    used = {opts.engine} if opts.engine else {ecfg.name, *ecfg.stages.values()}
-    if opts.nodes and opts.nodes > 1 and not any(ecfg.is_cluster(n) for n in used):
-        raise ConfigError(f"{workload.source}: {opts.nodes} nodes need a cluster engine (engine.address for dask, "
-                          f"engine.master for spark); {', '.join(sorted(used))} would run on this one host")
+    plan = plan_engines(workload, opts.engine, opts.workers, opts.nodes)  # checked before any storage is touched
+    if opts.observe and any(e.address == LAB_ADDRESS for e in (plan.default, *dict(plan.per_stage).values())):
+        raise ConfigError(f"{workload.source}: --observe counts the requests of this host's mount; stages on a lab's "
+                          "client hosts (engine.address = \"lab\") use their own mounts, which it cannot see. Observe "
+                          "a run on this host (another engine), or leave --observe out")
     profile = load_profile(opts.storage or workload.storage)
-    with attach(profile, results_dir, opts.strict) as (root, storage_record):
-        if opts.observe and profile.emulate is None:  # emulated profiles count on their own
-            lock = workload_lock(root / check_name(workload.name, "workload"), opts.wait_if_busy,
-                                 lambda m: print(m, file=sys.stderr, flush=True))  # on the real folder
-            with lock, iostats.observed(root, results_dir, profile.name) as mnt:
-                storage_record = dict(storage_record, observe={
-                    "mountpoint": str(mnt), "root": str(root),
-                    "how": "every request through an unthrottled FUSE passthrough of the root (direct I/O: no page "
-                           "cache above it), counted; paths in the record name the root, not the passthrough"})
-                return run_attached(workload, opts, profile, mnt, storage_record)
-        if opts.observe:
-            print(f"[storage] {profile.name} is an emulated (counting) passthrough already: --observe adds nothing",
-                  file=sys.stderr)
-        return run_attached(workload, opts, profile, root, storage_record)
+    with attached(profile, opts.results_dir, opts.strict, opts.observe, workload.name, opts.wait_if_busy) as storage:
+        return run_stages(workload, opts, storage, plan.on_lab(storage.lab_dask, workload.source))
 
 
-def run_attached(workload: Workload, opts: RunOptions, profile: StorageProfile, root: Path,
-                 storage_record: dict) -> dict:
-    """The run itself, on a storage root already attached (``feed`` prepares its data this way)."""
+def run_stages(workload: Workload, opts: RunOptions, storage: Attached, plan: EnginePlan | None = None) -> dict:
+    """The run itself, on storage already attached (``feed`` prepares its data this way)."""
     stages = [s for s in STAGES if s in (opts.stages or workload.stages)]
+    plan = plan or plan_engines(workload, opts.engine, opts.workers, opts.nodes).on_lab(storage.lab_dask,
+                                                                                        workload.source)
     results_dir = opts.results_dir.resolve()
-    ecfg = workload.engine
-    name = opts.engine or ecfg.name
-    engine = {"name": name, "workers": opts.workers or ecfg.workers,
-              "workers_requested": opts.workers or ecfg.workers,
-              "address": ecfg.address or ecfg.master, "per_stage": dict(ecfg.stages) if not opts.engine else {},
-              "nodes_requested": opts.nodes or ecfg.nodes,
-              "nodes": (opts.nodes or ecfg.nodes or 1) if ecfg.is_cluster(name) else 1}
+    engine = plan.record()
+    root, profile = storage.root, storage.profile
     data = root / check_name(workload.name, "workload")
-    lock = workload_lock(data, opts.wait_if_busy, lambda m: print(m, file=sys.stderr, flush=True))
-    with lock, record.recording(results_dir, workload, storage_record, engine, opts.tags) as rec:
+    with record.recording(results_dir, workload, storage.record, engine, opts.tags) as rec:
         summary = rec.summary
-        summary["storage"]["fio"] = fio.latest(results_dir, profile.name, observed="observe" in storage_record)
-        ctx = StageContext(workload, profile, root, data, rec.dir, summary, opts.engine, opts.workers, opts.nodes,
-                           tables=rec.tables)
-        print(f"[run] {rec.run_id}: stages {', '.join(stages)} on {profile.name} ({root}"
-              f"{', emulated' if profile.emulated else ''}) with {engine['name']} x{engine['workers']}",
+        ctx = StageContext(workload, profile, root, data, rec.dir, summary, plan, tables=rec.tables)
+        print(f"[run] {rec.run_id}: stages {', '.join(stages)} on {profile.name} ({storage.real_root}"
+              f"{', emulated' if profile.emulated else ''}{', LAB' if profile.kind == 'lab' else ''}) with {engine['name']} x{engine['workers']}",
               file=sys.stderr)
         dropped = []
         try:
@@ -107,7 +86,10 @@ def run_attached(workload: Workload, opts: RunOptions, profile: StorageProfile, 
             io_profile(ctx, "dataset", summary["dataset"], io0, root)
             ctx.slides, info = load_dataset(ctx.dataset, workload.dataset)  # layout, counts, exclusions
             summary["dataset"].update(info)
+            for bad in info["unreadable"]:
+                print(f"[dataset] unreadable, fails in each stage: {bad}", file=sys.stderr)
             for stage in stages:
+                began = time.time()  # Unix seconds: a lab server lost from here on is the stage's
                 summary["running_stage"] = stage
                 rec.save()
                 if opts.fresh:
@@ -115,10 +97,14 @@ def run_attached(workload: Workload, opts: RunOptions, profile: StorageProfile, 
                 if opts.drop_caches:
                     dropped.append(drop_page_cache())
                 t0 = time.perf_counter()
-                drive = load(STAGE_REGISTRY, "stage", stage)  # train and infer import TensorFlow here
+                drive = load(STAGE_DRIVERS, "stage", stage)  # train and infer import TensorFlow here
                 imported = time.perf_counter() - t0
                 io0 = iostats.snapshot(root)
                 rec_ = drive(ctx)
+                lost = storage.servers_lost(began)
+                if lost:  # a lab's server ended during the stage: said, and named as the cause of I/O errors
+                    rec_["servers_lost"] = lost
+                    rec_["errors"] = [dict(e, error=lab_cause(e["error"], lost)) for e in rec_["errors"]]
                 io_profile(ctx, stage, rec_, io0, root)
                 rec_["startup_seconds"] = rec_.get("startup_seconds", 0.0) + imported
                 rec_["seconds"] = time.perf_counter() - t0  # the whole wall time of the stage
@@ -130,17 +116,21 @@ def run_attached(workload: Workload, opts: RunOptions, profile: StorageProfile, 
                       + (f", {len(rec_['errors'])} failed" if rec_["errors"] else ""), file=sys.stderr)
             statuses = [r["status"] for r in summary["stages"].values()]
             summary["status"] = "ok" if all(s == "ok" for s in statuses) else "partial"
+        except Exception as e:
+            lost = storage.servers_lost(storage.attached_at)
+            if lost:  # a lab's server gone: the cause, with the error
+                raise LabError(lab_cause(f"{type(e).__name__}: {e}", lost, always=True)) from e
+            raise
         finally:
             if engine["name"] in ctx.engines:  # the workers and hosts it really had, not those asked for
                 topo = ctx.engines[engine["name"]].topology()
                 engine["workers"], engine["nodes"] = topo["workers"], topo.get("nodes", 1)
             ctx.close()
-            summary["page_cache"] = page_cache(ctx, bool(dropped) and all(dropped))
-            if "observe" in storage_record:  # the passthrough is gone after the run: name the root itself
-                observe = storage_record["observe"]
-                rec.summary = iostats.rebase(summary, observe["mountpoint"], observe["root"])
-                rec.summary["storage"]["observe"] = observe
-                summary = rec.summary
+            try:
+                summary["page_cache"] = page_cache(ctx, bool(dropped) and all(dropped))
+            except OSError as e:  # the storage failed under the run: left out, the run's own error is the one to tell
+                print(f"[run] page-cache figures left out: {e}", file=sys.stderr)
+            rec.summary = summary = storage.finish(summary)  # paths out of the passthrough, what a lab did
     return summary
 
 
@@ -166,5 +156,6 @@ def page_cache(ctx: StageContext, dropped: bool) -> dict:
     data += folder_bytes(ctx.data / "tfrecords")
     mem = ctx.summary["environment"]["memory_bytes"]
     return {"dataset_bytes": data, "memory_bytes": mem, "dataset_to_memory": data / mem if mem else None,
-            "caches_dropped": dropped, "emulated_direct_io": ctx.profile.emulate is not None,
-            "potential_caching": data < 5 * mem and not dropped and ctx.profile.emulate is None}
+            "caches_dropped": dropped, "emulated_direct_io": ctx.profile.emulated,
+            "potential_caching": data < 5 * mem and not dropped and not ctx.profile.emulated
+            and not (ctx.profile.kind == "lab" and ctx.profile.lab.cache_mode == "DIRECT")}  # mfsmount's DIRECT

@@ -23,7 +23,7 @@ class Entry:
     fixed_workers: int | None = None  # an engine that always runs this many workers, whatever is asked
 
 
-STAGES = {  # pipeline order
+STAGE_DRIVERS = {  # pipeline order: the driver of each stage
     "masks": Entry("harness.stages.masks:drive", None, "tumor masks from annotations, tissue masks from pixels"),
     "patches": Entry("harness.stages.patches:drive", None, "labelled patch grid cut into JPEG files or records"),
     "tfrecords": Entry("harness.stages.tfrecords:drive", None, "shuffled TFRecord shards, split by slide"),
@@ -31,7 +31,7 @@ STAGES = {  # pipeline order
     "infer": Entry("harness.stages.infer:drive", "tf", "heatmaps, patch and slide AUC on the test slides"),
 }
 
-ENGINES = {
+ENGINE_CLASSES = {
     "local": Entry("harness.engines.local:LocalEngine", None, "in-process, one item after the other", 1),
     "multiprocessing": Entry("harness.engines.local:ProcessEngine", None, "a pool of processes on this host"),
     "dask": Entry("harness.engines.dask_engine:DaskEngine", "dask", "an embedded LocalCluster or a cluster"),

@@ -14,6 +14,12 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
 os.environ.setdefault("WSIBENCH_QUIET", "1")
 
+# The quick tier (scripts/test --quick: pytest -m "not slow") leaves out the tests marked slow: those that start
+# Spark or Dask clusters, train TensorFlow, run fio, mount emulated (FUSE) storage, use Horovod or the MooseFS lab,
+# or take minutes. CI runs everything.
+ENGINES = ["local", "multiprocessing", pytest.param("dask", marks=pytest.mark.slow),
+           pytest.param("spark", marks=pytest.mark.slow)]
+
 
 @contextlib.contextmanager
 def local_root(path) -> Iterator[None]:

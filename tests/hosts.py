@@ -18,14 +18,15 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from clusters import free_port, wait_for
 
+from harness.network import free_range  # the lab's: the first private /24 this machine does not use
+from harness.procs import stop_groups
+
 IFACE = "wsi0"  # the hosts' interface on the bridge: the same name on every host, as network.interface names it
-RANGES = [f"10.{b}.{c}.0/24" for b in (241, 242, 243) for c in (0, 17, 33)]  # private, tried in order
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -46,22 +47,6 @@ def skip_reason() -> str | None:
     return None
 
 
-def free_range() -> ipaddress.IPv4Network:
-    """The first candidate range that overlaps no route and no address of this machine."""
-    used = []
-    for line in _ip("-4", "route", "show", "table", "all").stdout.splitlines() + \
-            _ip("-4", "-o", "addr", "show").stdout.split():
-        for word in line.split():
-            try:
-                used.append(ipaddress.ip_network(word, strict=False))
-            except ValueError:
-                pass
-    for r in map(ipaddress.ip_network, RANGES):
-        if not any(r.overlaps(u) for u in used if u.prefixlen > 0):
-            return r
-    raise RuntimeError(f"every candidate range ({', '.join(RANGES)}) is in use on this machine")
-
-
 @dataclass
 class Host:
     name: str        # its host name (and its namespace's)
@@ -71,7 +56,7 @@ class Host:
     def command(self, argv: list[str]) -> list[str]:
         """argv run on this host: in its network namespace, in a UTS namespace named after it."""
         return ["ip", "netns", "exec", self.name, "unshare", "--uts", "--", "sh", "-c",
-                f'hostname "$0" && exec "$@"', self.name, *argv]
+                'hostname "$0" && exec "$@"', self.name, *argv]
 
     def start(self, argv: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
         f = open(log, "w")
@@ -134,17 +119,7 @@ def bridged_hosts(n: int):
 
 def _stop(h: Host) -> None:
     """The processes this test started on the host, then any left in its namespace (executors, daemons)."""
-    for p in h.procs:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(p.pid, signal.SIGTERM)
-    deadline = time.time() + 15
-    for p in h.procs:
-        try:
-            p.wait(max(0.1, deadline - time.time()))
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
+    stop_groups(h.procs)
     left = _ip("netns", "pids", h.name, check=False).stdout.split()
     for pid in map(int, left):
         with contextlib.suppress(ProcessLookupError):

@@ -77,6 +77,9 @@ class Watch:
         self.allowed = [ipaddress.ip_network(n) for n in allowed]  # private ranges a test made for itself
         self.seen: dict[tuple, str] = {}  # (pid, proto, addr, port) -> command line
         self.exposed: dict[tuple, str] = {}
+        # bound beyond loopback, but in a network namespace whose only interface is loopback: safe for that reason
+        # alone (a test whose processes should be safe by their own binding asserts there are none)
+        self.isolated: dict[tuple, str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -103,7 +106,11 @@ class Watch:
                     cmd = "?"
                 key = (p.pid, proto, addr, port)
                 self.seen[key] = cmd
-                if addr not in LOOPBACK and ifaces != {"lo"} and not self._private(addresses, addr):
+                if addr in LOOPBACK:
+                    continue
+                if ifaces == {"lo"}:
+                    self.isolated[key] = cmd
+                elif not self._private(addresses, addr):
                     self.exposed[key] = cmd
 
     def _private(self, addresses: set[str], addr: str) -> bool:

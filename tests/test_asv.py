@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import ROOT, SHARED
 
 ASV = str(Path(sys.executable).parent / "asv")
@@ -44,6 +46,7 @@ def test_asv_builds_one_environment_and_installs_each_commit_into_it():
     assert ".asv/" in (ROOT / ".gitignore").read_text().split()  # results, machine files and HTML stay out of git
 
 
+@pytest.mark.slow
 def test_asv_check_and_quick_run():
     env = dict(os.environ, PYTHONPATH=str(ROOT), WSIBENCH_BENCH_SMOKE="1")
     py = f"existing:{sys.executable}"

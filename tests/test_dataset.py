@@ -116,7 +116,8 @@ def test_flat_cloud_mirror_layout(tmp_path, slides):
 
 def test_camelyon17_centers_stage_labels_and_metastases_group(tmp_path, slides):
     root = tmp_path / "c17"
-    for c, p, n, k in ((0, 0, 0, "normal"), (0, 4, 4, "tumor"), (1, 21, 2, "tumor"), (1, 21, 3, "normal")):
+    for c, p, n, k in ((0, 0, 0, "normal"), (0, 4, 4, "tumor"), (0, 5, 1, "normal"), (1, 21, 2, "tumor"),
+                       (1, 21, 3, "normal"), (2, 150, 0, "tumor"), (2, 150, 1, "normal")):
         link(slides[k], root / "training" / f"center_{c}" / f"patient_{p:03d}_node_{n}.tif")
     ann = root / "training" / "lesion_annotations.zip"
     xml = slides["xml"].read_text().replace('PartOfGroup="_0"', 'PartOfGroup="metastases"')
@@ -124,19 +125,32 @@ def test_camelyon17_centers_stage_labels_and_metastases_group(tmp_path, slides):
         z.write(shared("annotations/camelyon17_patient_004_node_4.xml"), "patient_004_node_4.xml")
         z.writestr("lesion_annotations/patient_021_node_2.xml", xml)
     (root / "training" / "stage_labels.csv").write_text(
-        "patient,stage\npatient_000.zip,pN0\npatient_000_node_0.tif,negative\npatient_004.zip,pN1\n"
-        "patient_004_node_4.tif,micro\npatient_021.zip,pN1\npatient_021_node_2.tif,macro\npatient_021_node_3.tif,negative\n")
+        "patient,stage\npatient_000.zip,pN0\npatient_000_node_0.tif,negative\npatient_004.zip,pN1mi\n"
+        "patient_004_node_4.tif,micro\npatient_005.zip,pN0(i+)\npatient_005_node_1.tif,itc\n"
+        "patient_021.zip,pN1\npatient_021_node_2.tif,macro\npatient_021_node_3.tif,negative\n")
     assert dataset.detect(root) == "camelyon17"
+    # patient_150 has no stage label: a test patient of the challenge, inferred without one; not an error (before:
+    # missing_labels = "error" stopped the run, "exclude" dropped the patient)
     items, record = dataset.load(root, ds(test_centers=[1]))
     by = {i["slide"]: i for i in items}
     assert {n: (by[n]["split"], by[n]["label"], by[n]["center"]) for n in by} == {
         "patient_000_node_0": ("training", "normal", 0), "patient_004_node_4": ("training", "tumor", 0),
-        "patient_021_node_2": ("testing", "tumor", 1), "patient_021_node_3": ("testing", "normal", 1)}
-    assert by["patient_004_node_4"]["lesion"] == "micro"
+        "patient_005_node_1": ("training", "normal", 0),  # itc: isolated tumour cells are not a metastasis
+        "patient_021_node_2": ("testing", "tumor", 1), "patient_021_node_3": ("testing", "normal", 1),
+        "patient_150_node_0": ("testing", None, 2), "patient_150_node_1": ("testing", None, 2)}
+    assert by["patient_004_node_4"]["lesion"] == "micro" and by["patient_005_node_1"]["lesion"] == "itc"
+    assert {n: (by[n]["patient"], by[n]["patient_stage"]) for n in ("patient_005_node_1", "patient_021_node_3",
+                                                                   "patient_150_node_0")} == {
+        "patient_005_node_1": ("patient_005", "pN0(i+)"), "patient_021_node_3": ("patient_021", "pN1"),
+        "patient_150_node_0": ("patient_150", None)}
+    assert not record["excluded"] and record["counts"]["testing/unlabelled"] == {"slides": 2, "annotated": 0}
     groups = Masks().tumor_groups  # CAMELYON17's `metastases` group is tumour by default
     assert len(read_asap(by["patient_021_node_2"]["annotation"]).regions(groups)) == 1
     assert len(read_asap(by["patient_004_node_4"]["annotation"]).regions(groups)) == 3
     assert record["counts"]["testing/tumor"] == {"slides": 1, "annotated": 1}
+    (root / "training" / "stage_labels.csv").write_text("patient,stage\npatient_000.zip,pN3\n")
+    with pytest.raises(DataError, match=r"stage_labels.csv:2: stage 'pN3', expected one of pN0, pN0\(i\+\)"):
+        dataset.load(root, ds())
 
 
 def run_masks(tmp_path, root, **dataset_cfg):

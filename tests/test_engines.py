@@ -14,7 +14,7 @@ from harness.config import parse_workload
 from harness.engines import make_engine, run_all
 
 from clusters import dask_cluster, spark_standalone
-from conftest import local_root
+from conftest import ENGINES, local_root
 from netcheck import Watch
 
 
@@ -56,6 +56,7 @@ def reference(dataset, tmp_path_factory):
     return outputs(data)
 
 
+@pytest.mark.slow
 def test_dask_and_spark_clusters_give_identical_outputs(dataset, reference, dask_address, spark_master, tmp_path):
     assert sum(k.endswith(".tfrecord") for k in reference) >= 2 and sum(k.endswith(".jpg") for k in reference) > 500
     for engine, opts in (("dask", {"address": dask_address}), ("spark", {"master": spark_master})):
@@ -72,6 +73,7 @@ def test_dask_and_spark_clusters_give_identical_outputs(dataset, reference, dask
         assert workers.nunique() == 2  # both workers did work
 
 
+@pytest.mark.slow
 def test_embedded_engines_and_per_stage_hybrid(dataset, reference, tmp_path):
     summary, data = run(tmp_path, dataset, "multiprocessing", stages=("masks", "patches", "tfrecords"),
                         per_stage={"patches": "spark", "tfrecords": "dask"})
@@ -82,6 +84,7 @@ def test_embedded_engines_and_per_stage_hybrid(dataset, reference, tmp_path):
     assert outputs(data) == reference
 
 
+@pytest.mark.slow
 def test_dask_worker_killed_mid_patch_stage(dataset, reference, dask_address, tmp_path):
     from dask.distributed import Client
 
@@ -126,7 +129,7 @@ def _always_fails(x):
     raise ValueError(f"item {x} is broken")
 
 
-@pytest.mark.parametrize("engine", ["local", "multiprocessing", "dask", "spark"])
+@pytest.mark.parametrize("engine", ENGINES)
 def test_retries_then_recorded_failure(engine, tmp_path, monkeypatch):
     here = str(Path(__file__).parent)  # the workers import this module's functions
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")])))
@@ -137,7 +140,7 @@ def test_retries_then_recorded_failure(engine, tmp_path, monkeypatch):
         assert [o.error for o in out] == ["ValueError: item 1 is broken", "ValueError: item 2 is broken"]
 
 
-@pytest.mark.parametrize("engine", ["local", "multiprocessing", "dask", "spark"])
+@pytest.mark.parametrize("engine", ENGINES)
 def test_failing_slide_is_reported_under_every_engine(engine, dataset, tmp_path_factory):
     broken = tmp_path_factory.getbasetemp() / "broken-dataset"
     if not broken.exists():
@@ -154,6 +157,7 @@ def test_failing_slide_is_reported_under_every_engine(engine, dataset, tmp_path_
     assert done == ["normal_001", "normal_002", "tumor_001"]
 
 
+@pytest.mark.slow
 def test_nothing_listens_beyond_loopback(dataset, dask_address, spark_master, tmp_path):
     """Embedded and cluster engines: every socket the run's processes (and the clusters') listen on is loopback."""
     assert spark_master.pids
@@ -165,6 +169,8 @@ def test_nothing_listens_beyond_loopback(dataset, dask_address, spark_master, tm
     ports = {port for (_, _, _, port) in watch.seen}
     assert int(dask_address.rsplit(":", 1)[1]) in ports and int(spark_master.rsplit(":", 1)[1]) in ports
     assert not watch.exposed, watch.exposed
+    # safe by their own binding: none was excused for living in a loopback-only namespace (test_netcheck's controls)
+    assert not watch.isolated, watch.isolated
 
 
 def test_batches_pack_items_by_estimated_work_heaviest_first():
@@ -184,6 +190,7 @@ def _frozen(_):
     return gc.get_freeze_count()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ["dask", "spark"])
 def test_warm_workers_keep_their_imports_out_of_the_collector(engine, monkeypatch):
     """Spark's Python workers collect garbage after every task: with a stage's imports in the heap, that full
@@ -200,6 +207,44 @@ def test_warm_workers_keep_their_imports_out_of_the_collector(engine, monkeypatc
     assert all(o.value > 10_000 for o in out), [o.value for o in out]
 
 
+_FIRST_ITEM = """
+import gc, json, sys
+from harness.config import Masks, Patches
+from harness.engines.base import import_module, warm_up
+from harness.stages import masks, patches
+item, out = json.loads(sys.argv[1]), sys.argv[2]
+masks.run_slide(item, Masks(), out + "/masks")  # before the warm-up, as the masks stage runs before patches
+warm_up(lambda: import_module("harness.stages.patches"))
+before = set(sys.modules)
+patches.run_slide(item, Patches(), out + "/masks", out + "/patches")
+gc.collect()
+print(json.dumps({"imported": sorted(set(sys.modules) - before), "tracked": len(gc.get_objects())}))
+"""
+
+
+def test_a_warmed_up_worker_imports_nothing_in_its_first_item(dataset, tmp_path):
+    """The default warm-up loads what a stage's first item would: pyarrow imported pandas (~360 modules, ~0.5 CPU
+    seconds) when the patch stage built its first manifest, inside the timed item and outside the frozen heap, so
+    Spark's Python workers scanned it at every task's collection; tifffile and the JPEG codecs likewise."""
+    import json
+    import subprocess
+    import sys
+
+    from harness.config import Masks
+    from harness.slides.dataset import list_slides
+
+    m = Masks()
+    item = dict(next(s for s in list_slides(dataset) if s["slide"] == "tumor_001"), tumor_groups=m.tumor_groups,
+                exclusion_groups=m.exclusion_groups)
+    res = subprocess.run([sys.executable, "-c", _FIRST_ITEM, json.dumps(item), str(tmp_path)], capture_output=True,
+                         text=True, check=True)
+    got = json.loads(res.stdout.splitlines()[-1])
+    heavy = [m for m in got["imported"] if m.split(".")[0] in ("pandas", "tifffile", "imagecodecs", "pyarrow")]
+    assert not heavy, heavy
+    assert got["tracked"] < 5_000, got  # what a collection still scans: the item's leftovers, not libraries
+
+
+@pytest.mark.slow
 def test_spark_batches_keep_each_item_apart(tmp_path, monkeypatch):
     """Several items per Spark task, each with its own outcome; one that kills its worker fails alone, and the
     other items of its batch, run again, complete."""
@@ -223,3 +268,35 @@ def test_spark_batches_keep_each_item_apart(tmp_path, monkeypatch):
     assert len({o.seconds for o in good}) > 1  # measured one by one, not a batch's time shared out
     (bad,) = [o for o in out if o.item == "bad"]
     assert bad.error.startswith("WorkerCrashed: bad: the worker process running it died"), bad.error
+
+
+_JVM_OF = """
+import json, sys, psutil
+from harness.engines import make_engine
+conf = json.loads(sys.argv[1])
+with make_engine("spark", workers=1, conf=conf) as eng:
+    java = [p for p in psutil.Process().children(recursive=True) if p.name() == "java"]
+    print(json.dumps([p.cmdline() for p in java]))
+"""
+
+
+LEAN_JVM = ["-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("conf, present, absent", [
+    ({}, LEAN_JVM, []),
+    ({"spark.driver.extraJavaOptions": "-XX:+UseParallelGC"}, ["-XX:+UseParallelGC"], LEAN_JVM)])
+def test_spark_starts_its_jvm_lean_unless_the_workload_says_otherwise(conf, present, absent):
+    """The JVM a Spark engine starts runs without the optimising JIT compiler and with the serial collector (on a
+    host with as many task slots as cores, their CPU came out of the work: benchmarks/engine_scaling.py); a
+    workload's own spark.driver.extraJavaOptions replaces them. A fresh process each: pyspark keeps its JVM."""
+    import json
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-c", _JVM_OF, json.dumps(conf)], capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    (cmdline,) = json.loads(res.stdout.splitlines()[-1])
+    assert all(o in cmdline for o in present) and not any(o in cmdline for o in absent), cmdline

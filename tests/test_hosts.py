@@ -17,7 +17,7 @@ from netcheck import Watch
 from test_engines import outputs
 
 REASON = skip_reason()
-pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
+pytestmark = [pytest.mark.skipif(REASON is not None, reason=REASON or ""), pytest.mark.slow]
 ROOT = str(Path(__file__).resolve().parent.parent)
 
 
@@ -70,6 +70,7 @@ def test_stages_on_one_and_two_hosts(engine, dataset, reference, bridge, cluster
                 topo = summary["engine"]["stages"][stage]
                 assert topo["nodes"] == nodes and set(topo["node_addresses"]) <= {h.address for h in bridge.hosts}
     assert not watch.exposed, watch.exposed  # the bridge's private range and loopback, nothing else
+    assert not watch.isolated, watch.isolated  # ... by their binding, not for a loopback-only namespace
     assert any(addr in {h.address for h in bridge.hosts} for (_, _, addr, _) in watch.seen)  # it saw the hosts
     # the report: throughput against nodes, and the work each host did
     from harness.report import build
@@ -124,5 +125,6 @@ def test_distributed_training_with_ranks_on_two_hosts(distribution, dataset, bri
     assert set(s["stages"]["train"]["hosts"]) == {h.name for h in bridge.hosts}
     assert s["engine"]["stages"]["train"]["nodes"] == 2
     assert not watch.exposed, watch.exposed
+    assert not watch.isolated, watch.isolated  # the ranks on the bridge, not in a loopback-only namespace
     ranks_ports = {port for (_, _, addr, port) in watch.seen if addr in ("0.0.0.0", r0["address"], r1["address"])}
     assert ranks_ports  # the ranks' services were seen (and were on the bridge only)

@@ -88,3 +88,23 @@ def test_one_level_slide_masks_are_made_at_the_target_downsample(tmp_path):
     # an explicit level keeps its own resolution
     rec0 = masks.run_slide(item, Masks(level=0), str(tmp_path))
     assert rec0["downsample"] == 1.0 and (rec0["width"], rec0["height"]) == (W, H)
+
+
+def test_an_unreadable_mask_is_named(tmp_path):
+    """A mask file that cannot be decoded (a storage that lost its data, a truncated write) fails its slide naming the
+    file; cv2.imread returned None for it, and the slide failed with a TypeError naming nothing."""
+    import cv2
+    import numpy as np
+
+    from harness.errors import StageInputError
+    from harness.stages import masks
+
+    (tmp_path / "s1.json").write_text('{"level": 5}')
+    ok, png = cv2.imencode(".png", np.ones((4, 4), np.uint8) * 255)
+    (tmp_path / "s1_tissue.png").write_bytes(png.tobytes())
+    (tmp_path / "s1_tumor.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    with pytest.raises(StageInputError, match=f"{tmp_path / 's1_tumor.png'}: not a readable mask image"):
+        masks.load(tmp_path, "s1")
+    (tmp_path / "s1_tumor.png").write_bytes(png.tobytes())
+    rec, tumor, tissue = masks.load(tmp_path, "s1")
+    assert rec == {"level": 5} and tumor.all() and tissue.dtype == bool

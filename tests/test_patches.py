@@ -79,6 +79,11 @@ def test_labels_agree_with_ground_truth(dataset, jpeg_run):
     assert summary["stages"]["patches"]["patches"] == len(m)
     on_disk = [p for p in (data / "patches").rglob("*") if p.is_file()]  # JPEG files and manifests, counted
     assert summary["stages"]["patches"]["files_written"] == len(on_disk)
+    pc = summary["stages"]["patches"]["per_class"]  # files and bytes per class, as the folders hold them
+    for label in ("tumor", "normal"):
+        files = list((data / "patches" / label).glob("*.jpg"))
+        assert pc[label]["files"] == pc[label]["patches"] == len(files) == (m.label == label).sum()
+        assert pc[label]["bytes"] == sum(os.path.getsize(f) for f in files)
 
 
 def test_caps_sample_with_a_seed(dataset, tmp_path):
@@ -302,10 +307,10 @@ def test_shards_are_repacked_when_the_patches_change(dataset, jpeg_run, tmp_path
     assert summary["stages"]["patches"]["skipped"] == 0 and st["skipped"] == 0
     m = manifests(data)
     jpegs = {(r.slide, r.x, r.y): Path(r.path).read_bytes() for r in m.itertuples()}
-    from harness import tfrecord
+    from harness import tfrecord_format
     for shard in (data / "tfrecords").glob("*.tfrecord"):
-        for _, rec in tfrecord.read_records(shard):
-            e = tfrecord.parse_example(rec)
+        for _, rec in tfrecord_format.read_records(shard):
+            e = tfrecord_format.parse_example(rec)
             assert e["image/encoded"] == jpegs[(e["slide"].decode(), e["loc_x"], e["loc_y"])]
 
 
@@ -380,7 +385,7 @@ def test_shards_carry_what_mlperf_storage_reads_when_asked(dataset, jpeg_run, tm
     its TensorFlow reader (tf.io.parse_example); the reference's keys stay. Switching the setting rewrites the
     shards (a shard without the keys is not taken for one with them); from per-slide record files too."""
     import tensorflow as tf
-    from harness import tfrecord
+    from harness import tfrecord_format
 
     shutil.copytree(jpeg_run[1], tmp_path / "data" / "t")
     summary, data = run(tmp_path, dataset, tfrecords={"dlio_features": True})
@@ -407,5 +412,109 @@ def test_shards_carry_what_mlperf_storage_reads_when_asked(dataset, jpeg_run, tm
         assert p.read_bytes() == (data2 / "tfrecords" / p.name).read_bytes()
     off, _ = run(tmp_path, dataset)
     assert off["stages"]["tfrecords"]["skipped"] == 0  # and back: rewritten without the keys
-    assert all("image" not in tfrecord.parse_example(rec)
-               for p in (data / "tfrecords").glob("*.tfrecord") for _, rec in tfrecord.read_records(p))
+    assert all("image" not in tfrecord_format.parse_example(rec)
+               for p in (data / "tfrecords").glob("*.tfrecord") for _, rec in tfrecord_format.read_records(p))
+
+
+def reference_loop(mask: np.ndarray, stride: int, limit: int) -> tuple[list[tuple[int, int]], int]:
+    """The reference pipeline's selection (utils/contour_utils.py, get_and_save_patch_samples_from_mask_and_wsi_image),
+    transcribed loop for loop: the bounding boxes of the mask's external contours, their points at a stride (x
+    outer, y inner), every quotient-th point looked at, accepted when its mask pixel is set, until limit.
+    Returns the accepted points and how many candidates there were."""
+    import cv2
+
+    contours, _ = cv2.findContours((mask > 0).astype(np.uint8) * 255, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    points = []
+    for x, y, w, h in [cv2.boundingRect(c) for c in contours]:
+        for row_start in range(x, x + w, stride):
+            for col_start in range(y, y + h, stride):
+                points.append((row_start, col_start))
+    accepted, count = [], 0
+    quotient = int(len(points) / limit) + 1
+    for x, y in points:
+        if len(accepted) >= limit:
+            break
+        count += 1
+        if count % quotient != 0:
+            continue
+        if mask[y, x] != 0:
+            accepted.append((x, y))
+    return accepted, len(points)
+
+
+def blobs(rng, n: int, side: int = 300) -> np.ndarray:
+    import cv2
+
+    m = np.zeros((side, side), np.uint8)
+    for _ in range(n):
+        c = tuple(int(v) for v in rng.integers(0, side, 2))
+        axes = tuple(int(v) for v in rng.integers(3, side // 4, 2))
+        cv2.ellipse(m, c, axes, float(rng.uniform(0, 180)), 0, 360, 1, -1)
+        cv2.circle(m, c, int(rng.integers(1, 12)), 0, -1)  # holes, and bites out of the edge
+    return m > 0
+
+
+def test_reference_rule_is_the_reference_loop():
+    """Random masks of overlapping blobs, the reference's two strides, caps that bind and caps that do not: the
+    accepted points, in order, duplicates included, are the transcribed loop's."""
+    rng = np.random.default_rng(3)
+    dup = 0
+    for case in range(60):
+        mask = blobs(rng, int(rng.integers(1, 12)))
+        stride, limit = (2, 10)[case % 2], int(rng.choice([7, 50, 400, 3000]))
+        cands = patches.reference_candidates(mask, stride)
+        accepted, _ = patches.reference_accept(cands, mask, limit)
+        got = [tuple(int(v) for v in p) for p in cands[accepted]]
+        assert got == reference_loop(mask, stride, limit)[0], case
+        dup += len(got) - len(set(got))
+    assert dup > 0  # overlapping bounding boxes: the same point accepted twice, as the reference did
+
+
+def corner_mask(xml: Path, shape: tuple[int, int], ds: float) -> np.ndarray:
+    """The tumour mask the reference read: level 5 of an ASAP mask TIFF, whose levels keep every 2nd pixel, so
+    pixel (i, j) is the annotation at the level-0 point (j ds, i ds); tested here with matplotlib."""
+    from matplotlib.path import Path as MplPath
+    from harness.slides.annotations import read_asap
+
+    ann = read_asap(xml)
+    jj, ii = np.meshgrid(np.arange(shape[1]) * ds, np.arange(shape[0]) * ds)
+    pts = np.c_[jj.ravel(), ii.ravel()]
+    inside = lambda ps: np.any([MplPath(p).contains_points(pts) for p in ps], axis=0) if ps else np.zeros(len(pts), bool)
+    return (inside(ann.regions(["_0", "_1"])) & ~inside(ann.regions(["_2"]))).reshape(shape)
+
+
+def test_reference_sampling_cuts_the_patches_the_reference_cut(dataset, tmp_path):
+    """patches.sampling = "reference" with the reference's strides (64 and 320 px at level 0: 2 and 10 mask
+    pixels at 32x; these 8192-px slides' masks are at 8x: 8 and 40) and a cap that thins the candidates: per
+    slide and class,
+    the level-0 patches are the transcribed loop's points x the mask's downsample, on the tissue mask and on the
+    tumour mask the reference read (``corner_mask``); one JPEG file per patch; files and bytes per class
+    recorded."""
+    cap = 100
+    summary, data = run(tmp_path, dataset, stages=["masks", "patches"],
+                        patches={"sampling": "reference", "stride_tumor": 64, "stride_normal": 320,
+                                 "normal_from_tumor_slides": False, "max_per_class": cap})
+    assert summary["status"] == "ok"
+    m = manifests(data)
+    thinned = 0
+    for slide in ("normal_001", "normal_002", "tumor_001", "tumor_002"):
+        rec, tumor_m, tissue_m = masks.load(data / "masks", slide)
+        if slide.startswith("tumor"):
+            tumor_m = corner_mask(dataset / "training" / "lesion_annotations" / f"{slide}.xml", tumor_m.shape,
+                                  rec["downsample"])
+        rows = m[m.slide == slide]
+        for label, mask, ds, stride0 in (("tumor", tumor_m, rec["downsample"], 64),
+                                         ("normal", tissue_m, rec["tissue_downsample"], 320)):
+            want, n = reference_loop(mask, round(stride0 / ds), cap) if slide.startswith(label) else ([], 0)
+            got = rows[rows.label == label]
+            assert sorted(zip(got.x, got.y)) == sorted((round(x * ds), round(y * ds)) for x, y in want), (slide, label)
+            thinned += n > cap
+    assert thinned >= 2  # more candidates than the cap: every q-th looked at, q > 1
+    pc = summary["stages"]["patches"]["per_class"]
+    assert summary["stages"]["patches"]["sampling"] == "reference"
+    for label in ("tumor", "normal"):
+        files = sorted((data / "patches" / label).glob("*.jpg"))
+        mine = m[m.label == label]
+        assert len(files) == len(mine) == pc[label]["files"] == pc[label]["patches"]
+        assert pc[label]["bytes"] == mine.bytes.sum() == sum(os.path.getsize(f) for f in files)
+        assert pc[label]["slides"] == 2

@@ -125,6 +125,24 @@ def test_validate_explain_documents_every_workload_key(capsys):
     assert all(r["meaning"] for r in rows), [r["key"] for r in rows if not r["meaning"]]
 
 
+def test_a_patch_example_put_together_from_pieces_is_the_generic_encoding():
+    """patch_example builds its bytes from cached entries and a header before the JPEG (the hot path of TFRecord
+    output); they are the bytes of the generic encoder (which the read-back tests check against TensorFlow and the
+    tfrecord package), at every varint boundary of the JPEG's length and of the position, any label and slide."""
+    import os
+
+    from harness import tfrecord_format
+
+    for j in (0, 1, 127, 128, 129, 16_383, 16_384, 18_000, 2**21 + 5):
+        jpeg = os.urandom(j)
+        for label, slide, x, y, side in ((0, "a", 0, 0, 224), (1, "tumor_001", 127, 128, 299),
+                                         (1, "n\u00e9" * 100, 2**40, 16_384, 1), (0, "s", 2**63 - 1, -5, 128)):
+            generic = tfrecord_format.example({"image/encoded": jpeg, "image/format": b"jpeg",
+                                               "image/class/label": label, "image/height": side, "image/width": side,
+                                               "slide": slide, "loc_x": x, "loc_y": y})
+            assert tfrecord_format.patch_example(jpeg, label, slide, x, y, side, side) == generic, (j, slide, x, y)
+
+
 @pytest.mark.parametrize("dlio", [False, True])
 def test_shard_planning_counts_the_bytes_the_records_will_have(dlio):
     """The shards are planned from each Example's size computed without the JPEG; with DLIO's keys each record carries
@@ -132,10 +150,10 @@ def test_shard_planning_counts_the_bytes_the_records_will_have(dlio):
     JPEG files and from record files alike."""
     import os
 
-    from harness import tfrecord
+    from harness import tfrecord_format
 
     for j in (1, 127, 128, 16_383, 16_384, 18_000, 2**21 + 5):
         jpeg = os.urandom(j)
         args = (1, "tumor_001", 12_345, 678, 224, 224)
-        assert tfrecord.patch_example_size(j, *args, dlio=dlio) == len(tfrecord.patch_example(jpeg, *args, dlio=dlio))
-        assert tfrecord.jpeg_size_of(len(tfrecord.patch_example(jpeg, *args)), *args) == j
+        assert tfrecord_format.patch_example_size(j, *args, dlio=dlio) == len(tfrecord_format.patch_example(jpeg, *args, dlio=dlio))
+        assert tfrecord_format.jpeg_size_of(len(tfrecord_format.patch_example(jpeg, *args)), *args) == j

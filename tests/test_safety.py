@@ -26,7 +26,7 @@ def test_unsafe_profile_names_are_refused(tmp_path):
         load_profile("../local")
 
 
-def test_a_workload_named_outside_the_root_deletes_nothing(dataset, tmp_path):
+def test_a_workload_named_outside_the_root_deletes_nothing(tmp_path):
     root = tmp_path / "root"
     victim = tmp_path / "victim" / "dataset"
     victim.mkdir(parents=True)
@@ -37,6 +37,40 @@ def test_a_workload_named_outside_the_root_deletes_nothing(dataset, tmp_path):
             with local_root(str(root)):
                 pipeline.run(w, results_dir=tmp_path / "results")
     assert (victim / "sentinel.txt").read_text() == "keep me"
+
+
+class Stop(Exception):
+    pass
+
+
+def test_a_workload_past_validation_is_refused_by_the_pipeline(tmp_path, monkeypatch):
+    """The parser refuses these names (above); a Workload made past it (model_copy does not validate: a caller in
+    Python, or a parser bug) must still be refused by the run itself, before it removes anything. Two guards: the
+    workload's lock at attach (storage.attach) and the data folder in pipeline.run_stages; each alone refuses.
+    Without both, this very run removes the victim's files (its synthetic dataset folder is made afresh)."""
+    from harness.storage import attach
+
+    root, victim = tmp_path / "root", tmp_path / "victim"
+    (victim / "dataset").mkdir(parents=True)
+    (victim / "dataset" / "sentinel.txt").write_text("keep me")
+    root.mkdir()
+    good = parse_workload({"name": "w", "stages": ["masks"]})
+    unchecked = lambda name, what="": name  # noqa: E731 - a guard taken out
+    monkeypatch.setattr("harness.slides.synth.generate", lambda *a, **k: (_ for _ in ()).throw(Stop()))
+    for name in ("../victim", str(victim)):
+        bad = good.model_copy(update={"name": name})
+        for left in ("attach", "pipeline"):
+            with monkeypatch.context() as m:
+                m.setattr(pipeline if left == "attach" else attach, "check_name", unchecked)
+                with local_root(str(root)), pytest.raises(UnsafePath, match="is not a safe name"):
+                    pipeline.run(bad, results_dir=tmp_path / "results", fresh=True)
+            assert (victim / "dataset" / "sentinel.txt").read_text() == "keep me", (name, left)
+    # the control: with neither guard, the run reaches the victim (its dataset folder removed, then Stop)
+    monkeypatch.setattr(pipeline, "check_name", unchecked)
+    monkeypatch.setattr(attach, "check_name", unchecked)
+    with local_root(str(root)), pytest.raises(Stop):
+        pipeline.run(good.model_copy(update={"name": "../victim"}), results_dir=tmp_path / "results")
+    assert not (victim / "dataset" / "sentinel.txt").exists()
 
 
 def test_every_removal_is_guarded(tmp_path):

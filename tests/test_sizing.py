@@ -4,14 +4,15 @@ import os
 import statistics
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from harness import accelerators, sizing
-from harness.storage import fio
+from harness.storage import characterisations
 
-from conftest import ROOT
+from conftest import FOREIGN_RECORDS, ROOT
 
 MiB = 2 ** 20
 
@@ -133,12 +134,12 @@ def test_feed_prediction_takes_the_least_supply():
 
 def test_latest_characterisation_is_the_profiles_own(tmp_path):
     """`nfs` must not be answered with `nfs-emulated`'s characterisation (their files share a prefix)."""
-    fio.save(tmp_path, "nfs-emulated", {"jobs": {}, "which": "emulated"})
-    assert fio.latest(tmp_path, "nfs") is None
-    fio.save(tmp_path, "nfs", {"jobs": {}, "which": "real"})
-    assert fio.latest(tmp_path, "nfs")["which"] == "real"
-    assert fio.latest(tmp_path, "nfs-emulated")["which"] == "emulated"
-    assert fio.latest(tmp_path, "nfs", observed=True) is None
+    characterisations.save(tmp_path, "nfs-emulated", {"jobs": {}, "which": "emulated"})
+    assert characterisations.latest(tmp_path, "nfs") is None
+    characterisations.save(tmp_path, "nfs", {"jobs": {}, "which": "real"})
+    assert characterisations.latest(tmp_path, "nfs")["which"] == "real"
+    assert characterisations.latest(tmp_path, "nfs-emulated")["which"] == "emulated"
+    assert characterisations.latest(tmp_path, "nfs", observed=True) is None
 
 
 def test_registry_carries_the_h100_measurements_with_their_sources():
@@ -148,16 +149,25 @@ def test_registry_carries_the_h100_measurements_with_their_sources():
     assert all(v["source"] and v["model"] for v in accelerators.ACCELERATORS.values())
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists("/dev/fuse") or os.geteuid() != 0, reason="emulated storage needs FUSE and root")
 def test_patch_stage_time_on_emulated_storage_is_predicted_within_20_percent(tmp_path):
     """The proof, on small data: from the patch stage on local (observed) and fio on each profile, the patch stage's
-    time on nfs-emulated and beegfs-emulated, predicted and then measured, twice (each repetition characterises
-    the storages and runs the stage on each: the machine is shared, its load drifts); the mean ratio within 20%."""
+    time on nfs-emulated and beegfs-emulated, predicted and then measured, three times (each repetition
+    characterises the storages and runs the stage on each: the machine is shared, its load drifts); the median of
+    the repetitions' ratios within 20%. The median, not the mean: one repetition's half-second fio jobs can meet a
+    stall of the backing disk (a 4 KiB write's mean latency 2.4x the other repetitions', CI 2026-12-04), which
+    says nothing about the model. The emulated runs must be measurably slower than local."""
     sys.path.insert(0, str(ROOT))
     from benchmarks.sizing_proof import EMULATED, patch_proof
 
-    p = patch_proof(tmp_path, slides=5, size=8192, repetitions=2, workers=2,
+    p = patch_proof(tmp_path, slides=5, size=8192, repetitions=3, workers=2,
                     fio_args={"size_mb": 32, "runtime": 0.5, "small_files": 200}, progress=lambda m: None)
+    local = statistics.median(p["measured_seconds"]["local"])
+    # a predictor answering "as on local" is outside the band on nfs-emulated (2-3x local); beegfs-emulated is
+    # only 1.2-1.3x local at this size (the stage's CPU dominates), so it must just be slower
+    assert local / statistics.median(p["measured_seconds"]["nfs-emulated"]) < 0.8, p["measured_seconds"]
+    assert local / statistics.median(p["measured_seconds"]["beegfs-emulated"]) < 1 / 1.1, p["measured_seconds"]
     for q in EMULATED:
         assert abs(statistics.median(p["ratios"][q]) - 1) < 0.2, (q, p["predicted_seconds"][q], p["measured_seconds"][q])
     # and wsibench size answers from those runs, every figure with its source
@@ -183,11 +193,11 @@ def test_resumed_slides_do_not_dilute_the_per_slide_figures():
     run = {"run_id": "r", "storage": {"profile": "local"}, "engine": {"workers": 1},
            "stages": {"patches": {"items": 4, "skipped": 3, "patches": 500, "work_seconds": 2.0, "cpu_seconds": 1.5,
                                   "bytes_read": 4_000_000, "bytes_written": 9_000_000, "files_written": 501}}}
-    f = sizing._pipeline_figures(run, "patches")
+    f = sizing.pipeline_figures(run, "patches")
     assert f["slides"] == 1 and f["write_bytes"]["value"] == 9_000_000 and f["read_bytes"]["value"] == 4_000_000
     assert f["patches"] == 500 and f["cpu_seconds"]["value"] == 1.5
     run["stages"]["patches"]["skipped"] = 4  # nothing measured: no figures from it
-    assert sizing._pipeline_figures(run, "patches") is None
+    assert sizing.pipeline_figures(run, "patches") is None
 
 
 def test_read_requests_per_sample_are_counted_not_estimated():
@@ -202,3 +212,328 @@ def test_read_requests_per_sample_are_counted_not_estimated():
     assert d["read_requests_per_sample"] == 2.0 and d["server_cpu_seconds_per_sample"] == 1.0 / 500
     del probe["io_profile_samples"]  # an older record: no count, no figure (not an estimate)
     assert sizing.feed_demand({"run_id": "f", "feed": {"probes": [probe]}})["read_requests_per_sample"] is None
+
+
+def test_figures_are_shown_in_units_a_person_reads():
+    """The unit is chosen per figure (before: 8.38e-05 MiB/s, 0.000548 cores, 0.00707 GiB in the report)."""
+    q = sizing.quantity
+    assert q(8.38e-05 * MiB, "B/s") == "87.9 B/s" and q(0.00707 * 2**30, "B") == "7.24 MiB"
+    assert q(0.000548, "cores") == "47.3 CPU s/day"  # a rate under 0.01 a second: per day
+    assert q(0.005, "files/s") == "432 files/day" and q(0.0231, "files/s") == "0.0231 files/s"
+    assert q(0.004, "B/s") == "346 B/day" and q(349 * MiB, "B/s") == "349 MiB/s" and q(3 * 2**40, "B") == "3 TiB"
+    assert q(20309, "B per slide") == "19.8 KiB per slide" and q(0.002, "cores per GPU") == "173 CPU s/day per GPU"
+    assert q(0.562, "s") == "562 ms" and q(5400, "s") == "90 min" and q(2.5e-5, "s") == "25.0 µs" and q(4e5, "s") == "4.63 days"
+    assert q(1, "workers") == "1 worker" and q(3, "workers") == "3 workers" and q(1749335.2, "slides/day") == "1,749,335 slides/day"
+    assert q(None, "B") is None and q(0.0, "files/s") == "0 files/s"
+    assert all("e-" not in sizing.render.digits(v) for v in (1e-9, 3.3e-7, 0.000123))
+
+
+def sizing_document(tmp_path) -> dict:
+    """A sizing answer from made-up records: a pipeline run whose operations were counted, a feed run, two
+    storages; tiny per-second figures among them (a slow target)."""
+    def prof(n):
+        return {"ops": {"create": {"count": n}, "write": {"count": 2 * n}, "open": {"count": n}, "read": {"count": 4 * n},
+                        "rename": {"count": n}}, "operations": 9 * n, "creates": n, "bytes_read": 40_000 * n,
+                "bytes_written": 20_000 * n, "request_sizes": {"write": {"mean_bytes": 10_000}, "read": {"mean_bytes": 10_000}}}
+    stage = lambda n, patches=None: {"items": 4, "work_seconds": 2.0, "cpu_seconds": 0.5, "workers_used": 2,  # noqa: E731
+                                     "patches": patches, "io_profile": prof(n)}
+    run = {"run_id": "20260101T000000-r-aaaaaa", "status": "ok", "storage": {"profile": "fast"}, "engine": {"workers": 2},
+           "settings": {"train": {"model": "inception_v3"}, "patches": {"max_per_class": 3000},
+                        "dataset": {"kind": "synthetic", "synthetic": {"size": 8192}}}, "_dir": str(tmp_path),
+           "stages": {"masks": stage(4), "patches": stage(400, 400), "tfrecords": stage(8, 400)}}
+    probe = {"accelerators": 1, "au": 0.95, "samples_per_s": 100.0, "limit": None, "bytes_per_sample": 20_000,
+             "cpu_seconds_per_sample": 0.001, "io_profile_samples": 500,
+             "io_profile": {"wall_seconds": 10.0, "server_cpu_seconds": 1.0, "ops": {"read": {"count": 1000}}}}
+    fed = {"run_id": "20260101T000100-f-bbbbbb", "status": "ok", "storage": {"profile": "fast"},
+           "feed": {"probes": [probe], "step_s": 0.2, "batch": 16}}
+    acc = accelerators.profile("h100-inception_v3-bf16-b128")
+    return sizing.size([run, fed], acc, {"fast": FAST, "slow": SLOW, "lab": cluster_fio(200 * MiB, 500 * MiB)},
+                       slides_per_day=20, gpus=2, epochs=3, measured_costs={"fast": FAST}, hosts=2)
+
+
+def test_the_terminal_and_the_report_show_the_same_figures_and_sources(tmp_path):
+    """One walk over the document (sizing.layout) for both: every figure of ``wsibench size``'s text, with its
+    source's number, is in the report's Sizing section, and the other way; the same sources under the same numbers;
+    each source listed once; no figure in scientific notation or with more zeros than digits."""
+    import html as h
+    import re
+
+    from harness.report.sizing import html
+
+    doc = sizing_document(tmp_path)
+    text, page = sizing.text(doc), html(doc)
+    figures = r"(\d[\d,.]* [^\[;<>\n]*?)"  # a number and its unit, then its source's number
+    body, listed = text.split("\nSources:\n")
+    in_text = set(re.findall(figures + r" \[(\d+)\]", body))
+    in_html = {(h.unescape(f), n) for f, n in re.findall(figures + r"<sup>(\d+)</sup>", page)}
+    assert len(in_text) > 15 and in_text == in_html, (in_text ^ in_html)
+    text_sources = dict(re.findall(r"^    \[(\d+)\] (.*)$", listed, flags=re.M))
+    html_sources = {n: h.unescape(s) for n, s in re.findall(r'<li value="(\d+)">(.*?)</li>', page)}
+    assert text_sources == html_sources and sorted(map(int, text_sources)) == list(range(1, len(text_sources) + 1))
+    assert {n for _, n in in_text} == set(text_sources)  # every source is some figure's
+    assert len(set(text_sources.values())) == len(text_sources)  # each listed once
+    rows = sizing.rows(doc)  # fewer sources than figures: the same measurement is one source
+    assert len(text_sources) < len({r["source"] for r in rows}) < len(rows)
+    for f, _ in in_text:
+        assert "e-" not in f and "e+" not in f, f
+        assert float(f.split()[0].replace(",", "")) >= 0.01 or f.startswith("0 "), f
+    assert "CPU s/day" in body  # the host cores of a target of 20 slides a day
+    assert "Run 20260101T000000-r-aaaaaa (fast):" in listed and "Feed run 20260101T000100-f-bbbbbb (fast):" in listed
+    # the cluster answer's blocks are in both: the target's slides, per stage, the metadata server, capacity
+    for title in ("The cluster, per stage:", "Metadata server:", "Capacity:", "The target's slides"):
+        assert title in body
+    for caption in ("Each stage for the target", "creates against the metadata server", "slides keep on the storage"):
+        assert caption in page, caption
+
+
+def write_run(folder, run_id="20260101T000000-r-aaaaaa", profile="local", stages=None, **extra):
+    """A run record as `wsibench run` leaves it (summary.json in its own folder under a results folder)."""
+    run = {"schema_version": 2, "run_id": run_id, "status": "ok", "storage": {"profile": profile},
+           "engine": {"workers": 1}, "stages": stages or {"patches": {
+               "items": 4, "work_seconds": 2.0, "cpu_seconds": 1.0, "patches": 400, "bytes_read": 4_000_000,
+               "bytes_written": 8_000_000, "files_written": 400}}, **extra}
+    (folder / run_id).mkdir(parents=True)
+    (folder / run_id / "summary.json").write_text(json.dumps(run))
+    return run
+
+
+def size_cli(args, cwd, monkeypatch, capsys):
+    """`wsibench size ARGS` from folder ``cwd``: its exit status, its text, and the answer it stored."""
+    from harness import cli
+
+    monkeypatch.chdir(cwd)
+    rc = cli.main(["size", *map(str, args)])
+    out = capsys.readouterr()
+    docs = sorted(Path(args[0]).glob("sizing/sizing-*.json"))
+    return rc, out.out + out.err, json.loads(docs[-1].read_text()) if docs else None
+
+
+def test_size_finds_the_characterisations_in_the_folder_it_was_given(tmp_path, monkeypatch, capsys):
+    """User-found: `wsibench size RESULTS` looked for fio characterisations in ./results, not in RESULTS, and printed
+    an empty "Per storage" section without saying why."""
+    tmp_path = tmp_path / FOREIGN_RECORDS  # records made up for the arithmetic, not whole ones
+    res, elsewhere = tmp_path / "res", tmp_path / "elsewhere"
+    elsewhere.mkdir(parents=True)
+    write_run(res)
+    characterisations.save(res, "local", fio_doc(0.001, 0.0005, 0.0001, 0.0101, 0.0001, 0.0101, 0.0002, 0.0001,
+                                                 400 * MiB))
+    rc, out, doc = size_cli([res], elsewhere, monkeypatch, capsys)
+    assert rc == 0, out
+    local = doc["storages"]["local"]
+    assert "wsibench fio local (" in local["characterisation"]  # found beside the runs
+    assert local["slides_per_day"]["value"] > 0 and local["cluster"]["stages"]["patches"]["limits"]["link_read"]
+    assert (res / "sizing").is_dir() and not (elsewhere / "results").exists()  # stored with the runs it answers
+    # no characterisation anywhere: the answer says so, and what to run
+    empty = tmp_path / "empty"
+    write_run(empty)
+    rc, out, doc = size_cli([empty], elsewhere, monkeypatch, capsys)
+    assert rc == 0 and "no fio characterisation of local" in doc["storages"]["local"]["note"]
+    assert "no fio characterisation of local" in out and "wsibench fio local" in out
+
+
+def test_a_storage_characterised_only_through_the_passthrough_is_answered(tmp_path, monkeypatch, capsys):
+    """User-found: a profile characterised with --observe (local.observed-*.json) gave no answer for local."""
+    tmp_path = tmp_path / FOREIGN_RECORDS
+    res = tmp_path / "res"
+    write_run(res)
+    characterisations.save(res, "local", fio_doc(0.001, 0.0005, 0.0001, 0.0101, 0.0001, 0.0101, 0.0002, 0.0001,
+                                                 400 * MiB), observed=True)
+    rc, out, doc = size_cli([res, "--results", res], tmp_path, monkeypatch, capsys)
+    assert rc == 0, out
+    local = doc["storages"]["local"]
+    assert "--observe" in local["characterisation"] and "slides_per_day" in local
+    assert "passthrough" in local["note"]  # said: its costs include the passthrough's
+
+
+# --- the cluster answer: terms by hand -------------------------------------------------------------------------
+
+def cluster_fio(link_read, server_read, server_write=10_000 * MiB, small_files=100_000, creates=50_000.0):
+    """A characterisation with one host's figures (``fio_doc``: 1 MiB reads in 10 ms, small-file and metadata
+    latencies) and the servers' from parallel phases on 3 hosts."""
+    doc = fio_doc(0.001, 0.0005, 0.0001, 0.0101, 0.0001, 0.0101, 0.0002, 0.0001, link_read)
+    doc["parallel"] = {"hosts": 3, "phases": {
+        "read": {"read_bw_bytes_per_s": server_read}, "write": {"write_bw_bytes_per_s": server_write},
+        "small_writes": {"files_per_s": small_files},
+        "metadata": {f"{op}_per_s": creates for op in ("create", "open", "rename", "unlink", "stat")}}}
+    return sizing.storage_costs(doc, name="x")
+
+
+def read_heavy_run(tmp_path, items=True, slides=4):
+    """An observed patch stage: each slide reads 100 MiB (1 MiB requests) and writes one 1 MiB file, 0.01 CPU s."""
+    ops = {"open": slides, "read": 100 * slides, "create": slides, "write": slides, "rename": 0}
+    prof = {"ops": {k: {"count": v} for k, v in ops.items()}, "bytes_read": 100 * MiB * slides,
+            "bytes_written": MiB * slides, "operations": sum(ops.values()), "creates": slides,
+            "request_sizes": {"read": {"mean_bytes": MiB}, "write": {"mean_bytes": MiB}}}
+    d = tmp_path / "run"
+    d.mkdir(exist_ok=True)
+    if items:
+        pd.DataFrame({"item": [f"s{i}" for i in range(slides)], "seconds": [1.0] * slides,
+                      "cpu_seconds": [0.01] * slides, "bytes_read": [100 * MiB] * slides,
+                      "bytes_written": [MiB] * slides, "patches": [10] * slides}).to_parquet(d / "patches.parquet")
+    return {"run_id": "20260101T000000-r-cccccc", "status": "ok", "storage": {"profile": "x"}, "_dir": str(d),
+            "engine": {"workers": 1}, "stages": {"patches": {
+                "items": slides, "work_seconds": 4.0, "cpu_seconds": 0.01 * slides, "workers_used": 1,
+                "patches": 10 * slides, "io_profile": prof}}}
+
+
+ACC = accelerators.profile("h100-inception_v3-bf16-b128")
+
+
+def cluster_doc(runs, costs, hosts, slides_per_day=100, **kw):
+    kw = {"workers_per_host": 8, "cores_per_host": 4, "slide_size": "measured"} | kw
+    return sizing.size(runs, ACC, {"x": costs}, slides_per_day=slides_per_day, gpus=1, hosts=hosts, **kw)
+
+
+def test_the_answer_for_n_hosts_is_the_least_of_n_clients_and_the_servers(tmp_path):
+    """min(N x a client's limit, the servers' limit), and which binds: a slide reads 100 MiB; one host's link
+    reads 200 MiB/s (2 slides/s), the storage targets 500 MiB/s for all hosts (5 slides/s)."""
+    costs = cluster_fio(link_read=200 * MiB, server_read=500 * MiB)
+    run = read_heavy_run(tmp_path, items=False)
+    for hosts, rate, binding in ((1, 2.0, "link_read"), (2, 4.0, "link_read"), (3, 5.0, "server_read")):
+        a = cluster_doc([run], costs, hosts)["storages"]["x"]["cluster"]["stages"]["patches"]
+        assert a["client_limit"]["value"] == pytest.approx(hosts * 2.0) and a["client_limit"]["which"] == "link_read"
+        assert a["server_limit"]["value"] == pytest.approx(5.0) and a["binding"] == binding
+        assert a["seconds"]["value"] == pytest.approx(100 / rate)  # the target's 100 slides at the least limit
+        assert a["model"] == "least limit"  # no per-item table: the steady state alone
+    # where storage binds, the answer says so and never asks for more workers
+    assert "storage binds" in a["advice"] and "will not" in a["advice"]
+    assert a["headroom"]["value"] == pytest.approx(6.0 / 5.0)  # 3 hosts' links come next, at 6 slides/s
+    # with each slide's CPU time counted, the cluster model runs the items: bandwidth-bound, it agrees
+    a = cluster_doc([read_heavy_run(tmp_path)], costs, 3)["storages"]["x"]["cluster"]["stages"]["patches"]
+    assert a["model"] == "cluster" and a["binding"] == "server_read"
+    assert a["seconds"]["value"] == pytest.approx(100 / 5.0, rel=0.02)
+
+
+def test_one_budget_sums_the_stages_within_the_window():
+    """Preprocessing, training and inference share the storage: the slides a day come from their sum. By hand:
+    for 10 slides, masks 100 s + patches 200 s + training 300 s = 600 s of a 1,200 s window."""
+    from harness.sizing import budget
+
+    stages = {"masks": {"seconds": {"value": 100.0}}, "patches": {"seconds": {"value": 200.0}}}
+    train = {"seconds": {"value": 300.0}}
+    b = budget.budget(stages, train, None, slides=10, window=1200, train_is_per_slide=True)
+    assert b["seconds"]["value"] == 600 and b["headroom"]["value"] == 2.0 and b["largest"] == "train"
+    assert b["slides_per_window"]["value"] == pytest.approx(20)  # 60 s a slide, all three
+    assert b["slides_per_day"]["value"] == pytest.approx(20)  # a batch window, once a day
+    # training over a fixed data set (not the day's slides): its 300 s come off the window first
+    b = budget.budget(stages, train, None, slides=10, window=1200, train_is_per_slide=False)
+    assert b["slides_per_window"]["value"] == pytest.approx((1200 - 300) / 30)
+    # each stage alone would allow far more: 1,200 s / 10 s a slide of masks = 120 slides, not what is answered
+    assert b["slides_per_window"]["value"] < 1200 / 10
+
+
+def masks_run(tmp_path, side=12288, tissue=0.2, downsample=8.0, slides=2):
+    """A run whose masks table says its slides were ``side`` px square, read at ``downsample``."""
+    d = tmp_path / "masks-run"
+    d.mkdir(exist_ok=True)
+    pd.DataFrame({"slide": [f"s{i}" for i in range(slides)], "width": [side // downsample] * slides,
+                  "height": [side // downsample] * slides, "downsample": [downsample] * slides,
+                  "tissue_downsample": [downsample] * slides, "tissue_fraction": [tissue] * slides}
+                 ).to_parquet(d / "masks.parquet")
+    return {"run_id": "20260101T000000-m-dddddd", "_dir": str(d), "stages": {},
+            "settings": {"masks": {"target_downsample": 32.0}, "patches": {"max_per_class": 3000}}}
+
+
+def test_per_slide_demand_scales_to_the_target_slide(tmp_path):
+    """Measured 12,288-px slides (read at 8x for masks, 200 patches a slide) scaled by hand to 150,000-px slides and
+    to CAMELYON16's."""
+    from harness.sizing import slides
+
+    m = slides.measured_slides([masks_run(tmp_path), read_heavy_run(tmp_path, slides=4) | {
+        "settings": {"patches": {"max_per_class": 100}}}])
+    assert m["area_px2"] == 12288 ** 2 and m["tissue_fraction"] == 0.2 and m["patches_per_slide"] == 10
+    t = slides.target_slides(150_000, m)
+    area = (150_000 / 12288) ** 2
+    assert t["factors"]["area"]["value"] == pytest.approx(area)
+    # masks: the pixels of the level read, 32x on the target (its pyramid reaches it) against 8x as measured
+    assert t["factors"]["mask_pixels"]["value"] == pytest.approx((150_000 / 32) ** 2 / (12288 / 8) ** 2)
+    # patches in proportion to the tissue area (the measured share), 10 x 149 = 1,490, under the cap of 100 x 2
+    assert t["patches_per_slide"] == 200 and t["factors"]["patches"]["value"] == pytest.approx(20)
+    assert "cap" in t["factors"]["patches"]["source"]
+    c = slides.target_slides("camelyon16", m)
+    assert c["side_px"] == 175_000 and c["slide_bytes"]["value"] == 700e9 / 400
+    assert "camelyon16.grand-challenge.org" in c["factors"]["area"]["source"]
+    assert slides.parse_slide_size("150k") == 150_000 and slides.parse_slide_size("CAMELYON16") == "camelyon16"
+    with pytest.raises(ValueError):
+        slides.parse_slide_size("big")
+
+
+def test_a_synthetic_slide_is_not_sized_as_a_camelyon16_slide():
+    """User-found: a synthetic 12,288-px slide's demand was multiplied into "82,308 slides/day" as if it were a
+    CAMELYON16 slide. Its patch stage (200 patches a slide, 10 MB read each slide) is scaled, by default, to a
+    CAMELYON16 slide's patches (the reference pipeline's 463,823 from 270 slides), and the answer says so."""
+    run = {"run_id": "20260101T000000-s-eeeeee", "status": "ok", "storage": {"profile": "x"}, "engine": {"workers": 1},
+           "settings": {"dataset": {"kind": "synthetic", "synthetic": {"size": 12288}},
+                        "patches": {"max_per_class": 3000}},
+           "stages": {"patches": {"items": 10, "work_seconds": 5.0, "patches": 2000, "bytes_read": 100_000_000,
+                                  "bytes_written": 1_000, "files_written": 2000}}}
+    costs = {"read_bandwidth": sizing.figure(100e6, "B/s", "vendor"), "write_bandwidth": sizing.figure(1e12, "B/s", "v")}
+    doc = sizing.size([run], ACC, {"x": costs}, slides_per_day=100, gpus=1)
+    per_slide = 10e6 * (463_823 / 270) / 200  # bytes a CAMELYON16 slide's patches read
+    assert doc["stages"]["patches"]["per_slide"]["read_bytes"]["value"] == pytest.approx(per_slide)
+    assert doc["storages"]["x"]["slides_per_day"]["value"] == pytest.approx(86400 * 100e6 / per_slide)
+    assert doc["storages"]["x"]["slides_per_day"]["value"] < 86400 * 100e6 / 10e6 / 8  # not the measured slide's
+    text = sizing.text(doc)
+    assert "CAMELYON16" in text and "12,288 px a side, synthetic" in text
+
+
+def test_capacity_and_inodes_of_the_target(tmp_path):
+    """What 400 CAMELYON16 slides keep: the raw slides (700 GB / 400 a slide), the patches (a file each), by hand."""
+    run = read_heavy_run(tmp_path, items=False) | {"settings": {"patches": {"max_per_class": 3000}}}
+    m = masks_run(tmp_path, side=17_500, tissue=0.2)  # a tenth of a CAMELYON16 slide's side
+    doc = sizing.size([run, m], ACC, {}, slides_per_day=100, gpus=1, dataset_slides=400)
+    cap = doc["capacity"]
+    assert cap["raw_slides"]["bytes"]["value"] == pytest.approx(700e9) and cap["raw_slides"]["files"]["value"] == 400
+    k = (463_823 / 270) / 10  # CAMELYON16's patches a slide over the 10 measured
+    assert cap["patches"]["files"]["value"] == pytest.approx(400 * 1 * k)  # one file created a measured slide
+    assert cap["patches"]["bytes"]["value"] == pytest.approx(400 * MiB * k)
+    assert cap["total"]["files"]["value"] == pytest.approx(400 + 400 * k)
+    assert "checkpoints not sized" in cap["checkpoints_note"]
+
+
+def test_gpus_fed_is_labelled_bound_or_measured(tmp_path):
+    """Measured only where a feed ran on that storage (its mode named when its record has one); elsewhere computed
+    from bandwidth: min(N x a host's link, the storage targets') / bytes a sample / (images/s x AU)."""
+    from harness.sizing import budget
+
+    feed_run = {"run_id": "f", "storage": {"profile": "fast"}, "feed": {"max_accelerators": 3, "mode": "mlperf",
+                                                                         "first_failing": 3}}
+    feed = {"bytes_per_sample": 100_000, "source": "feed run f (fast)"}
+    m = budget.gpus_fed(feed, {"fast": [feed_run]}, "fast", {}, 2, ACC, 0.9)
+    assert (m["value"], m["label"], m["mode"]) == (3, "measured", "mlperf") and "mlperf mode" in m["source"]
+    del feed_run["feed"]["first_failing"]  # every probe passed, up to the feed's cap: a lower bound, said
+    assert budget.gpus_fed(feed, {"fast": [feed_run]}, "fast", {}, 2, ACC, 0.9)["label"] == "measured, at least"
+    costs = cluster_fio(link_read=200 * MiB, server_read=500 * MiB)
+    b = budget.gpus_fed(feed, {"fast": [feed_run]}, "slow", costs, 2, ACC, 0.9)
+    need = ACC["images_per_s"] * 0.9
+    assert b["label"] == "bound" and b["value"] == int(min(2 * 200 * MiB, 500 * MiB) / 100_000 / need)
+    assert budget.gpus_fed(feed, {}, "slow", costs, 1, ACC, 0.9)["value"] == int(200 * MiB / 100_000 / need)
+
+
+def test_metadata_server_against_the_patch_stage_creates(tmp_path):
+    """The creates/s the target needs over the window and at the stage's pace, against what the metadata server
+    sustained with several hosts; the folder fan-out at the target's scale (two folders, equal, when uncounted)."""
+    costs = cluster_fio(link_read=200 * MiB, server_read=500 * MiB, creates=300.0)
+    run = read_heavy_run(tmp_path, items=False)
+    doc = cluster_doc([run], costs, 3, slides_per_day=100, window_hours=1, dataset_slides=1000)
+    md = doc["storages"]["x"]["cluster"]["metadata"]
+    assert md["creates_per_s_needed"]["value"] == pytest.approx(100 * 1 / 3600)
+    pace = doc["storages"]["x"]["cluster"]["stages"]["patches"]["seconds"]["value"]
+    assert md["creates_per_s_at_pace"]["value"] == pytest.approx(100 / pace)
+    assert md["server_creates_per_s"]["value"] == 300 and md["headroom"]["value"] == pytest.approx(300 / (100 / pace))
+    assert md["files_per_folder"]["value"] == pytest.approx(1000 * 10 / 2)  # 10 patches a slide, two folders
+    assert "not measured" in md["hotspot"]
+
+
+def test_no_workers_are_suggested_for_a_bandwidth_bound_stage(tmp_path):
+    """The per-worker prediction of a stage its storage's bandwidth binds says so instead of a number of workers
+    (before: "needs N workers" whatever bound it)."""
+    prof = profile(create=100) | {"bytes_read": 1000 * MiB}  # 10 s at 100 MiB/s: read bandwidth binds
+    run = {"run_id": "20260101T000000-b-ffffff", "status": "ok", "storage": {"profile": "fast"}, "engine": {"workers": 2},
+           "_dir": str(tmp_path), "stages": {"patches": {"items": 2, "work_seconds": 2.0, "workers_used": 2,
+                                                          "patches": 40, "io_profile": prof}}}
+    pd.DataFrame({"seconds": [2.0, 2.0], "patches": [10, 30]}).to_parquet(tmp_path / "patches.parquet")
+    doc = sizing.size([run], ACC, {"slow": SLOW}, slides_per_day=100, gpus=1, measured_costs={"fast": FAST})
+    rec = doc["storages"]["slow"]["stages"]["patches"]
+    assert rec["prediction"]["binding"] == "read_bandwidth"
+    assert "workers_needed" not in rec and "more workers will not" in rec["storage_binds"]

@@ -11,7 +11,7 @@ import pytest
 
 from harness import pipeline
 from harness.config import Train, load_profile, load_workload, parse_workload
-from harness.storage import StorageError, attach, fio
+from harness.storage import StorageError, attached, fio
 from harness.storage.emulate import mounted
 
 from conftest import ROOT, local_root
@@ -25,16 +25,18 @@ def profile(tmp: Path, name: str, **emulate) -> str:
     p = tmp / f"{name}.toml"
     lines = [f'name = "{name}"', f'root = "{tmp}/{name}/mnt"', "create = true"]
     if emulate:
-        lines += ['fstype = "fuse"', "emulated = true", "[emulate]", f'backing = "{tmp}/{name}/backing"']
+        lines += ['fstype = "fuse"', 'kind = "emulated"', "[throttle]", f'backing = "{tmp}/{name}/backing"']
         lines += [f"{k} = {json.dumps(v)}" for k, v in emulate.items()]
     p.write_text("\n".join(lines) + "\n")
     return str(p)
 
 
+@pytest.mark.slow
 @needs_fuse
 def test_fio_on_emulated_50_mb_s(tmp_path):
     prof = load_profile(profile(tmp_path, "slow50", read_mb_s=50, write_mb_s=400))
-    with attach(prof, tmp_path / "results") as (root, rec):
+    with attached(prof, tmp_path / "results") as st:
+        root, rec = st.root, st.record
         assert rec["emulated"] and rec["fstype"].startswith("fuse")
         result = fio.run(root, size_mb=48, runtime_s=1.5, small_files=50, streams=2)
     bw = result["jobs"]["slide_seq_read"]["read_bw_bytes_per_s"]
@@ -44,12 +46,14 @@ def test_fio_on_emulated_50_mb_s(tmp_path):
     assert result["jobs"]["checkpoint_write"]["write_bw_bytes_per_s"] > 50e6
 
 
+@pytest.mark.slow
 @needs_fuse
 def test_leaving_a_mount_does_not_wait_out_its_ended_server(tmp_path):
     """The server ends once unmounted, and stays a zombie until its parent reaps it: taken for alive, every
     emulated run, fio and feed waited 5 s for it at the end (then sent SIGKILL to the dead)."""
     prof = load_profile(profile(tmp_path, "brief", read_mb_s=100))
-    with attach(prof, tmp_path / "results") as (root, rec):
+    with attached(prof, tmp_path / "results") as st:
+        root = st.root
         (root / "x").write_bytes(b"1")
         t0 = time.perf_counter()
     assert time.perf_counter() - t0 < 2.0
@@ -70,6 +74,7 @@ def test_fio_refuses_a_runtime_under_a_millisecond_and_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_fio_cli_stores_a_characterisation(tmp_path):
     r = subprocess.run([sys.executable, "-m", "harness.cli", "fio", profile(tmp_path, "plain"), "--results",
                         str(tmp_path / "results"), "--size", "16", "--runtime", "0.5", "--small-files", "50",
@@ -108,10 +113,11 @@ def test_claim_is_checked_against_the_mount_table(tmp_path):
     p = tmp_path / "liar.toml"
     p.write_text(f'root = "{tmp_path}/liar"\ncreate = true\nfstype = "beegfs"\n')
     prof = load_profile(str(p))
-    with attach(prof, tmp_path) as (root, rec):
+    with attached(prof, tmp_path) as st:
+        rec = st.record
         assert rec["fstype"] not in (None, "beegfs") and "claims 'beegfs'" in rec["claim_mismatch"]
     with pytest.raises(StorageError, match="claims 'beegfs'.*refusing"):
-        with attach(prof, tmp_path, strict=True):
+        with attached(prof, tmp_path, strict=True):
             pass
 
 
@@ -144,6 +150,7 @@ def _train(tfrecords: Path, out: Path) -> dict:
     return train.run(tfrecords, out, cfg, progress=lambda m: None)[0]
 
 
+@pytest.mark.slow
 @needs_fuse
 def test_slow_storage_starves_training(local_run, tmp_path):
     _, data = local_run
@@ -156,6 +163,7 @@ def test_slow_storage_starves_training(local_run, tmp_path):
     assert slow["images_per_s"] < fast["images_per_s"]
 
 
+@pytest.mark.slow
 @needs_fuse
 def test_quickstart_on_an_emulated_profile(tmp_path):
     """Every stage of the quickstart through an emulated mount, on a lighter copy of it (8 slides, 2 short epochs:
@@ -167,7 +175,8 @@ def test_quickstart_on_an_emulated_profile(tmp_path):
         text = text.replace(old, new)
     (tmp_path / "quickstart.toml").write_text(text)
     r = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(tmp_path / "quickstart.toml"),
-                        "--storage", prof, "--results", str(tmp_path / "results")], capture_output=True, text=True)
+                        "--storage", prof, "--results", str(tmp_path / "results"), "--json"],
+                       capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     s = json.loads((tmp_path / "results" / json.loads(r.stdout)["run_id"] / "summary.json").read_text())
     assert s["status"] == "ok" and set(s["stages"]) == {"masks", "patches", "tfrecords", "train", "infer"}
@@ -185,8 +194,7 @@ def test_full_disk_names_the_file_and_leaves_nothing_half_written(dataset, tmp_p
     root = tmp_path / "tiny"
     root.mkdir()
     r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3M", "tmpfs", str(root)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {r.stderr.strip()}")
+    assert r.returncode == 0, f"cannot mount a small tmpfs as root: {r.stderr.strip()}"  # as its sibling in test_faults
     try:
         wl = parse_workload({"name": "t", "stages": ["masks", "patches"],
                              "dataset": {"kind": "camelyon16", "path": str(dataset)}})

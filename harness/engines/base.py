@@ -7,13 +7,14 @@ worker's own I/O (/proc/self/io) around it, retries it, and turns an exception i
 from __future__ import annotations
 
 import os
-import sys
 import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from ..errors import WsibenchError
+from ..errors import WsibenchError, describe
+from ..procs import mark_driver, watch_driver
+from ..progress import Progress
 
 IO_KEYS = {"rchar": "bytes_read", "wchar": "bytes_written", "syscr": "read_calls", "syscw": "write_calls"}
 
@@ -60,9 +61,19 @@ def route_address(host: str, port: int) -> str:
 
 
 def import_module(name: str) -> None:
-    """The default warm-up: import the module of the function about to be mapped."""
+    """The default warm-up: import the module of the function about to be mapped, and what it and its libraries
+    import only on first use: the module's ``prepare_worker()`` if it has one (a stage's codecs), and pyarrow's
+    pandas. pyarrow imports pandas (about 360 modules, ~0.5 CPU seconds) the first time it builds a
+    table: a stage that writes a Parquet manifest paid that inside its worker's first item, counted as work, and
+    left the modules out of the frozen heap (Spark's Python workers then scanned them at every task's collection)."""
     import importlib
-    importlib.import_module(name)
+    import sys
+
+    module = importlib.import_module(name)
+    if callable(getattr(module, "prepare_worker", None)):
+        module.prepare_worker()
+    if "pyarrow" in sys.modules:
+        sys.modules["pyarrow"].table({"warm": [0]})
 
 
 def warm_up(fn: Callable) -> str:
@@ -71,6 +82,7 @@ def warm_up(fn: Callable) -> str:
     pipeline's imports, that full scan costs ~0.1 s per task; frozen, microseconds.)"""
     import gc
 
+    watch_driver()  # a worker of an embedded engine dies with its driver
     fn()
     gc.collect()
     gc.freeze()
@@ -79,6 +91,7 @@ def warm_up(fn: Callable) -> str:
 
 def measure(fn: Callable, index: int, item: Any) -> Outcome:
     """Run fn(item) in the worker, timing it and measuring the worker's own I/O. Raises what fn raises."""
+    watch_driver()  # a worker of an embedded engine dies with its driver (once per process; cheap after)
     t0, io0 = time.perf_counter(), proc_io()
     value = fn(item)
     io1 = proc_io()
@@ -109,7 +122,7 @@ def echo(x):
 
 
 def error_text(e: BaseException) -> str:
-    return f"{type(e).__name__}: {e}"
+    return describe(e)  # "Type: message"; TensorFlow's without its internals
 
 
 def item_cost(item) -> float:
@@ -160,6 +173,8 @@ class Engine:
             raise ConfigError(f"engine.nodes = {nodes}: the {self.name} engine runs on this one host; several nodes "
                               "need a cluster (engine.address for dask, engine.master for spark)")
         self.nodes = nodes
+        if not self.cluster:  # the workers it starts on this host die with this process (harness.procs)
+            mark_driver()
 
     def map(self, fn: Callable, items: list) -> Iterator[Outcome]:
         raise NotImplementedError
@@ -200,17 +215,13 @@ def package_zip() -> str:
 
 
 def run_all(engine: Engine, fn: Callable, items: list, label: str = "", progress: bool | None = None) -> list[Outcome]:
-    """Map fn over items; print a progress line per item done; return outcomes in item order."""
-    if progress is None:
-        progress = not os.environ.get("WSIBENCH_QUIET")
+    """Map fn over items, showing progress (``harness.progress``: a bar on a terminal, a line per item done
+    elsewhere; ``progress=False``: failures only); return outcomes in item order."""
     out: list[Outcome | None] = [None] * len(items)
-    t0 = time.perf_counter()
-    for done, o in enumerate(engine.map(fn, items), 1):
-        out[o.index] = o
-        if progress or o.error:
-            status = f"FAILED {o.error}" if o.error else f"{o.seconds:.1f}s"
-            print(f"[{label}] {done}/{len(items)} ({time.perf_counter() - t0:.0f}s) {_name(o.item)}: {status}",
-                  file=sys.stderr, flush=True)
+    with Progress(len(items), label, quiet=None if progress is None else not progress) as progress:
+        for o in engine.map(fn, items):
+            out[o.index] = o
+            progress.done(_name(o.item), o.seconds, o.error)
     return out  # type: ignore[return-value]
 
 

@@ -19,6 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ..procs import watch_driver
 from .base import WorkerCrashed, worker_id
 
 
@@ -89,6 +90,7 @@ def main(argv=None) -> None:
     import faulthandler
 
     faulthandler.enable()  # a fatal signal writes its name and the Python stack to stderr: the last words
+    watch_driver()  # it dies with the run, as its worker does
     inp, out = (argv or sys.argv[1:])[:2]
     fn, item = pickle.loads(Path(inp).read_bytes())
     try:

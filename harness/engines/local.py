@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..registry import ENGINES
+from ..registry import ENGINE_CLASSES
 from .base import Engine, Outcome, call, heaviest_first, warm_up
 
 
@@ -84,7 +84,7 @@ class LocalEngine(ProcessEngine):
     name = "local"
 
     def __init__(self, workers: int = 1, retries: int = 0, **kw):
-        super().__init__(ENGINES["local"].fixed_workers, retries, **kw)
+        super().__init__(ENGINE_CLASSES["local"].fixed_workers, retries, **kw)
         self.in_process = bool(os.environ.get("WSIBENCH_IN_PROCESS"))
 
     def warm(self, fn):

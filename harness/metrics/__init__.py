@@ -97,3 +97,10 @@ class Sampler:
             return {}
         keys = [k for k in self.samples[0] if k != "t"]
         return {f"mean_{k}": float(np.mean([s[k] for s in self.samples])) for k in keys}
+
+
+def cpu_busy(before, after) -> float:
+    """The host's CPU busy fraction between two psutil.cpu_times() readings (all cores)."""
+    idle = lambda t: t.idle + getattr(t, "iowait", 0.0)  # noqa: E731
+    total = sum(after) - sum(before)
+    return 1.0 - (idle(after) - idle(before)) / total if total > 0 else 0.0

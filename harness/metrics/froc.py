@@ -1,21 +1,29 @@
-"""Lesion-level FROC as in the CAMELYON16 evaluation (its ``Evaluation_FROC.py``), written from its definition.
+"""Lesion-level FROC exactly as the CAMELYON16 evaluation computes it (its ``Evaluation_FROC.py``), written from
+the published algorithm.
 
-- The evaluation mask of a tumor slide: its tumour mask at level 5 (downsample 32), every pixel closer than
-  75 / (mpp * 32 * 2) pixels to tumour added (the script's "75 um, five tumour cells" margin, with its factor 2),
-  holes filled, regions labelled with 8-connectivity. Each region is a lesion.
+- The evaluation mask of a tumor slide: its tumour mask at level 5 (downsample 2**5 = 32) as the script reads it
+  from the mask TIFF, every pixel closer than 75 / (mpp * 32 * 2) pixels to tumour added (the script's "75 um,
+  five tumour cells" margin, with its factor 2), holes filled, regions labelled with 8-connectivity. Each region
+  is a lesion. The tumour mask itself: ``harness.slides.annotations.sample_points`` (level-5 pixel (j, i) is the
+  level-0 point (32 j, 32 i), as in a mask pyramid written by ASAP).
 - Isolated tumour cells: regions whose major axis (4 sqrt of the largest eigenvalue of the region's pixel
-  covariance, as scikit-image measures it) is under 275 um (200 um plus the margin). They are not lesions to
-  find; a detection inside one is neither a true nor a false positive.
-- Detections are (probability, x, y) at level 0. On a tumor slide, a detection outside every region is a false
-  positive; inside a lesion it marks the lesion found with (the highest of) its probability. On a normal slide
-  every detection is a false positive.
-- The FROC curve: for each threshold t over the detection probabilities, (false positives with p >= t per slide,
-  share of lesions found with p >= t). Sensitivities at 1/4, 1/2, 1, 2, 4 and 8 false positives per slide are
-  linear interpolations on that curve, and the FROC score is their mean.
+  covariance, as scikit-image measures it) is under 275 / (mpp * 32) pixels (200 um plus the margin). They are not
+  lesions to find; a detection inside one is neither a true nor a false positive.
+- The resolution: the script uses 0.243 um/px for every slide (``CAMELYON16_MPP``, the official mode); each
+  slide's own mpp is another mode (``infer.froc_resolution = "slide_mpp"``), not the challenge's score.
+- Detections are (probability, x, y) at level 0, looked up at (int(y / 32), int(x / 32)). On a tumor slide, a
+  detection outside every region is a false positive; inside a lesion it marks the lesion found with the highest
+  of its probabilities, kept in float32 as the script keeps them. On a normal slide every detection is a false
+  positive.
+- The curve, as ``computeFROC``: thresholds are the sorted set of all false-positive and lesion probabilities
+  (missed lesions and ITCs add a 0), the lowest skipped; per threshold, false positives >= it per slide and lesions
+  found >= it over all lesions; a final point (0, 0). Sensitivities at 1/4, 1/2, 1, 2, 4 and 8 false positives
+  per slide: ``np.interp`` over that raw curve in threshold order (repeated false-positive rates kept); the FROC
+  score is their mean. So, as in the script, a detector with no false positive and no ITC or missed lesion loses
+  its lowest threshold: its weakest lesion does not count.
 
-One departure from the script, on purpose: it skips its lowest threshold (``all_probs[1:]``), so a detector
-with no false positive scores 0 there; here every threshold counts, so a perfect detector scores 1.0. Where
-several thresholds give the same false-positive rate, the curve keeps the highest sensitivity among them.
+One departure, to keep a run alive: a detection outside the mask's bounds is looked up at the nearest edge pixel
+(the script would fail on it).
 
 Detections from a heatmap (``detections``): the connected regions (8-connectivity) of the heatmap at or above a
 threshold, one detection per region at its highest value (ties: the pixel nearest the region's centroid).
@@ -26,10 +34,12 @@ import cv2
 import numpy as np
 
 FP_RATES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
-EVAL_DOWNSAMPLE = 32.0    # level 5
+EVAL_LEVEL = 5
+EVAL_DOWNSAMPLE = 2.0 ** EVAL_LEVEL  # the script's pow(2, level), whatever the slide's own level 5 is
 MARGIN_UM = 75.0
 ITC_UM = 275.0
-CAMELYON16_MPP = 0.243    # the script's fixed resolution, used where a slide records none
+CAMELYON16_MPP = 0.243    # the script's fixed resolution, for every slide
+RESOLUTIONS = ("official", "slide_mpp")
 
 
 def fill_holes(binary: np.ndarray) -> np.ndarray:
@@ -55,13 +65,18 @@ def region_axes(labels: np.ndarray, n: int) -> np.ndarray:
     return 4 * np.sqrt(l1)
 
 
-def evaluation_mask(tumor: np.ndarray, mpp: float, downsample: float = EVAL_DOWNSAMPLE) -> tuple[np.ndarray, set[int]]:
-    """(labelled evaluation mask, labels of isolated tumour cells) from a bool tumour mask at ``downsample``."""
+def evaluation_mask(tumor: np.ndarray, mpp: float = CAMELYON16_MPP,
+                    downsample: float = EVAL_DOWNSAMPLE) -> tuple[np.ndarray, set[int]]:
+    """(labelled evaluation mask, labels of isolated tumour cells) from a bool tumour mask at ``downsample``.
+
+    Within the margin: the Euclidean distance to the nearest tumour pixel under 75 / (mpp * downsample * 2),
+    compared as whole squared pixel distances (so a float32 distance cannot land on the wrong side)."""
     tumor = np.asarray(tumor, bool)
     if not tumor.any():
         return np.zeros(tumor.shape, np.int32), set()
     dist = cv2.distanceTransform((~tumor).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    binary = dist < MARGIN_UM / (mpp * downsample * 2)
+    squared = np.rint(dist.astype(np.float64) ** 2)  # exact integers where it matters (near the margin)
+    binary = squared < (MARGIN_UM / (mpp * downsample * 2)) ** 2
     n, labels = cv2.connectedComponents(fill_holes(binary).astype(np.uint8), connectivity=8, ltype=cv2.CV_32S)
     axes = region_axes(labels, n)
     itc = {i for i in range(1, n) if axes[i] < ITC_UM / (mpp * downsample)}
@@ -85,38 +100,42 @@ def detections(heat: np.ndarray, downsample: float, threshold: float) -> list[tu
 
 def score_slide(dets, labels: np.ndarray | None, itc: set[int] = frozenset(),
                 downsample: float = EVAL_DOWNSAMPLE) -> dict:
-    """False-positive probabilities and, per lesion, the highest probability that found it (0: missed).
-    ``labels`` None: a normal slide."""
+    """False-positive probabilities and, per lesion (ITCs left out), the highest probability that found it
+    (0: missed), in float32 as the script's TP_probs; ``itc`` counts the ITC regions. ``labels`` None: a normal
+    slide."""
     fp: list[float] = []
     if labels is None:
         return {"fp": [float(p) for p, _, _ in dets], "lesions": [], "itc": 0}
     n = int(labels.max()) + 1
-    found = np.zeros(n)
+    found = np.zeros(n, np.float32)
     h, w = labels.shape
     for p, x, y in dets:
         r, c = min(max(int(y / downsample), 0), h - 1), min(max(int(x / downsample), 0), w - 1)
         lab = labels[r, c]
         if lab == 0:
             fp.append(float(p))
-        elif lab not in itc:
-            found[lab] = max(found[lab], p)
+        elif lab not in itc and p > found[lab]:
+            found[lab] = p
     return {"fp": fp, "lesions": [float(found[i]) for i in range(1, n) if i not in itc], "itc": len(itc)}
 
 
 def froc(slides: list[dict], rates=FP_RATES) -> dict:
-    """The FROC of scored slides (``score_slide``): sensitivity at each false-positive rate and their mean."""
+    """The FROC of scored slides (``score_slide``) as ``computeFROC`` and the script's ``np.interp``: sensitivity
+    at each false-positive rate and their mean; ``curve`` is the raw curve the interpolation runs over."""
     fps = np.array([p for s in slides for p in s["fp"]], float)
     found = np.array([p for s in slides for p in s["lesions"]], float)
+    n_itc = int(sum(s.get("itc", 0) for s in slides))
     n_slides, n_lesions = len(slides), len(found)
-    out = {"slides": n_slides, "lesions": n_lesions, "false_positives": int(len(fps)),
-           "itc": int(sum(s.get("itc", 0) for s in slides))}
+    out = {"slides": n_slides, "lesions": n_lesions, "false_positives": int(len(fps)), "itc": n_itc}
     if not n_slides or not n_lesions:
         return out | {"froc": None, "sensitivities": None, "curve": None}
-    thresholds = np.unique(np.r_[fps, found[found > 0]])[::-1]
-    fp_rate = np.r_[0.0, [(fps >= t).sum() / n_slides for t in thresholds]]
-    sens = np.r_[0.0, [((found >= t) & (found > 0)).sum() / n_lesions for t in thresholds]]
-    xs = np.unique(fp_rate)
-    ys = np.array([sens[fp_rate == x].max() for x in xs])
+    # the script's TP list holds one entry per region: the lesions' probabilities, 0 for each ITC
+    tps = np.r_[found, np.zeros(n_itc)]
+    thresholds = np.unique(np.r_[fps, tps])[1:]  # sorted, the lowest skipped
+    at_least = lambda v: len(v) - np.searchsorted(np.sort(v), thresholds, side="left")  # count of v >= t
+    fp_rate = np.r_[at_least(fps), 0] / n_slides
+    sens = np.r_[at_least(tps), 0] / n_lesions
+    xs, ys = fp_rate[::-1], sens[::-1]
     at = np.interp(rates, xs, ys)
     return out | {"froc": float(at.mean()), "sensitivities": {f"{r:g}": float(s) for r, s in zip(rates, at)},
                   "curve": {"fp_per_slide": xs.tolist(), "sensitivity": ys.tolist()}}

@@ -16,9 +16,9 @@ from typing import Callable
 
 from ..errors import DataError
 from ..fsutil import atomic_path
-from ..results import find_runs, load
-from ..sizing import load_all
-from . import environment, io, performance, quality, storage, summary, training
+from ..results import load_all
+from ..sizing import load_sizings
+from . import environment, io_profile, performance, quality, sizing, storage, summary, training
 from .context import Context, build_context
 from .html import esc, swatch
 
@@ -40,8 +40,8 @@ SECTIONS = [
     Section("training", "Training: accelerator utilisation and input wait", training.render, training.findings),
     Section("feed", "Accelerators fed per storage", training.feed),
     Section("storage", "Storage", storage.render),
-    Section("io", "Storage I/O", io.render),
-    Section("sizing", "Sizing", io.sizing),
+    Section("io", "Storage I/O", io_profile.render),
+    Section("sizing", "Sizing", sizing.render),
     Section("quality", "Model quality", quality.render),
     Section("heatmaps", "Sample heatmaps", quality.heatmaps),
     Section("environment", "Workloads, machines and engines", environment.render),
@@ -70,12 +70,12 @@ tr.bad td{background:#fdecee}table:not(.props) tbody td.l:first-child{min-width:
  border:1px solid rgba(0,0,0,.25)}
 .badge{display:inline-block;font-size:9.5px;font-weight:700;letter-spacing:.03em;border-radius:3px;padding:0 4px;
  margin-left:5px;vertical-align:1px;white-space:nowrap}
-.badge.emu{background:#ffe08a;color:#5c4400}.badge.base{background:#dbe7f5;color:#0b3d75}
+.badge.emu{background:#ffe08a;color:#5c4400}.badge.lab{background:#d5efd9;color:#1d5226}.badge.base{background:#dbe7f5;color:#0b3d75}
 figure{margin:8px 0 14px}figure svg{display:block;max-width:100%;height:auto}
 figcaption{color:var(--muted);font-size:11.5px;margin-top:2px}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(440px,1fr));gap:4px 20px}
 .heats{display:flex;flex-wrap:wrap;gap:12px}.heats img{max-width:100%;height:auto;display:block}
-.note{color:var(--muted);font-size:12px}code{font-size:11.5px}
+.note{color:var(--muted);font-size:12px}p.src{margin:8px 0 0;font-weight:600}ol.note{margin:2px 0 6px}code{font-size:11.5px}
 .missing{color:var(--muted);font-size:12px}.lead{break-after:avoid}
 @media (max-width:900px){table{font-size:11.5px}th,td{padding:3px 4px}
  table:not(.props) tbody td.l:first-child{min-width:8em}}
@@ -95,11 +95,13 @@ figcaption{color:var(--muted);font-size:11.5px;margin-top:2px}
 def build(paths, out: str | Path, csv: str | Path | None = None, title: str = "wsibench comparison report",
           baseline: str | None = None, pdf: str | Path | None = None) -> dict:
     """Write the report of the runs under ``paths`` to ``out`` (HTML), and to ``pdf`` when given."""
-    runs = [load(p) for p in find_runs(paths)]
+    runs, unreadable = load_all(paths)  # a record that cannot be read is left out and listed, not fatal
     if not runs:
-        raise DataError(f"no runs (folders with summary.json) under {', '.join(map(str, paths))}")
+        raise DataError(f"no {'readable ' if unreadable else ''}runs (folders with summary.json) under "
+                        f"{', '.join(map(str, paths))}" + "".join(f"; {line}" for line in unreadable))
     ctx = build_context(runs, baseline, title)
-    ctx.sizing = load_all(paths)
+    ctx.unreadable = unreadable
+    ctx.sizing = load_sizings(paths)
     if csv:
         with atomic_path(csv) as tmp:
             ctx.df.drop(columns=["cfg"]).to_csv(tmp, index=False)
@@ -114,7 +116,7 @@ def build(paths, out: str | Path, csv: str | Path | None = None, title: str = "w
     doc = _document(ctx, "".join(parts), left_out)
     with atomic_path(out) as tmp:
         Path(tmp).write_text(doc, encoding="utf-8")
-    info = {"runs": len(runs), "configurations": len(ctx.configs), "baseline": ctx.baseline.label, "out": str(out),
+    info = {"runs": len(runs), "unreadable": unreadable, "configurations": len(ctx.configs), "baseline": ctx.baseline.label, "out": str(out),
             "sections": [s.id for s in SECTIONS if s.title not in left_out]}
     if pdf:
         from .chromium import BrowserError, print_pdf
@@ -135,6 +137,11 @@ def _document(ctx: Context, body: str, left_out: list[str]) -> str:
     banner = (f'<p class="banner"><b>Emulated storage.</b> {len(emulated)} of {n_cfg} configurations ran on '
               "emulated storage (a throttled FUSE mount on one machine): they show how the pipeline responds to "
               "slower storage, not what the real system would deliver.</p>" if emulated else "")
+    labs = [c for c in ctx.configs.values() if c.lab]
+    banner += (f'<p class="banner"><b>Lab storage.</b> {len(labs)} of {n_cfg} configurations ran on the MooseFS lab: '
+               "a real parallel file system whose servers and client hosts are network namespaces of one machine, "
+               "sharing its cores and memory, its links shaped without added delay: multi-client effects and the "
+               "sizing model are tried on it, not the hardware's figures.</p>" if labs else "")
     legend = " ".join(f'<span style="white-space:nowrap">{swatch(c)}</span>&ensp;' for c in ctx.configs.values())
     missing = (f'<p class="missing">Left out, as these runs hold nothing for them: {esc(", ".join(left_out))}.</p>'
                if left_out else "")

@@ -38,6 +38,7 @@ class Config:
     label: str = ""
     colour: str = ""
     baseline: bool = False
+    lab: bool = False           # ran on the MooseFS lab: a real file system, its servers and clients on one machine
 
 
 @dataclass
@@ -61,6 +62,7 @@ class Context:
     title: str
     findings: list[str] = field(default_factory=list)
     sizing: list[dict] = field(default_factory=list)  # wsibench size answers found beside the runs
+    unreadable: list[str] = field(default_factory=list)  # records left out: one line each, naming the file
 
     @property
     def comparing(self) -> bool:
@@ -185,6 +187,7 @@ def build_context(runs: list[dict], baseline: str | None, title: str) -> Context
         keys.append(key if compared else None)
         if compared:
             c = configs.setdefault(key, Config(key, workload, engine, workers, storage, emulated, kind, nodes))
+            c.lab = c.lab or bool((s.get("storage") or {}).get("lab"))
             c.runs.append(s)
     df["cfg"] = keys
     if not configs:

@@ -68,10 +68,11 @@ def head(title: str, unit: str = "") -> str:
 
 
 def swatch(cfg) -> str:
-    """The configuration's colour, its label and its marks (emulated, baseline), as used in every table."""
+    """The configuration's colour, its label and its marks (emulated, lab, baseline), as used in every table."""
     style = f"background:{cfg.colour}" + (";background-image:repeating-linear-gradient(135deg,transparent 0 2px,"
                                           "rgba(255,255,255,.7) 2px 4px)" if cfg.emulated else "")
     marks = ('<span class="badge emu">EMULATED</span>' if cfg.emulated else "") + \
+            ('<span class="badge lab">LAB</span>' if cfg.lab else "") + \
             ('<span class="badge base">baseline</span>' if cfg.baseline else "")
     return f'<span class="sw" style="{style}"></span>{esc(cfg.label)}{marks}'
 

@@ -1,4 +1,5 @@
-"""The model the pipeline trained: validation, patch and slide AUC, ROC curves, a few heatmaps."""
+"""The model the pipeline trained: validation, patch and slide AUC, the CAMELYON16 FROC with its sensitivities,
+the CAMELYON17 pN-stage kappa, ROC curves, a few heatmaps."""
 from __future__ import annotations
 
 import base64
@@ -10,7 +11,9 @@ from .context import Context
 from .html import esc, figure, head, missing, swatch, table
 
 AUCS = (("train_val_auc", "validation AUC", "patches, last epoch"), ("infer_patch_auc", "patch AUC", "test slides"),
-        ("infer_slide_auc", "slide AUC", "top-k score"))
+        ("infer_slide_auc", "slide AUC", "top-k score"), ("infer_froc", "FROC", "lesions, CAMELYON16"),
+        ("infer_pn_kappa", "pN kappa", "patients, CAMELYON17"))
+FP_RATES = ("0.25", "0.5", "1", "2", "4", "8")
 
 
 def _auc(v) -> str:
@@ -25,7 +28,17 @@ def render(ctx: Context) -> str | None:
     rows = [[swatch(c)] + [_auc(st.mean if (st := ctx.stat(c, a[0])) else None) for a in cols]
             + [str(max(st.n for a in cols if (st := ctx.stat(c, a[0]))))] for c in cfgs]
     out = table([head("configuration")] + [head(t, u) for _, t, u in cols] + [head("runs")], rows,
-                caption="Area under the ROC curve, mean of the runs (1.0 = perfect)")
+                caption="Area under the ROC curve; FROC: mean lesion sensitivity at 1/4 to 8 false positives per "
+                        "slide, as CAMELYON16's Evaluation_FROC.py; pN kappa: quadratic weighted kappa of the "
+                        "patients' pN stages, as CAMELYON17 scores. Mean of the runs (1.0 = perfect)")
+    sens = [f"infer_froc_sensitivity_{r}" for r in FP_RATES]
+    froc_cfgs = [c for c in cfgs if any(ctx.stat(c, k) for k in sens)]
+    if froc_cfgs:
+        out += table([head("configuration")] + [head(r, "FP per slide") for r in FP_RATES],
+                     [[swatch(c)] + [_auc(st.mean if (st := ctx.stat(c, k)) else None) for k in sens]
+                      for c in froc_cfgs],
+                     caption="FROC sensitivities: the share of lesions found at each average number of false "
+                             "positives per slide, mean of the runs")
     rocs = [(c, s) for c in cfgs for s in c.runs if (s.get("infer") or {}).get("roc")]
     if rocs:
         plt = plots.pyplot()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .context import Context
+from ..storage.lab import describe
 from .html import breakable, esc, head, note, num, pct, setting, table, times
 
 JOBS = {  # what each fio job of ``wsibench fio`` mirrors
@@ -34,6 +35,16 @@ def _emulation(e: dict) -> str:
     return "throttled FUSE: " + ", ".join(p for p in parts if p)
 
 
+def _lab(lab: dict) -> str:
+    """What a lab run ran on: a real file system whose servers and clients share one machine."""
+    links = ", ".join(f"{role} {setting(v)} Mbit/s" for role, v in (lab.get("links_mbit") or {}).items() if v)
+    hosts = len(lab.get("client_hosts") or [])
+    return (f"{lab.get('file_system', 'MooseFS')} on one machine: a master and {len(lab.get('chunkservers') or [])} "
+            f"chunk servers on network-namespace hosts, goal {lab.get('goal')}"
+            + (f", {hosts} client host{'s' if hosts != 1 else ''} each with its own mount" if hosts else "")
+            + f"; links {links or 'unshaped'} (tc tbf, no added delay)")
+
+
 def _fio_how(f: dict | None) -> str:
     if not f:
         return "not characterised"
@@ -53,6 +64,8 @@ def render(ctx: Context) -> str | None:
                  and s.get("fstype_expected") != s.get("fstype") else "")),
              ("emulated", lambda s: '<span class="badge emu">EMULATED</span>' if s.get("emulated") else "no"),
              ("emulation", lambda s: esc(_emulation(s.get("emulation") or {}))),
+             ("lab", lambda s: '<span class="badge lab">LAB</span> ' + esc(_lab(s["lab"])) if s.get("lab") else ""),
+             ("lab servers lost", lambda s: esc("; ".join(describe(e) for e in (s.get("lab") or {}).get("lost") or []))),
              ("scaled from", lambda s: esc(str((s.get("reference") or {}).get("scaled_from") or ""))),
              ("mount source", lambda s: esc(str((s.get("mount") or {}).get("source") or ""))),
              ("mount options", lambda s: esc(", ".join(

@@ -109,6 +109,9 @@ def comparison_lines(ctx: Context) -> list[str]:
 
 def caveats(ctx: Context) -> list[str]:
     out = []
+    if ctx.unreadable:
+        out.append(f"{len(ctx.unreadable)} record(s) could not be read and are left out of this report: "
+                   + "; ".join(map(esc, ctx.unreadable)))
     df = ctx.df
     compared = df[df["cfg"].notna()]
     failed = df[df["status"] == "failed"]

@@ -100,7 +100,7 @@ def row(s: dict) -> dict:
          "created_at": s.get("created_at"), "engine": s.get("engine", {}).get("name"),
          "workers": s.get("engine", {}).get("workers"), "nodes": s.get("engine", {}).get("nodes"),
          "storage": st.get("profile"), "fstype": st.get("fstype"),
-         "emulated": bool(st.get("emulated")), "config": config_key(s),
+         "emulated": bool(st.get("emulated")), "lab": bool(st.get("lab")), "config": config_key(s),
          "matrix": s.get("tags", {}).get("matrix"), "repetition": s.get("tags", {}).get("repetition"),
          "role": s.get("tags", {}).get("role")}
     for name, rec in s.get("stages", {}).items():
@@ -116,9 +116,11 @@ def row(s: dict) -> dict:
             r[f"train_{k}"] = s["train"][k]
     if (s.get("feed") or {}).get("max_accelerators") is not None:
         r["feed_max_accelerators"] = s["feed"]["max_accelerators"]
-    for k in ("patch_auc", "slide_auc", "patches_per_s", "input_fraction"):
+    for k in ("patch_auc", "slide_auc", "froc", "pn_kappa", "patches_per_s", "input_fraction"):
         if (s.get("infer") or {}).get(k) is not None:
             r[f"infer_{k}"] = s["infer"][k]
+    for rate, v in ((s.get("infer") or {}).get("froc_sensitivities") or {}).items():
+        r[f"infer_froc_sensitivity_{rate}"] = v  # lesion sensitivity at `rate` false positives per slide
     return r
 
 

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 
 from ..config import ConfigError, STAGES, Workload
-from ..registry import ENGINES
+from ..registry import ENGINE_CLASSES
 from . import HEADLINE, config_key
 
 SPREAD_LIMIT = 0.05
@@ -20,7 +20,7 @@ def expand(w: Workload) -> list[dict]:
     out = []
     for s, e, n, k in itertools.product(m.storage or [w.storage], m.engines or [w.engine.name],
                                         m.workers or [w.engine.workers], m.nodes or [w.engine.nodes]):
-        c = {"engine": e, "workers": ENGINES[e].fixed_workers or n, "storage": s}
+        c = {"engine": e, "workers": ENGINE_CLASSES[e].fixed_workers or n, "storage": s}
         if k is not None:
             c["nodes"] = k if w.engine.is_cluster(e) else 1
         if c not in out:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..errors import describe
 from ..fsutil import atomic_path, process_start, write_json
 from .schema import RecordError
 
@@ -97,12 +98,18 @@ def read(run_dir: str | Path) -> dict:
     path = Path(run_dir) / "summary.json"
     try:
         doc = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RecordError(f"{path}: not valid JSON ({e}); records are written atomically, so this one was "
                           "changed by something else") from None
+    except OSError as e:
+        raise RecordError(f"{path}: cannot be read: {e.strerror}") from None
     if not isinstance(doc, dict):
-        raise RecordError(f"{path}: not a wsibench run record (a JSON object was expected)")
-    return upgrade(doc, str(path))
+        kind = {list: "an array", str: "a string", type(None): "null", bool: "a boolean"}.get(type(doc), "a number")
+        raise RecordError(f"{path}: not a wsibench run record (JSON {kind} where an object was expected)")
+    doc = upgrade(doc, str(path))
+    if not isinstance(doc.get("run_id"), str):
+        raise RecordError(f"{path}: not a wsibench run record (no run_id)")
+    return doc
 
 
 def _from_v1(doc: dict) -> dict:
@@ -169,7 +176,7 @@ def recording(results_dir: Path, workload, storage: dict, engine: dict, tags: di
                                 + f"; completed: {', '.join(run.summary['stages']) or 'no stage'}")
         raise
     except Exception as e:  # recorded, then raised
-        run.summary["status"], run.summary["error"] = "failed", f"{type(e).__name__}: {e}"
+        run.summary["status"], run.summary["error"] = "failed", describe(e)  # TensorFlow's without its internals
         raise
     finally:
         write(run_dir, run.summary, run.tables)

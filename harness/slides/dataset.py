@@ -10,32 +10,33 @@ Layouts (``dataset.kind``; ``auto`` detects one and the run record says which):
   ``test_*``); annotations beside the slides or in ``annotations/`` / ``lesion_annotations/`` (folders or zips);
   ``reference.csv`` at the root or in ``evaluation/`` or ``testing/``.
 - ``camelyon17``: ``center_*/patient_*_node_*.tif`` anywhere under the root, lesion annotations (folder or zip)
-  named ``lesion_annotations`` or ``annotations``, a stage-labels CSV (``*stage_labels*.csv``: ``patient_000_node_0.tif,negative``;
-  ``itc``, ``micro``, ``macro`` are tumor). Slides of ``dataset.test_centers`` are the test split; slides without
-  a stage label (the challenge's test patients) are test slides without a label.
+  named ``lesion_annotations`` or ``annotations``, a stage-labels CSV (``*stage_labels*.csv``: slide rows
+  ``patient_000_node_0.tif,negative``, ``micro`` and ``macro`` tumor, ``itc`` not (pN0(i+) is a negative stage);
+  patient rows ``patient_000.zip,pN0``, each slide's ``patient_stage``). Slides of ``dataset.test_centers`` are
+  the test split; slides without a stage label are the challenge's test patients: test slides inferred without a
+  label (no error, whatever ``dataset.missing_labels``), their patients staged but not scored.
 
 Names match case-insensitively (``Tumor_001.tif`` and ``tumor_001.xml``). Zipped annotations are read from the
 archive itself, never extracted: an annotation is then ``<archive>::<member>`` (``annotations.read_asap`` reads
 it). Archive member names are untrusted: only plain ``*.xml`` names are listed, nothing with ``..``, a drive, or
 an absolute path.
 
-Loud, not silent: a slide labelled tumor without an annotation, or a slide without a label, is an error naming
-the slides, unless ``dataset.missing_annotations`` / ``dataset.missing_labels`` is ``"exclude"``: then it is left
+Loud, not silent: a slide labelled tumor without an annotation, or a slide without a label (but a CAMELYON17
+test patient's), is an error naming the slides, unless ``dataset.missing_annotations`` / ``dataset.missing_labels`` is ``"exclude"``: then it is left
 out and the record says so. The release's known problem slides (CAMELYON16 Test_049, a duplicate, and Test_114,
 whose annotation is not exhaustive) are kept out of evaluation by default, also said in the record.
 """
 from __future__ import annotations
 
 import csv
-import json
 import re
-import sys
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from ..errors import DataError
-from ..fsutil import remove
+from ..fsutil import not_a_file
+from ..metrics.camelyon17 import PN_STAGES
 from .annotations import MEMBER_SEP, safe_member
 
 SLIDE_SUFFIXES = (".tif", ".tiff", ".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".bif")
@@ -43,7 +44,9 @@ LAYOUTS = ("camelyon16", "flat", "camelyon17")
 # CAMELYON16's known problem slides: kept out of evaluation unless dataset.exclude_from_evaluation says otherwise
 KNOWN_PROBLEMS = {"test_049": "duplicate slide (CAMELYON16 Test_049)",
                   "test_114": "annotation not exhaustive (CAMELYON16 Test_114)"}
-C17_STAGES = {"negative": "normal", "itc": "tumor", "micro": "tumor", "macro": "tumor"}
+# a CAMELYON17 slide's stage label -> its class: isolated tumour cells are not a metastasis (the patient's stage
+# stays pN0(i+), a negative one), so an itc slide is not positive
+C17_STAGES = {"negative": "normal", "itc": "normal", "micro": "tumor", "macro": "tumor"}
 
 
 def key(name: str) -> str:
@@ -60,10 +63,12 @@ class Scan:
     slides: list[dict] = field(default_factory=list)
     annotations: dict[str, str] = field(default_factory=dict)      # key -> path or archive::member
     labels: dict[str, dict] = field(default_factory=dict)          # key -> {"label", "lesion", "source"}
+    patients: dict[str, str] = field(default_factory=dict)         # CAMELYON17: patient key -> pN stage
     label_sources: list[str] = field(default_factory=list)
     unmatched_annotations: list[str] = field(default_factory=list)
     unmatched_labels: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)               # unsafe archive members, unknown names
+    unreadable: list[str] = field(default_factory=list)            # named like a slide, but no file to read
     errors: list[str] = field(default_factory=list)
 
 
@@ -132,7 +137,7 @@ def read_reference(path: Path) -> dict[str, dict]:
 
 def read_stage_labels(path: Path) -> dict[str, dict]:
     """A CAMELYON17 stage-labels CSV: per slide (``patient_000_node_0.tif,negative``) its label; patient rows
-    (``patient_000.zip,pN0``) are skipped."""
+    (``patient_000.zip,pN0``) are ``read_patient_stages``'."""
     out = {}
     for i, row in enumerate(csv.reader(_text(path).splitlines()), 1):
         row = [c.strip() for c in row]
@@ -146,6 +151,29 @@ def read_stage_labels(path: Path) -> dict[str, dict]:
     return out
 
 
+def read_patient_stages(path: Path) -> dict[str, str]:
+    """The patient rows of a CAMELYON17 stage-labels CSV (``patient_000.zip,pN0``): {patient key: pN stage}, the
+    stage spelt as the challenge spells it (pN0, pN0(i+), pN1mi, pN1, pN2; case does not matter)."""
+    stages = {s.lower(): s for s in PN_STAGES}
+    out = {}
+    for i, row in enumerate(csv.reader(_text(path).splitlines()), 1):
+        row = [c.strip() for c in row]
+        who = key(row[0]).removesuffix(".zip") if len(row) >= 2 else ""
+        if not re.match(r"patient_\d+$", who):
+            continue
+        stage = stages.get(row[1].replace(" ", "").lower())
+        if stage is None:
+            raise DataError(f"{path}:{i}: stage {row[1]!r}, expected one of {', '.join(PN_STAGES)}")
+        out[who] = stage
+    return out
+
+
+def patient(slide: str) -> str | None:
+    """The patient of a CAMELYON17 slide name (``patient_004_node_4`` -> ``patient_004``), else None."""
+    m = re.match(r"(patient_\d+)_node_\d+$", key(slide))
+    return m.group(1) if m else None
+
+
 def _text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8-sig")
@@ -156,10 +184,12 @@ def _text(path: Path) -> str:
 # --- layouts -------------------------------------------------------------------------------------------------
 
 def _slides_in(folder: Path, recursive: bool = False) -> list[Path]:
+    """Every entry named like a slide, whether or not it is a file that can be read (fsutil.not_a_file says why
+    not): a dangling link or a directory named ``x.tif`` is listed and fails, never dropped unseen."""
     if not folder.is_dir():
         return []
     it = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in it if p.is_file() and p.suffix.lower() in SLIDE_SUFFIXES and not p.name.startswith("."))
+    return sorted(p for p in it if p.suffix.lower() in SLIDE_SUFFIXES and not p.name.startswith("."))
 
 
 def _child(folder: Path, name: str) -> Path:
@@ -225,6 +255,9 @@ def scan(root: str | Path, layout: str = "auto", test_centers=()) -> Scan:
 
 
 def _add(s: Scan, path: Path, split: str, label: str | None, **extra) -> None:
+    why = not_a_file(path)
+    if why:  # run like any unreadable slide: each stage fails it, naming why; the others carry on
+        s.unreadable.append(f"{path}: {why}")
     s.slides.append({"slide": path.stem, "path": str(path), "split": split, "label": label, **extra})
 
 
@@ -275,6 +308,7 @@ def _scan_camelyon17(s: Scan, test_centers: set[int]) -> None:
     _collect_annotations(s, sources)
     for csv_path in sorted(p for p in root.rglob("*.csv") if "stage_labels" in p.name.lower()):
         s.labels.update(read_stage_labels(csv_path))
+        s.patients.update(read_patient_stages(csv_path))
         s.label_sources.append(str(csv_path))
     for p in _slides_in(root, recursive=True):
         if not re.match(r"patient_\d+_node_\d+$", key(p.name)):
@@ -283,7 +317,8 @@ def _scan_camelyon17(s: Scan, test_centers: set[int]) -> None:
                        if (m := re.match(r"center_(\d+)$", part.lower()))), None)
         labelled = key(p.name) in s.labels
         split = "testing" if (center in test_centers or not labelled) else "training"
-        _add(s, p, split, None, center=center)
+        who = patient(p.name)
+        _add(s, p, split, None, center=center, patient=who, patient_stage=s.patients.get(who))
 
 
 # --- policy: what runs, what is evaluated, what is an error ----------------------------------------------------
@@ -307,7 +342,9 @@ def resolve(s: Scan, cfg) -> tuple[list[dict], dict, list[str]]:
     items, excluded = [], []
     no_ann = [x for x in s.slides if x["label"] == "tumor" and not x.get("annotation")
               and key(x["slide"]) not in no_eval]
-    no_label = [x for x in s.slides if x["label"] is None and key(x["slide"]) not in no_eval]
+    # a CAMELYON17 slide without a stage label is a test patient's: inferred without one, not an error
+    no_label = [x for x in s.slides if x["label"] is None and key(x["slide"]) not in no_eval
+                and s.layout != "camelyon17"]
     for group, setting, what in ((no_ann, "missing_annotations", "slides labelled tumor without a lesion annotation"),
                                  (no_label, "missing_labels", "slides without a label")):
         if group and getattr(cfg, setting) == "error":
@@ -327,8 +364,57 @@ def resolve(s: Scan, cfg) -> tuple[list[dict], dict, list[str]]:
               "labels": {"sources": s.label_sources, "unmatched": s.unmatched_labels},
               "excluded": excluded,
               "not_evaluated": [{"slide": x["slide"], "reason": x["not_evaluated"]} for x in items if not x["evaluate"]],
-              "ignored": s.ignored}
+              "ignored": s.ignored, "unreadable": s.unreadable}
     return items, record, errors
+
+
+def check_slides(slides: list[dict]) -> list[str]:
+    """Open every slide as the stages will (``reader.open_slide``: a file, declared dimensions a slide can have,
+    a format OpenSlide reads) and check that a TIFF's tiles lie within the file (``reader.check_extent``: a
+    truncated copy): one line per slide the run would fail, naming the file. Headers and tile tables only: pixels
+    are not decoded (a corrupt tile is found by the run). Entries that are no file are listed as ``unreadable``."""
+    from .reader import SlideError, check_extent, open_slide
+
+    problems = []
+    for sl in slides:
+        if not_a_file(sl["path"]):
+            continue
+        try:
+            with open_slide(sl["path"]):
+                pass
+            check_extent(sl["path"])
+        except SlideError as e:
+            problems.append(str(e))
+        except OSError as e:
+            problems.append(f"{sl['path']}: cannot read: {e.strerror or e}")
+    return problems
+
+
+def check_annotations(slides: list[dict]) -> list[str]:
+    """Read every slide's annotation as the masks stage will (``annotations.read_asap``: XML, coordinates that are
+    numbers, finite, enough vertices; against the slide's size where the slide opens): one line per problem, each
+    naming the file and the annotation. What would fail a slide's masks in the run, found before it."""
+    import warnings
+
+    from .annotations import AnnotationError, read_asap
+    from .reader import SlideError, open_slide
+
+    problems = []
+    for sl in slides:
+        if not sl.get("annotation"):
+            continue
+        try:
+            with open_slide(sl["path"]) as slide:
+                size = slide.dimensions
+        except (SlideError, OSError):
+            size = None  # the run fails this slide for its own reason; the XML is still checked
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # coordinates just outside the slide are clipped: no problem
+                read_asap(sl["annotation"], size)
+        except AnnotationError as e:
+            problems.append(str(e))
+    return problems
 
 
 def counts(items: list[dict]) -> dict:
@@ -384,26 +470,6 @@ def table(record: dict) -> str:
             lines.append(f"{title}: " + ", ".join(f"{x['slide']} ({x['reason']})" for x in record[what]))
     for x in record["ignored"][:10]:
         lines.append(f"ignored: {x}")
+    for x in record.get("unreadable", []):
+        lines.append(f"unreadable (fails in the run): {x}")
     return "\n".join(lines)
-
-
-def prepare(workload, data: Path, engine) -> Path:
-    """The dataset's folder: the workload's dataset path, or synthetic slides under ``data``/dataset, made
-    once per specification (a marker file records it) with ``engine``."""
-    from . import synth
-
-    ds = workload.dataset
-    if ds.kind != "synthetic":
-        return Path(ds.path)
-    spec = ds.synthetic.model_dump() | {"generator": synth.VERSION}
-    out = data / "dataset"
-    marker = out / ".complete.json"
-    if marker.is_file() and json.loads(marker.read_text()) == spec:
-        return out
-    if out.exists():
-        remove(out, data)
-    print(f"[dataset] synthesising {spec['slides']} slides of {spec['size']} px under {out}", file=sys.stderr)
-    synth.generate(out, spec["slides"], spec["size"], spec["seed"], spec["tumor_fraction"], spec["test_fraction"],
-                   spec["mpp"], engine=engine(), difficulty=spec["difficulty"])
-    marker.write_text(json.dumps(spec))
-    return out

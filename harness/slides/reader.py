@@ -17,6 +17,7 @@ import numpy as np
 import openslide
 
 from ..errors import WsibenchError
+from ..fsutil import not_a_file
 
 
 class SlideError(WsibenchError, RuntimeError):
@@ -47,38 +48,83 @@ MAX_TILES = 2 ** 24  # per page
 def check_tiff(path: str) -> None:
     """Refuse a TIFF whose pages declare dimensions no slide can have (SlideError naming the page); files that
     are no TIFF, or that tifffile cannot parse, are left to OpenSlide."""
+    pages = _tiff_pages(path)
+    base = pages[0].shape if pages else None
+    for i, page in enumerate(pages):
+        w, h = int(page.imagewidth), int(page.imagelength)
+        tw, th = (int(page.tilewidth), int(page.tilelength)) if page.is_tiled else (w, 0)
+        problem = None
+        if not 0 < w <= MAX_SIDE or not 0 < h <= MAX_SIDE:
+            problem = f"declares {w} x {h} px (a slide has at most {MAX_SIDE} a side)"
+        elif page.is_tiled and not (0 < tw <= MAX_TILE and 0 < th <= MAX_TILE):
+            problem = f"declares {tw} x {th} px tiles (at most {MAX_TILE})"
+        elif page.is_tiled and -(-w // tw) * -(-h // th) > MAX_TILES:
+            problem = f"declares {-(-w // tw)} x {-(-h // th)} tiles (at most {MAX_TILES})"
+        elif i and page.is_tiled and base and (h > base[0] or w > base[1]):
+            problem = f"is a reduced level of {w} x {h} px, larger than level 0 ({base[1]} x {base[0]})"
+        if problem:
+            raise SlideError(f"{path}: TIFF page {i} {problem}: refused before decoding")
+
+
+def check_extent(path: str | Path) -> None:
+    """Refuse a TIFF whose pages' tile (or strip) data reach beyond the end of the file, as a truncated copy's do
+    (SlideError naming the page, where its data end and the file's size). Reads the tile tables, not the pixels;
+    files that are no TIFF, or that tifffile cannot parse, are left to OpenSlide."""
+    size = os.path.getsize(path)
+    for i, page in enumerate(_tiff_pages(str(path))):
+        ends = [o + n for o, n in zip(page.dataoffsets, page.databytecounts) if n]
+        if ends and max(ends) > size:
+            raise SlideError(f"{path}: truncated: TIFF page {i}'s tiles reach byte {max(ends)}, the file has {size} "
+                             "bytes")
+
+
+def _tiff_pages(path: str) -> list:
+    """A TIFF's pages as tifffile reads them (their tags and tile tables; the file is closed again), or [] for a
+    file that is no TIFF or that tifffile cannot parse (OpenSlide names what is wrong with it). tifffile's own
+    complaints ("invalid page offset", without the file's name) are kept off standard error."""
+    import logging
+
     with open(path, "rb") as f:
         if f.read(4) not in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"):
-            return
+            return []
     import tifffile
+    log = logging.getLogger("tifffile")
+    level = log.level
+    log.setLevel(logging.CRITICAL)
     try:
-        tf = tifffile.TiffFile(path)
+        with tifffile.TiffFile(path) as tf:
+            return list(tf.pages)
     except Exception:  # noqa: BLE001 - OpenSlide names what is wrong with the file
-        return
-    with tf:
-        pages = list(tf.pages)
-        base = pages[0].shape if pages else None
-        for i, page in enumerate(pages):
-            w, h = int(page.imagewidth), int(page.imagelength)
-            tw, th = (int(page.tilewidth), int(page.tilelength)) if page.is_tiled else (w, 0)
-            problem = None
-            if not 0 < w <= MAX_SIDE or not 0 < h <= MAX_SIDE:
-                problem = f"declares {w} x {h} px (a slide has at most {MAX_SIDE} a side)"
-            elif page.is_tiled and not (0 < tw <= MAX_TILE and 0 < th <= MAX_TILE):
-                problem = f"declares {tw} x {th} px tiles (at most {MAX_TILE})"
-            elif page.is_tiled and -(-w // tw) * -(-h // th) > MAX_TILES:
-                problem = f"declares {-(-w // tw)} x {-(-h // th)} tiles (at most {MAX_TILES})"
-            elif i and page.is_tiled and base and (h > base[0] or w > base[1]):
-                problem = f"is a reduced level of {w} x {h} px, larger than level 0 ({base[1]} x {base[0]})"
-            if problem:
-                raise SlideError(f"{path}: TIFF page {i} {problem}: refused before decoding")
+        return []
+    finally:
+        log.setLevel(level)
+
+
+def load_codecs() -> None:
+    """Load what reading tiles loads on first use (tifffile, libturbojpeg, imagecodecs' JPEG codec): a worker's
+    warm-up calls it, so that the first slide a worker reads pays no import (stages' ``prepare_worker``)."""
+    import importlib
+
+    import imagecodecs
+
+    from . import jpeg
+
+    importlib.import_module("tifffile")
+    jpeg.available()
+    imagecodecs.jpeg8_encode, imagecodecs.jpeg8_decode  # imagecodecs loads each codec's module on first access
 
 
 def open_slide(path: str | Path) -> openslide.OpenSlide:
     path = str(path)
-    if not os.path.exists(path):
-        raise SlideError(f"{path}: slide not found")
-    check_tiff(path)
+    why = not_a_file(path)
+    if why:
+        raise SlideError(f"{path}: {'slide not found' if why == 'not found' else why}")
+    try:
+        check_tiff(path)
+    except OSError as e:  # named: a read's error names no file (an EIO of a storage that lost the file's data)
+        if e.filename:
+            raise
+        raise OSError(e.errno, e.strerror, path) from e
     try:
         return openslide.OpenSlide(path)
     except (openslide.OpenSlideError, openslide.OpenSlideUnsupportedFormatError) as e:
@@ -192,7 +238,10 @@ class TileReader:
             page = self._page
             i = ty * self.cols + tx
             n = page.databytecounts[i]
-            data = os.pread(self._fd, n, page.dataoffsets[i])
+            try:
+                data = os.pread(self._fd, n, page.dataoffsets[i])
+            except OSError as e:  # named: a read's error names no file (an EIO of a storage that lost its data)
+                raise OSError(e.errno, f"{e.strerror} reading level {self.level} tile ({tx}, {ty})", self.path) from e
             if len(data) != n or n == 0:
                 raise SlideError(f"{self.path}: level {self.level} tile ({tx}, {ty}) is truncated")
             where = f"{self.path}: level {self.level} tile ({tx}, {ty})"

@@ -2,8 +2,9 @@
 
 The same measurements run on real slides and synthetic ones (tests/test_synth.py compares them):
 
-- ``patch_bytes``: 224-px tissue patches cut with OpenSlide's read_region and saved by PIL at JPEG quality 90,
-  the reference pipeline's own approach; bytes per patch.
+- ``patch_bytes``: 224-px tissue patches cut with OpenSlide's read_region and saved by PIL, the reference
+  pipeline's own approach, at a JPEG quality (75, Pillow's default, is the reference's; 90 wsibench's default);
+  bytes per patch.
 - ``tile_bytes_per_pixel``: tissue regions of 512 x 512 px encoded as the synthetic writer encodes its tiles
   (libjpeg-turbo, quality 85, 4:2:0), bytes per pixel; for a synthetic slide, its stored level-0 tissue tiles.
 - ``max_similarity``: the highest correlation between any two patches (grayscale, 8x area-downsampled,
@@ -27,7 +28,8 @@ import openslide
 from PIL import Image
 
 PATCH = 224
-QUALITY = 90          # the reference pipeline's patch quality
+QUALITIES = (75, 90)  # patch qualities measured: the reference pipeline's (Pillow's default) and wsibench's default
+QUALITY = 90          # wsibench's default patch quality (config.Patches.jpeg_quality)
 TILE_QUALITY = 85     # the synthetic writer's source-tile quality
 
 
@@ -66,11 +68,11 @@ def pil_jpeg_bytes(rgb: np.ndarray, quality: int = QUALITY) -> int:
     return len(b.getvalue())
 
 
-def patch_bytes(path: str | Path, limit: int | None = 200, seed: int = 0) -> np.ndarray:
-    """Bytes of 224-px tissue patches at JPEG quality 90 (read_region + PIL, as the reference pipeline)."""
+def patch_bytes(path: str | Path, limit: int | None = 200, seed: int = 0, quality: int = QUALITY) -> np.ndarray:
+    """Bytes of 224-px tissue patches at a JPEG quality (read_region + PIL, as the reference pipeline)."""
     s = openslide.OpenSlide(str(path))
     try:
-        return np.array([pil_jpeg_bytes(p) for p in (read(s, x, y, PATCH) for x, y in tissue_regions(s, PATCH, limit, seed))
+        return np.array([pil_jpeg_bytes(p, quality) for p in (read(s, x, y, PATCH) for x, y in tissue_regions(s, PATCH, limit, seed))
                          if _tissue(p).mean() >= 0.9])
     finally:
         s.close()
@@ -123,25 +125,29 @@ def main(argv=None) -> int:
 
     argv = sys.argv[1:] if argv is None else argv
     real = [Path(a) for a in argv if not a.startswith("--")] or sorted((Path(__file__).resolve().parents[3] / "shared" / "data" / "slides").glob("*.svs"))
-    rows, pooled_b, pooled_t = [], [], []
+    rows, pooled_b, pooled_t = [], {q: [] for q in QUALITIES}, []
+    median_kib = lambda b: [np.median(b[q]) / 1024 for q in QUALITIES]
     for p in real:
-        b, t = patch_bytes(p, None), tile_bytes_per_pixel(p)
-        pooled_b.append(b)
+        b, t = {q: patch_bytes(p, None, quality=q) for q in QUALITIES}, tile_bytes_per_pixel(p)
+        for q in QUALITIES:
+            pooled_b[q].append(b[q])
         pooled_t.append(t)
-        rows.append((p.name, len(b), np.median(b) / 1024, np.median(t) if len(t) else float("nan"), None))
+        rows.append((p.name, len(b[QUALITY]), median_kib(b), np.median(t) if len(t) else float("nan"), None))
     if len(real) > 1:
-        b, t = np.concatenate(pooled_b), np.concatenate(pooled_t)
-        rows.append(("real, pooled", len(b), np.median(b) / 1024, np.median(t) if len(t) else float("nan"), None))
+        b, t = {q: np.concatenate(pooled_b[q]) for q in QUALITIES}, np.concatenate(pooled_t)
+        rows.append(("real, pooled", len(b[QUALITY]), median_kib(b), np.median(t) if len(t) else float("nan"), None))
     with tempfile.TemporaryDirectory() as tmp:
         rng = np.random.default_rng(1)
         path = Path(tmp) / "synthetic.tif"
         synth.write_slide(path, synth.make_layout(rng, 8192, True), rng)
-        b, t = patch_bytes(path, None), tile_bytes_per_pixel(path, stored=True)
-        rows.append((f"synthetic v{synth.VERSION} (8192 px)", len(b), np.median(b) / 1024, np.median(t),
+        b, t = {q: patch_bytes(path, None, quality=q) for q in QUALITIES}, tile_bytes_per_pixel(path, stored=True)
+        rows.append((f"synthetic v{synth.VERSION} (8192 px)", len(b[QUALITY]), median_kib(b), np.median(t),
                      max_similarity(patch_grid(path))[0]))
-    print(f"{'slide':<36} {'patches':>7} {'median KiB (q90)':>16} {'tile B/px (q85)':>15} {'max similarity':>14}")
+    heads = "".join(f"{f'median KiB (q{q})':>17}" for q in QUALITIES)
+    print(f"{'slide':<36} {'patches':>7}{heads} {'tile B/px (q85)':>15} {'max similarity':>14}")
     for name, n, kib, bpp, sim in rows:
-        print(f"{name:<36} {n:>7} {kib:>16.1f} {bpp:>15.3f} {'' if sim is None else f'{sim:.3f}':>14}")
+        cells = "".join(f"{k:>17.1f}" for k in kib)
+        print(f"{name:<36} {n:>7}{cells} {bpp:>15.3f} {'' if sim is None else f'{sim:.3f}':>14}")
     return 0
 
 

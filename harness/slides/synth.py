@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import zlib
 from dataclasses import dataclass, fields
 from statistics import NormalDist
@@ -34,6 +35,7 @@ import numpy as np
 import tifffile
 
 from ..errors import RunError
+from ..fsutil import remove
 from .annotations import polygon_area, rasterize, smooth_blob, write_asap
 
 VERSION = 4        # bump when the output of a given seed changes
@@ -495,3 +497,23 @@ def zip_annotations(out: str | Path) -> list[Path]:
 
 def _generate_item(item):
     return generate_one(*item)
+
+
+def prepare(workload, data: Path, engine) -> Path:
+    """The dataset's folder: the workload's dataset path, or synthetic slides under ``data``/dataset, made
+    once per specification (a marker file records it) with ``engine``."""
+    ds = workload.dataset
+    if ds.kind != "synthetic":
+        return Path(ds.path)
+    spec = ds.synthetic.model_dump() | {"generator": VERSION}
+    out = data / "dataset"
+    marker = out / ".complete.json"
+    if marker.is_file() and json.loads(marker.read_text()) == spec:
+        return out
+    if out.exists():
+        remove(out, data)
+    print(f"[dataset] synthesising {spec['slides']} slides of {spec['size']} px under {out}", file=sys.stderr)
+    generate(out, spec["slides"], spec["size"], spec["seed"], spec["tumor_fraction"], spec["test_fraction"],
+             spec["mpp"], engine=engine(), difficulty=spec["difficulty"])
+    marker.write_text(json.dumps(spec))
+    return out

@@ -17,6 +17,7 @@ The ranks' services open on the interface the workload names (``network.interfac
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -25,15 +26,15 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import RunError
+from ..errors import MissingExtra, RunError
+from ..network import interface_address
+from ..procs import signals_deferred
 
 _RANKS: dict[int, subprocess.Popen] = {}  # in a worker: the rank processes it started
 
 
 def endpoint(interface: str) -> dict:
     """On a worker: its host's address on ``interface``, a port free there, and the host's name."""
-    from .distributed import interface_address
-
     address = interface_address(interface)
     with socket.socket() as s:
         s.bind((address, 0))
@@ -96,6 +97,12 @@ def launch(engine, specs: list[dict], out: Path, interface: str | None, timeout:
             log = out / f"rank-{s['rank']}.log"
             pids.append(client.run(spawn, str(f), str(log), env, workers=[w])[w])
         codes = _follow(client, where, pids, timeout)
+    except BaseException:  # interrupted (Ctrl-C, SIGTERM) or failed: no rank trains on after the run's record
+        with signals_deferred():
+            for w, pid in zip(where, pids):
+                with contextlib.suppress(Exception):  # a worker gone with its rank
+                    client.run(kill, pid, workers=[w])
+        raise
     finally:
         if server is not None:
             server.shutdown()
@@ -138,7 +145,6 @@ def _horovod(engine, ends: list[dict], interface: str):
         from horovod.runner.common.util.hosts import get_host_assignments, parse_hosts
         from horovod.runner.http.http_server import RendezvousHandler, RendezvousHTTPServer
     except ImportError:
-        from ..errors import MissingExtra
         raise MissingExtra("horovod is not installed: run scripts/install-horovod (builds Horovod against "
                            "TensorFlow)") from None
     slots: dict[str, int] = {}

@@ -16,12 +16,16 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
+from ..config import EnginePlan
 from ..engines import Engine, Outcome, make_engine, run_all
 from ..engines.base import import_module
 from ..engines.isolate import guarded
 from ..fsutil import remove, remove_temporaries
+
+if TYPE_CHECKING:  # the tables' type, named in annotations only
+    import pandas as pd
 
 
 @dataclass
@@ -43,9 +47,7 @@ class StageContext:
     data: Path                   # this workload's folder under the root
     run_dir: Path                # results/<run_id>
     summary: dict                # the run record being written
-    engine_override: str | None = None
-    workers_override: int | None = None
-    nodes_override: int | None = None
+    plan: EnginePlan             # the engine of each stage, its workers and nodes (config.plan_engines)
     dataset: Path | None = None
     slides: list[dict] = field(default_factory=list)
     tables: dict[str, "pd.DataFrame"] = field(default_factory=dict)
@@ -53,20 +55,17 @@ class StageContext:
     engine_start_seconds: dict[str, float] = field(default_factory=dict)
 
     def engine_name(self, stage: str | None = None) -> str:
-        e = self.workload.engine
-        return self.engine_override or (e.stages.get(stage) if stage else None) or e.name
+        return self.plan.for_stage(stage).name
 
     def engine(self, stage: str | None = None) -> Engine:
         """The engine of a stage (started on first use, shared by the stages that name it)."""
-        e = self.workload.engine
-        name = self.engine_name(stage)
-        if name not in self.engines:
+        e = self.plan.for_stage(stage)
+        if e.name not in self.engines:
             t0 = time.perf_counter()
-            nodes = (self.nodes_override or e.nodes) if e.is_cluster(name) else None  # embedded: one node
-            self.engines[name] = make_engine(name, self.workers_override or e.workers, e.retries,
-                                             address=e.address, master=e.master, conf=e.spark_conf, nodes=nodes)
-            self.engine_start_seconds[name] = time.perf_counter() - t0
-        return self.engines[name]
+            self.engines[e.name] = make_engine(e.name, e.workers, e.retries, address=e.address, master=e.master,
+                                               conf=dict(e.conf), nodes=e.nodes)
+            self.engine_start_seconds[e.name] = time.perf_counter() - t0
+        return self.engines[e.name]
 
     def map(self, stage: str, fn, items: list, warm: Callable | None = None) -> Mapped:
         """Run fn over items through the stage's engine, after warming every worker up with ``warm`` (default:

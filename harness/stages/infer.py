@@ -19,9 +19,9 @@ import pandas as pd
 from ..config import Infer, Patches
 from ..errors import StageInputError
 from ..fsutil import atomic_path, write_bytes
-from ..metrics import auc, froc, roc_curve
+from ..metrics import auc, camelyon17 as c17, froc, roc_curve
 from ..models import image_size
-from ..slides.annotations import rasterize, read_asap
+from ..slides.annotations import read_asap, sample_points
 from ..slides.reader import TileReader, mpp, open_slide, read_level
 from . import masks as masks_stage
 from .common import StageContext, stage_record
@@ -157,6 +157,9 @@ def drive(ctx: StageContext) -> dict:
     scored = [v for v in ok_eval if v["label"] in ("tumor", "normal")]
     slide_auc = auc([v["score"] for v in scored], [v["label"] == "tumor" for v in scored]) if scored else None
     lesion = lesion_froc(scored, {s["slide"]: s for s in items}, ctx.workload)
+    # CAMELYON17: every inferred slide classed and every patient staged, labelled or not; kappa where truth is known
+    staging = pn_staging(ok, items, ctx.workload.infer) if ctx.summary.get("dataset", {}).get("layout") == "camelyon17" \
+        else None
     ctx.summary["infer"] = {"patches": n, "patches_per_s": rec["patches_per_s"], "patch_auc": patch_auc,
                             "slide_auc": slide_auc, "froc": lesion["froc"],
                             "froc_sensitivities": lesion["sensitivities"], "froc_detail": lesion,
@@ -166,16 +169,20 @@ def drive(ctx: StageContext) -> dict:
                             "input_fraction": rec["input_seconds"] / max(rec["input_seconds"] + rec["model_seconds"], 1e-9),
                             "heatmaps": [v["overlay"] for v in ok], "roc": roc,
                             "slides": [{k: v[k] for k in ("slide", "label", "score", "patches")} for v in ok]}
+    if staging is not None:
+        ctx.summary["infer"] |= {"pn_kappa": staging["kappa"], "pn_detail": staging}
     return rec
 
 
 def lesion_froc(scored: list[dict], items: dict[str, dict], workload) -> dict:
     """The CAMELYON16 lesion-level FROC of the evaluated slides, from their heatmaps (harness.metrics.froc).
 
-    Evaluation masks are the slides' annotations rasterised at downsample 32 (level 5); detections are the
-    heatmap regions at or above ``infer.froc_threshold``. A tumor slide without an annotation cannot be scored
+    Evaluation masks are the slides' annotations at level 5 as the official script reads them from a mask TIFF
+    (``sample_points``: the level-0 point (32 j, 32 i) for pixel (i, j)); the margin and the ITC rule at 0.243
+    um/px (``infer.froc_resolution = "official"``) or at each slide's own mpp (``"slide_mpp"``). Detections are
+    the heatmap regions at or above ``infer.froc_threshold``. A tumor slide without an annotation cannot be scored
     and is named in ``unscored``."""
-    m = workload.masks
+    m, mode = workload.masks, workload.infer.froc_resolution
     slides, unscored = [], []
     for v in scored:
         item = items[v["slide"]]
@@ -189,9 +196,46 @@ def lesion_froc(scored: list[dict], items: dict[str, dict], workload) -> dict:
             continue
         ann = read_asap(item["annotation"], (v["width"], v["height"]))
         ds = froc.EVAL_DOWNSAMPLE
-        shape = (int(np.ceil(v["height"] / ds)), int(np.ceil(v["width"] / ds)))
-        tumor = rasterize(ann.regions(m.tumor_groups), ann.regions(m.exclusion_groups), shape, ds)
-        labels, itc = froc.evaluation_mask(tumor, v["mpp"] or froc.CAMELYON16_MPP, ds)
+        shape = (int(v["height"] // ds), int(v["width"] // ds))  # a pyramid's level 5: floor(side / 32)
+        tumor = sample_points(ann.regions(m.tumor_groups), ann.regions(m.exclusion_groups), shape, ds)
+        mpp = froc.CAMELYON16_MPP if mode == "official" else (v["mpp"] or froc.CAMELYON16_MPP)
+        labels, itc = froc.evaluation_mask(tumor, mpp, ds)
         slides.append(froc.score_slide(dets, labels, itc, ds))
     out = froc.froc(slides)
-    return out | {"threshold": workload.infer.froc_threshold, "unscored": unscored}
+    return out | {"threshold": workload.infer.froc_threshold, "resolution": mode, "unscored": unscored}
+
+
+def pn_staging(inferred: list[dict], items: list[dict], cfg: Infer) -> dict:
+    """CAMELYON17's metric (harness.metrics.camelyon17) over the inferred test slides.
+
+    Each slide's class from its heatmap: the regions at or above ``infer.pn_threshold``, the longest one's longest
+    diameter at the slide's mpp (0.243 um/px where it records none). Each patient's pN stage from its nodes'
+    classes, when every node of the patient was inferred (else none: the stage would miss a node). The quadratic
+    weighted kappa over the patients whose stage the stage-labels CSV gives; test patients without one are
+    staged and listed, not scored."""
+    got, by_name = {v["slide"]: v for v in inferred}, {i["slide"]: i for i in items}
+    nodes: dict[str, list[dict]] = {}
+    for it in items:
+        if it.get("patient"):
+            nodes.setdefault(it["patient"], []).append(it)
+    slides, predicted = [], {}
+    for v in inferred:
+        it = by_name.get(v["slide"], {})
+        heat = np.load(v["heatmap"])
+        cls, longest = c17.slide_class(heat, v["heatmap_downsample"], v["mpp"] or froc.CAMELYON16_MPP, cfg.pn_threshold)
+        truth = it.get("lesion") or ("negative" if it.get("label") == "normal" else None)
+        predicted[v["slide"]] = cls
+        slides.append({"slide": v["slide"], "patient": it.get("patient"), "class": truth, "predicted": cls,
+                       "longest_um": longest})
+    patients = []
+    for who, its in sorted(nodes.items()):
+        complete = all(i["slide"] in got for i in its)
+        patients.append({"patient": who, "stage": its[0].get("patient_stage"), "nodes": len(its),
+                         "inferred": sum(i["slide"] in got for i in its),
+                         "predicted": c17.pn_stage(predicted[i["slide"]] for i in its) if complete else None})
+    scored = [p for p in patients if p["stage"] and p["predicted"]]
+    kappa = c17.quadratic_kappa([p["stage"] for p in scored], [p["predicted"] for p in scored]) if scored else None
+    known = [s for s in slides if s["class"]]
+    return {"kappa": kappa, "patients_scored": len(scored), "threshold": cfg.pn_threshold,
+            "slide_accuracy": (sum(s["class"] == s["predicted"] for s in known) / len(known)) if known else None,
+            "patients": patients, "slides": slides}

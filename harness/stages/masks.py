@@ -19,8 +19,10 @@ from ..config import Masks
 from ..errors import StageInputError
 from ..fsutil import write_bytes, write_json
 from ..slides.annotations import read_asap, rasterize
-from ..slides.reader import SlideError, nearest_level, open_slide, read_level
+from ..slides.reader import SlideError, load_codecs, nearest_level, open_slide, read_level
 from .common import StageContext, stage_record
+
+prepare_worker = load_codecs  # run by the workers' warm-up (engines.base.import_module): no import in a first item
 
 
 def tissue_mask(rgb: np.ndarray, median_blur: int = 7, min_saturation: int = 20) -> np.ndarray:
@@ -107,10 +109,30 @@ def run_slide(item: dict, cfg: Masks, out: str) -> dict:
 def load(out: str | Path, slide: str) -> tuple[dict, np.ndarray, np.ndarray]:
     """The record, tumor mask and tissue mask (bool arrays) of one slide."""
     p = paths(Path(out), slide)
-    if not p["record"].is_file():
-        raise StageInputError(f"{p['record']}: no masks for slide {slide!r} (the masks stage failed for it, or has not run)")
-    rec = json.loads(p["record"].read_text())
-    return rec, cv2.imread(str(p["tumor"]), cv2.IMREAD_GRAYSCALE) > 0, cv2.imread(str(p["tissue"]), cv2.IMREAD_GRAYSCALE) > 0
+    try:
+        p["record"].stat()  # not is_file(): an I/O error (a storage that lost its master) is no missing file
+    except FileNotFoundError:
+        raise StageInputError(f"{p['record']}: no masks for slide {slide!r} (the masks stage failed for it, or has not run)") from None
+    rec = json.loads(_read(p["record"]))
+    return rec, _mask(p["tumor"]), _mask(p["tissue"])
+
+
+def _read(path: Path) -> bytes:
+    """The file's bytes; an error reading it names the file (a read's OSError does not: an EIO of a storage that
+    lost the file's data would name nothing)."""
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        if e.filename:
+            raise
+        raise OSError(e.errno, e.strerror, str(path)) from e
+
+
+def _mask(path: Path) -> np.ndarray:
+    img = cv2.imdecode(np.frombuffer(_read(path), np.uint8), cv2.IMREAD_GRAYSCALE)  # cv2.imread: None on any error
+    if img is None:
+        raise StageInputError(f"{path}: not a readable mask image")
+    return img > 0
 
 
 def drive(ctx: StageContext) -> dict:

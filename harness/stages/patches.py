@@ -27,15 +27,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .. import tfrecord
+from .. import tfrecord_format
 from ..config import Patches
 from ..fsutil import atomic_path, remove_temporaries, write_bytes
-from ..slides.annotations import rasterize, read_asap
-from ..slides.reader import SlideError, TileReader, mpp, open_slide
+from ..slides.annotations import rasterize, read_asap, sample_points
+from ..slides.reader import SlideError, TileReader, load_codecs, mpp, open_slide
 from . import masks as masks_stage
 from .common import StageContext, stage_record
 
 LABELS = {"normal": 0, "tumor": 1}
+
+prepare_worker = load_codecs  # run by the workers' warm-up (engines.base.import_module): no import in a first item
 
 
 def manifest_path(out: Path, slide: str) -> Path:
@@ -130,20 +132,25 @@ def _border_shares(xs: np.ndarray, ys: np.ndarray, read: int, ds: float, inc: li
     return out
 
 
-def grid(item: dict, cfg: Patches, mask_rec: dict, tumor_m: np.ndarray, tissue_m: np.ndarray, slide,
-         stride: int | None = None) -> dict:
-    """The patch grid of one slide with each footprint's tissue and tumor shares (arrays of shape (rows, cols))."""
+def geometry(item: dict, cfg: Patches, slide) -> tuple[int, float]:
+    """(pyramid level, scale): the level patches are cut from and the size of a patch's pixel in that level's
+    pixels (1.0 unless patches.mpp asks for a resolution between levels)."""
     if cfg.mpp is not None:
         smpp = mpp(slide)
         if smpp is None:
             raise SlideError(f"{item['path']}: patches.mpp is set but the slide records no microns per pixel")
         lmpp = smpp * np.asarray(slide.level_downsamples)
         level = int(np.argmin(np.where(lmpp <= cfg.mpp * 1.01, cfg.mpp / lmpp, np.inf)))  # finest level not coarser
-        scale = cfg.mpp / lmpp[level]
-    else:
-        if cfg.level >= slide.level_count:
-            raise SlideError(f"{item['path']}: patch level {cfg.level} requested, the slide has {slide.level_count}")
-        level, scale = cfg.level, 1.0
+        return level, cfg.mpp / lmpp[level]
+    if cfg.level >= slide.level_count:
+        raise SlideError(f"{item['path']}: patch level {cfg.level} requested, the slide has {slide.level_count}")
+    return cfg.level, 1.0
+
+
+def grid(item: dict, cfg: Patches, mask_rec: dict, tumor_m: np.ndarray, tissue_m: np.ndarray, slide,
+         stride: int | None = None) -> dict:
+    """The patch grid of one slide with each footprint's tissue and tumor shares (arrays of shape (rows, cols))."""
+    level, scale = geometry(item, cfg, slide)
     ds = float(slide.level_downsamples[level])
     read = max(1, round(cfg.size * scale))
     stride = max(1, round((stride or cfg.stride or cfg.size) * scale))
@@ -171,9 +178,101 @@ def grid(item: dict, cfg: Patches, mask_rec: dict, tumor_m: np.ndarray, tissue_m
     return {"level": level, "downsample": ds, "read": read, "gx": gx, "gy": gy, "tissue": tissue, "tumor": tumor}
 
 
+def _point_fractions(sat: np.ndarray, ds: float, xs: np.ndarray, ys: np.ndarray, size0: float) -> np.ndarray:
+    """Share of True mask pixels under the footprint of each point (level-0 xs[i], ys[i], side size0): as
+    ``_fractions``, point by point instead of over a grid."""
+    h, w = sat.shape[0] - 1, sat.shape[1] - 1
+    x0, y0 = np.clip(np.floor(xs / ds).astype(int), 0, w), np.clip(np.floor(ys / ds).astype(int), 0, h)
+    x1 = np.clip(np.ceil((xs + size0) / ds).astype(int), 0, w)
+    y1 = np.clip(np.ceil((ys + size0) / ds).astype(int), 0, h)
+    total = sat[y1, x1] - sat[y0, x1] - sat[y1, x0] + sat[y0, x0]
+    return total / (np.maximum(y1 - y0, 1) * np.maximum(x1 - x0, 1))
+
+
+def reference_candidates(mask: np.ndarray, stride: int) -> np.ndarray:
+    """The reference pipeline's candidate points (mask pixel x, y) of one mask, in its order: for each external
+    contour of the mask (OpenCV's findContours order), the points of its bounding box, x in range(x, x + w,
+    stride) outer, y in range(y, y + h, stride) inner. Where bounding boxes overlap, a point comes more than once,
+    as it did there."""
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    out = [np.zeros((0, 2), np.int64)]
+    for c in contours:
+        x, y, w, h = cv2.boundingRect(c)
+        xx, yy = np.meshgrid(np.arange(x, x + w, stride), np.arange(y, y + h, stride), indexing="ij")
+        out.append(np.c_[xx.ravel(), yy.ravel()])
+    return np.concatenate(out)
+
+
+def reference_accept(cands: np.ndarray, mask: np.ndarray, limit: int) -> tuple[np.ndarray, int]:
+    """(indices of the accepted candidates, candidates looked at), as the reference: every q-th candidate
+    (q = floor(candidates / limit) + 1: the q-th, the 2q-th, ...), accepted when the mask pixel at the point (its
+    patch's top-left corner) is set, stopping once ``limit`` are accepted."""
+    q = len(cands) // limit + 1
+    looked = np.arange(q - 1, len(cands), q)
+    accepted = looked[mask[cands[looked, 1], cands[looked, 0]]][:limit]
+    stop = int(np.searchsorted(looked, accepted[-1]) + 1) if len(accepted) == limit else len(looked)
+    return accepted, stop
+
+
+def plan_reference(item: dict, cfg: Patches, mask_rec: dict, tumor_m: np.ndarray, tissue_m: np.ndarray,
+                   slide) -> dict:
+    """``patches.sampling = "reference"``: the patches the reference pipeline cut from one slide.
+
+    Tumor patches: candidates on the tumour mask's contours' bounding boxes, a stride of stride_tumor level px
+    (64 at level 0: 2 pixels of the 32x mask); normal patches likewise on the tissue mask with stride_normal (320:
+    10 pixels). Each class: every q-th candidate, accepted when its mask pixel is set, at most max_per_class
+    (``reference_accept``). A candidate's mask pixel (x, y) is the patch at level 0 (x, y) x the mask's
+    downsample (the reference's 2^5). The tumour mask is the one the reference read, level 5 of an ASAP mask TIFF:
+    pixel (x, y) is the annotation at that level-0 point, the patch's corner (``sample_points``), not at the
+    pixel's centre as the masks stage paints it. Normal patches of a tumor slide (normal_from_tumor_slides) come
+    from its tissue without the tumour. The recorded tumour and tissue shares are the masks' over the footprint,
+    at mask resolution."""
+    level, scale = geometry(item, cfg, slide)
+    ds = float(slide.level_downsamples[level])
+    read = max(1, round(cfg.size * scale))
+    size0 = read * ds
+    mds, tds = mask_rec["downsample"], mask_rec["tissue_downsample"]
+    tumor_sat, tissue_sat = _sat(tumor_m), _sat(tissue_m)
+    if item.get("annotation"):  # the corner-sampled tumour mask, as the reference's mask TIFF held it
+        ann = read_asap(item["annotation"], slide.dimensions)
+        tumor_m = sample_points(ann.regions(item["tumor_groups"]), ann.regions(item["exclusion_groups"]),
+                                tumor_m.shape, mds)
+    chosen, stats = [], {"candidates": 0, "looked_at": 0, "duplicates": 0}
+    for name in ("tumor", "normal"):
+        if name == "normal" and item.get("label") == "tumor" and not cfg.normal_from_tumor_slides:
+            continue
+        stride = (cfg.stride_tumor if name == "tumor" else cfg.stride_normal) or cfg.stride or cfg.size
+        if name == "tumor":
+            mask, mask_ds = tumor_m, mds
+        else:
+            mask, mask_ds = tissue_m, tds
+            if tumor_m.any():  # a tumor slide's normal patches: its tissue less the tumour
+                mask = mask & ~(cv2.resize(tumor_m.astype(np.uint8), mask.shape[::-1],
+                                           interpolation=cv2.INTER_NEAREST) > 0)
+        step = max(1, round(stride * scale * ds / mask_ds))  # the stride in mask pixels
+        cands = reference_candidates(mask, step)
+        if not len(cands):
+            continue
+        accepted, looked = reference_accept(cands, mask, cfg.max_per_class)
+        pts = cands[accepted]
+        stats["candidates"] += len(cands)
+        stats["looked_at"] += looked
+        stats["duplicates"] += len(pts) - len(np.unique(pts, axis=0))
+        xs0, ys0 = pts[:, 0] * mask_ds, pts[:, 1] * mask_ds
+        tumor = _point_fractions(tumor_sat, mds, xs0, ys0, size0)
+        tissue = _point_fractions(tissue_sat, tds, xs0, ys0, size0)
+        chosen += [(int(round(y / ds)), int(round(x / ds)), name, float(a), float(b))
+                   for x, y, a, b in zip(xs0, ys0, tumor, tissue)]
+    chosen.sort()
+    return {"level": level, "downsample": ds, "read": read, "patches": chosen, **stats}
+
+
 def plan(item: dict, cfg: Patches, mask_rec: dict, tumor_m: np.ndarray, tissue_m: np.ndarray, slide) -> dict:
     """Grid, labels and the seeded per-class selection for one slide; each class on its own stride when
-    ``stride_tumor`` / ``stride_normal`` are set (one grid when they agree)."""
+    ``stride_tumor`` / ``stride_normal`` are set (one grid when they agree). ``patches.sampling = "reference"``:
+    the reference pipeline's rule instead (``plan_reference``)."""
+    if cfg.sampling == "reference":
+        return plan_reference(item, cfg, mask_rec, tumor_m, tissue_m, slide)
     rng = np.random.default_rng([cfg.seed, zlib.crc32(item["slide"].encode())])
     grids: dict = {}
     chosen = []
@@ -209,8 +308,8 @@ def run_slide(item: dict, cfg: Patches, masks_dir: str, out: str) -> dict:
     manifest = manifest_path(out, slide_name)
     if verify(manifest, params):
         t = pq.read_table(manifest, columns=["label", "bytes"]).to_pandas()
-        return {"slide": slide_name, "skipped": True, "patches": len(t), "tumor": int((t.label == "tumor").sum()),
-                "normal": int((t.label == "normal").sum()), "bytes": int(t.bytes.sum()), "files_written": 0}
+        return {"slide": slide_name, "skipped": True, "patches": len(t), "bytes": int(t.bytes.sum()),
+                **_by_class(t.to_dict("records")), "files_written": 0}
     slide = open_slide(item["path"])
     try:
         p = plan(item, cfg, mask_rec, tumor_m, tissue_m, slide)
@@ -223,10 +322,19 @@ def run_slide(item: dict, cfg: Patches, masks_dir: str, out: str) -> dict:
     with atomic_path(manifest) as tmp:
         pq.write_table(table, tmp)
     files = (len(rows) if cfg.output == "jpeg" else 1) + 1
-    return {"slide": slide_name, "skipped": False, "patches": len(rows),
-            "tumor": sum(r["label"] == "tumor" for r in rows), "normal": sum(r["label"] == "normal" for r in rows),
-            "candidates": p["candidates"], "tiles_decoded": decoded, "bytes": sum(r["bytes"] for r in rows),
+    extra = {k: p[k] for k in ("looked_at", "duplicates") if k in p}  # the reference sampling's
+    return {"slide": slide_name, "skipped": False, "patches": len(rows), **_by_class(rows),
+            "candidates": p["candidates"], **extra, "tiles_decoded": decoded, "bytes": sum(r["bytes"] for r in rows),
             "files_written": files, "warnings": warnings}
+
+
+def _by_class(rows) -> dict:
+    """Patches and their bytes per class: ``tumor``, ``normal``, ``tumor_bytes``, ``normal_bytes``."""
+    out = {}
+    for label in LABELS:
+        mine = [r["bytes"] for r in rows if r["label"] == label]
+        out[label], out[f"{label}_bytes"] = len(mine), int(sum(mine))
+    return out
 
 
 _SCHEMA = pa.schema([("slide", pa.string()), ("x", pa.int64()), ("y", pa.int64()), ("level", pa.int32()),
@@ -241,12 +349,15 @@ def _extract(reader: TileReader, p: dict, cfg: Patches, item: dict, out: Path) -
     written: list[str] = []
     folder = {label: os.path.join(out, label) for label in LABELS}
     buf = np.empty((read, read, 3), np.uint8)  # reused: no allocation per patch
+    seen: dict[tuple, int] = {}  # the reference sampling can cut the same patch twice: each is its own file
     try:
         with contextlib.ExitStack() as stack:
             records = None
             if cfg.output == "tfrecord":
                 path = out / "records" / f"{slide}.tfrecord"
-                records = stack.enter_context(open(stack.enter_context(atomic_path(path)), "wb"))
+                records = stack.enter_context(open(stack.enter_context(atomic_path(path)), "wb",
+                                                   buffering=tfrecord_format.RECORD_BUFFER))
+                end = 0  # bytes written to the records file
             for y, x, label, tfrac, tisfrac in p["patches"]:
                 reader.forget_above(y)
                 px = reader.region(x, y, read, read, out=buf)
@@ -255,14 +366,15 @@ def _extract(reader: TileReader, p: dict, cfg: Patches, item: dict, out: Path) -
                 jpeg = imagecodecs.jpeg8_encode(px, level=cfg.jpeg_quality)
                 x0, y0 = round(x * ds), round(y * ds)
                 if records is None:
-                    name = f"{slide}_{x0}_{y0}.jpg"
+                    copy = seen[label, x0, y0] = seen.get((label, x0, y0), -1) + 1
+                    name = f"{slide}_{x0}_{y0}.jpg" if not copy else f"{slide}_{x0}_{y0}_{copy}.jpg"
                     write_bytes(os.path.join(folder[label], name), jpeg)
                     written.append(os.path.join(folder[label], name))
                     rel, data, offset = f"patches/{label}/{name}", jpeg, 0
                 else:
-                    data = tfrecord.patch_example(jpeg, LABELS[label], slide, x0, y0, cfg.size, cfg.size)
-                    offset = records.tell() + 12  # the data follows the 12-byte record header
-                    records.write(tfrecord.frame(data))
+                    data = tfrecord_format.patch_example(jpeg, LABELS[label], slide, x0, y0, cfg.size, cfg.size)
+                    offset = end + 12  # the data follows the 12-byte record header
+                    end += tfrecord_format.write_record(records, data)
                     rel = f"patches/records/{slide}.tfrecord"
                 rows.append({"slide": slide, "x": x0, "y": y0, "level": level, "label": label,
                              "tumor_fraction": tfrac, "tissue_fraction": tisfrac, "bytes": len(data),
@@ -284,5 +396,11 @@ def drive(ctx: StageContext) -> dict:
     done = [o.value for o in mapped.outcomes if not o.error]
     cut = [v for v in done if not v["skipped"]]  # slides found complete are resumed work, not throughput
     n = sum(v["patches"] for v in cut)
+    cfg = ctx.workload.patches
+    # what the patch folders hold per class (resumed slides included), to set beside the reference's totals
+    per_class = {label: {"patches": sum(v[label] for v in done), "bytes": sum(v[f"{label}_bytes"] for v in done),
+                         "files": sum(v[label] for v in done) if cfg.output == "jpeg" else 0,
+                         "slides": sum(bool(v[label]) for v in done)} for label in LABELS}
     return stage_record(ctx, "patches", mapped, patches=n, patches_per_s=mapped.rate(n),
-                        skipped=len(done) - len(cut), skipped_patches=sum(v["patches"] for v in done if v["skipped"]))
+                        skipped=len(done) - len(cut), skipped_patches=sum(v["patches"] for v in done if v["skipped"]),
+                        sampling=cfg.sampling, per_class=per_class)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import tfrecord
+from .. import tfrecord_format
 from ..config import TFRecords
 from ..errors import StageInputError
 from ..fsutil import atomic_path, remove, remove_temporaries, write_bytes, write_json
@@ -72,10 +72,10 @@ def record_bytes(rows: pd.DataFrame, patch_size: int, dlio: bool = False) -> int
     def size(r) -> int:
         args = (LABELS[r.label], r.slide, r.x, r.y, patch_size, patch_size)
         if r.offset == 0:
-            return tfrecord.patch_example_size(r.bytes, *args, dlio=dlio)
+            return tfrecord_format.patch_example_size(r.bytes, *args, dlio=dlio)
         if not dlio:
             return r.bytes
-        return tfrecord.patch_example_size(tfrecord.jpeg_size_of(r.bytes, *args), *args, dlio=True)
+        return tfrecord_format.patch_example_size(tfrecord_format.jpeg_size_of(r.bytes, *args), *args, dlio=True)
     return int(sum(size(r) for r in rows.itertuples()))
 
 
@@ -90,18 +90,18 @@ def complete(item: dict) -> bool:
         index = [l for l in Path(item["index"]).read_text().split("\n") if l]
         if len(index) != len(item["rows"]):
             return False
-        for (_, data), r in zip(tfrecord.read_records(item["path"]), item["rows"], strict=True):
-            e = tfrecord.parse_example(data)
+        for (_, data), r in zip(tfrecord_format.read_records(item["path"]), item["rows"], strict=True):
+            e = tfrecord_format.parse_example(data)
             # the manifest describes what the patch stage wrote: a JPEG file, or an Example without DLIO's keys
-            content = tfrecord.without_dlio(data) if r["offset"] else e["image/encoded"]
+            content = tfrecord_format.without_dlio(data) if r["offset"] else e["image/encoded"]
             if ((e["slide"].decode(), e["loc_x"], e["loc_y"], e["image/class/label"]) != (r["slide"], r["x"], r["y"], LABELS[r["label"]])
                     or len(content) != r["bytes"] or zlib.crc32(content) != r["crc32"]):
                 return False
             dlio = e.get("image") == e["image/encoded"] and e.get("size") == item["patch_size"]
-            if dlio != bool(item.get("dlio")) or (not dlio and any(k in e for k in tfrecord.DLIO_KEYS)):
+            if dlio != bool(item.get("dlio")) or (not dlio and any(k in e for k in tfrecord_format.DLIO_KEYS)):
                 return False
         return True
-    except (OSError, KeyError, ValueError, tfrecord.CorruptRecord):  # ValueError: more or fewer records than planned
+    except (OSError, KeyError, ValueError, tfrecord_format.CorruptRecord):  # ValueError: more or fewer records than planned
         return False
 
 
@@ -115,14 +115,14 @@ def write_shard(item: dict) -> dict:
         for r in item["rows"]:
             src = Path(item["base"]) / r["path"]
             if r["offset"]:  # already a tf.train.Example, inside a per-slide record file
-                data = tfrecord.read_at(src, r["offset"] - 12)
+                data = tfrecord_format.read_at(src, r["offset"] - 12)
                 if item.get("dlio"):
-                    data = tfrecord.with_dlio(data, size)
+                    data = tfrecord_format.with_dlio(data, size)
             else:
                 jpeg = src.read_bytes()
-                data = tfrecord.patch_example(jpeg, LABELS[r["label"]], r["slide"], r["x"], r["y"], size, size,
+                data = tfrecord_format.patch_example(jpeg, LABELS[r["label"]], r["slide"], r["x"], r["y"], size, size,
                                               dlio=bool(item.get("dlio")))
-            framed = tfrecord.frame(data)
+            framed = tfrecord_format.frame(data)
             index.append(f"{f.tell()} {len(framed)}\n")
             f.write(framed)
     write_bytes(item["index"], "".join(index).encode())

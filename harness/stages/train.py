@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -26,99 +25,10 @@ from ..engines.base import proc_io
 from ..fsutil import remove, remove_temporaries
 from ..metrics import Sampler, auc, step_figures
 from ..models import build as build_model, image_size, optimizer
+from ..progress import Progress
+from .checkpoints import files_written_since, save_model, save_weights, timed_save
 from .common import StageContext
-
-
-def parse(raw, size: int, augment: bool, delay_ms: float = 0.0, seed: int = 0, decode: bool = True):
-    """One serialised Example -> (image in [0, 1], label, bytes read); with ``decode`` false, the image stays
-    its encoded bytes (MLPerf Storage's reader parses records and does not decode them)."""
-    spec = {"image/encoded": tf.io.FixedLenFeature([], tf.string),
-            "image/class/label": tf.io.FixedLenFeature([], tf.int64)}
-    ex = tf.io.parse_single_example(raw, spec)
-    if not decode:
-        return ex["image/encoded"], tf.cast(ex["image/class/label"], tf.float32), tf.strings.length(raw) + 16
-    img = tf.io.decode_jpeg(ex["image/encoded"], channels=3)
-    if delay_ms:
-        img = tf.numpy_function(lambda a: (time.sleep(delay_ms / 1000), a)[1], [img], tf.uint8, stateful=True)
-        img.set_shape([None, None, 3])
-    img = tf.image.convert_image_dtype(img, tf.float32)
-    if img.shape[0] != size:
-        img = tf.image.resize(img, (size, size), method="area")
-    if augment:
-        img = tf.image.random_flip_left_right(img)
-        img = tf.image.random_flip_up_down(img)
-        img = tf.image.rot90(img, tf.random.uniform([], 0, 4, dtype=tf.int32))
-        img = tf.image.random_brightness(img, 0.08)
-        img = tf.image.random_saturation(img, 0.85, 1.15)
-        img = tf.image.random_hue(img, 0.03)
-        img = tf.clip_by_value(img, 0.0, 1.0)
-    img = tf.ensure_shape(img, (size, size, 3))
-    return img, tf.cast(ex["image/class/label"], tf.float32), tf.strings.length(raw) + 16
-
-
-def dataset(files: list[str], cfg: Train, training: bool):
-    auto = tf.data.AUTOTUNE
-    calls = auto if cfg.parallel_calls == -1 else max(1, cfg.parallel_calls)
-    ds = tf.data.Dataset.from_tensor_slices(files)
-    if training:
-        ds = ds.shuffle(len(files), seed=cfg.seed, reshuffle_each_iteration=True).repeat()
-    cycle = min(cfg.interleave_cycle, len(files))
-    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=cycle, deterministic=not training,
-                       num_parallel_calls=calls if calls == auto else min(calls, cycle))
-    if training and cfg.shuffle_buffer:
-        ds = ds.shuffle(cfg.shuffle_buffer, seed=cfg.seed)
-    size = image_size(cfg)
-    ds = ds.map(lambda r: parse(r, size, training and cfg.augment, cfg.decode_delay_ms if training else 0.0,
-                                decode=cfg.decode or not training),
-                num_parallel_calls=calls, deterministic=not training)
-    ds = ds.batch(cfg.batch_size, drop_remainder=training)
-    if cfg.prefetch:
-        ds = ds.prefetch(auto if cfg.prefetch == -1 else cfg.prefetch)
-    return ds
-
-
-def predict(model, ds) -> tuple[np.ndarray, np.ndarray]:
-    probs, labels = [], []
-    for x, y, _ in ds:
-        probs.append(np.asarray(model(x, training=False)).reshape(-1))
-        labels.append(y.numpy())
-    if not probs:
-        return np.zeros(0), np.zeros(0)
-    return np.concatenate(probs), np.concatenate(labels)
-
-
-class StorageFull(DataError):
-    """Not enough free space for a checkpoint or the model; the message names the file."""
-
-
-def _saved(write, model, path: Path) -> None:
-    """Write with Keras to a temporary of ours beside ``path`` (the ``.<name>.tmp<pid>`` pattern the stages
-    clean up, keeping the suffix Keras wants), then rename. Before writing, check that the storage has room for
-    the file (as large as the last one, or the model's weights): a full disk mid-write crashes h5py instead of
-    raising. Any failure names the file and leaves no temporary."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    stem, suffix = path.name.split(".", 1)
-    tmp = path.with_name(f".{stem}.tmp{os.getpid()}.{suffix}")
-    need = path.stat().st_size if path.exists() else sum(int(np.prod(v.shape)) * 4 for v in model.weights)
-    free = shutil.disk_usage(path.parent).free
-    if free < 1.2 * need + 2**16:
-        raise StorageFull(f"{path}: no room to write it: {free / 2**20:.1f} MiB free, about {need / 2**20:.1f} MiB "
-                          "needed (No space left on device)")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except Exception as e:  # noqa: BLE001 - Keras and h5py raise many kinds; one that names the file
-        raise DataError(f"{path}: could not write it: {type(e).__name__}: {e}") from e
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def save_model(model, path: Path) -> None:
-    _saved(model.save, model, path)
-
-
-def save_weights(model, path: Path) -> None:
-    _saved(model.save_weights, model, path)
+from .tfdata import dataset, named_data_loss, predict
 
 
 def run(tfrecords_dir: Path, out: Path, cfg: Train, log_name: str = "run", progress=print) -> tuple[dict, list[dict], object]:
@@ -161,7 +71,8 @@ def run(tfrecords_dir: Path, out: Path, cfg: Train, log_name: str = "run", progr
     wall_start = None
     validation_seconds = 0.0
     try:
-        with Sampler() as sampler, writer.as_default():
+        with Sampler() as sampler, writer.as_default(), \
+                Progress(cfg.epochs * steps_per_epoch, "train", unit="step", lines=False) as bar:
             for epoch in range(cfg.epochs):
                 t_epoch = time.perf_counter()
                 for _ in range(steps_per_epoch):
@@ -177,6 +88,7 @@ def run(tfrecords_dir: Path, out: Path, cfg: Train, log_name: str = "run", progr
                                   "batch_size": int(y.shape[0]), "record_bytes": int(tf.reduce_sum(nbytes)), "loss": loss})
                     tf.summary.scalar("loss", loss, step=step)
                     tf.summary.scalar("wait_seconds", t1 - t0, step=step)
+                    bar.done()
                 wall_end = time.perf_counter()
                 checkpoints.append({"epoch": epoch, **timed_save(save_weights, model,
                                                                     out / "checkpoints" / f"epoch-{epoch:03d}.weights.h5")})
@@ -191,9 +103,9 @@ def run(tfrecords_dir: Path, out: Path, cfg: Train, log_name: str = "run", progr
                         tf.summary.scalar("val_auc", val["val_auc"], step=len(steps))
                 epochs.append({"epoch": epoch, "seconds": time.perf_counter() - t_epoch,
                                "loss": float(np.mean([s["loss"] for s in steps[-steps_per_epoch:]])), **val})
-                progress(f"[train] epoch {epoch + 1}/{cfg.epochs}: loss {epochs[-1]['loss']:.4f}"
+                bar.note(f"[train] epoch {epoch + 1}/{cfg.epochs}: loss {epochs[-1]['loss']:.4f}"
                          + (f", val AUC {val['val_auc']:.3f}" if val.get("val_auc") is not None else "")
-                         + f" ({epochs[-1]['seconds']:.0f}s)")
+                         + f" ({epochs[-1]['seconds']:.0f}s)", progress)
                 # wall clock of the measured steps: validation and checkpoints excluded
                 if epoch == 0:
                     measured_wall = wall_end - wall_start
@@ -217,32 +129,6 @@ def run(tfrecords_dir: Path, out: Path, cfg: Train, log_name: str = "run", progr
                "record_bytes": int(sum(s["record_bytes"] for s in steps)),
                "cpu": sampler.summary(), "log_dir": str(out / "logs" / log_name)}
     return figures, steps, model
-
-
-def named_data_loss(files: list[str], error) -> DataError:
-    """TensorFlow's DataLossError names no file: find the shard whose records fail their CRC, and name it."""
-    from .. import tfrecord
-
-    for f in files:
-        try:
-            for _ in tfrecord.read_records(f):
-                pass
-        except tfrecord.CorruptRecord as e:
-            return DataError(f"{e} (TensorFlow: {error.message.splitlines()[0]})")
-    return DataError(f"a corrupted record in one of {len(files)} shards under {Path(files[0]).parent}: "
-                     f"{error.message.splitlines()[0]}")
-
-
-def timed_save(save, model, path: Path) -> dict:
-    """Save with ``save`` and return the seconds and bytes of the write (checkpoint bursts are a sizing figure)."""
-    t0 = time.perf_counter()
-    save(model, path)
-    return {"seconds": time.perf_counter() - t0, "bytes": path.stat().st_size, "path": str(path)}
-
-
-def files_written_since(folder: Path, since: float) -> int:
-    """Files under folder created or rewritten since the wall-clock time ``since``."""
-    return sum(1 for p in Path(folder).rglob("*") if p.is_file() and p.stat().st_mtime >= since)
 
 
 def drive(ctx: StageContext) -> dict:
@@ -296,11 +182,11 @@ def _train_processes(ctx: StageContext, tfr: Path, cfg: Train) -> dict:
     print(f"[train] {mode}: {cfg.processes} processes x {steps} steps"
           + (f", step {emu.step_s} s ({emu.source})" if emu else ""), file=sys.stderr)
     since = time.time()
-    engine = ctx.engine_name("train")  # a Dask cluster's hosts run the ranks of distributed training
-    cluster = ctx.engine("train") if mode in ("multiworker", "horovod") and engine == "dask" and \
-        ctx.workload.engine.is_cluster(engine) else None
+    planned = ctx.plan.for_stage("train")  # a Dask cluster's hosts run the ranks of distributed training
+    cluster = ctx.engine("train") if mode in ("multiworker", "horovod") and planned.name == "dask" and \
+        planned.cluster else None
     if cluster is not None:
-        print(f"[train] ranks on the hosts of the Dask cluster at {ctx.workload.engine.address}: "
+        print(f"[train] ranks on the hosts of the Dask cluster at {planned.address}: "
               f"{', '.join(cluster.by_host())}", file=sys.stderr)
     res = distributed.run(files, ctx.data / "train", cfg, mode, cfg.processes, steps, emu.step_s if emu else None,
                           ctx.workload.network.interface, cluster)

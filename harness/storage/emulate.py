@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from ..errors import WsibenchError
-from ..fsutil import check_name, process_start
+from ..fsutil import check_name, process_start, remove
 from . import iostats
 
 
@@ -246,7 +246,7 @@ def _watch_users(users: Path, mountpoint: str, grace: float = 3.0, first_user_ti
     while True:
         time.sleep(0.5)
         registered = users.is_dir() and any(users.iterdir())  # a run registered (alive, or killed since)
-        if _live_users(users) or (registered and last_seen is None):
+        if live_users(users) or (registered and last_seen is None):
             last_seen = time.monotonic()
         elif (last_seen is not None and time.monotonic() - last_seen > grace) or \
                 (last_seen is None and time.monotonic() - started > first_user_timeout):
@@ -271,7 +271,7 @@ def check_can_mount() -> None:
 # watchdog ignore. A mount whose server died (listed in /proc/mounts, "Transport endpoint is not connected") is
 # cleared before use. Attaching and leaving hold an exclusive lock on the state folder.
 
-def _live_users(users: Path) -> list[Path]:
+def live_users(users: Path) -> list[Path]:
     alive = []
     for entry in users.glob("*") if users.is_dir() else []:
         try:
@@ -303,7 +303,7 @@ def mount_state(mountpoint: Path) -> str:
 
 
 @contextlib.contextmanager
-def _locked(path: Path):
+def locked(path: Path):
     import fcntl
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -334,6 +334,9 @@ def _unmount(mountpoint: Path, state: Path) -> None:
         (state / f).unlink(missing_ok=True)
 
 
+_held: dict[str, int] = {}  # mounts this process holds, and how many times (a run inside a run)
+
+
 @contextlib.contextmanager
 def mounted(backing: Path, mountpoint: Path, params: dict, timeout: float = 20.0):
     """The throttled passthrough of ``backing`` mounted at ``mountpoint`` for the duration of the block, shared
@@ -342,11 +345,19 @@ def mounted(backing: Path, mountpoint: Path, params: dict, timeout: float = 20.0
     backing.mkdir(parents=True, exist_ok=True)
     state = mountpoint.parent / f".{mountpoint.name}.wsibench"
     users, me = state / "users", str(os.getpid())
-    with _locked(state / "lock"):
+    key = str(state)
+    if _held.get(key) and mount_state(mountpoint) == "alive":  # this process holds it already (a run in a run)
+        _held[key] += 1
+        try:
+            yield mountpoint
+        finally:
+            _held[key] -= 1
+        return
+    with locked(state / "lock"):
         if mount_state(mountpoint) == "dead":  # a killed server's mount: clear it
             print(f"[storage] clearing the dead mount at {mountpoint} (its server was killed)", file=sys.stderr)
             subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], capture_output=True)
-        others = _live_users(users)
+        others = live_users(users)
         current = (state / "params.json").read_text() if (state / "params.json").is_file() else None
         if mount_state(mountpoint) == "alive" and current != json.dumps(params, sort_keys=True):
             if others:
@@ -358,12 +369,14 @@ def mounted(backing: Path, mountpoint: Path, params: dict, timeout: float = 20.0
             _serve(backing, mountpoint, params, state, timeout)
         users.mkdir(parents=True, exist_ok=True)
         (users / me).write_text(process_start(os.getpid()) or "")
+    _held[key] = 1
     try:
         yield mountpoint
     finally:
-        with _locked(state / "lock"):
+        _held.pop(key, None)
+        with locked(state / "lock"):
             (users / me).unlink(missing_ok=True)
-            if not _live_users(users):
+            if not live_users(users):
                 _unmount(mountpoint, state)
 
 
@@ -382,6 +395,21 @@ def _serve(backing: Path, mountpoint: Path, params: dict, state: Path, timeout: 
             proc.kill()
             raise EmulationError(f"could not mount emulated storage at {mountpoint}: {log_path.read_text()[-500:]}")
         time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def observed(root: Path, results_dir: Path, name: str):
+    """Mount the counting passthrough, unthrottled, over ``root`` at a mount point of this run's own under
+    ``<results>/observe/``; yield the mount point (the root to use) and remove it when done."""
+    base = Path(results_dir).resolve() / "observe"
+    folder = base / f"{check_name(name, 'storage profile')}-{os.getpid()}"
+    try:
+        with mounted(Path(root), folder / "mnt", {"name": f"{name}-observed"}):
+            yield folder / "mnt"
+    finally:
+        with contextlib.suppress(OSError):
+            if not os.path.ismount(folder / "mnt"):
+                remove(folder, base)
 
 
 def main(argv=None):

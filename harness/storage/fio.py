@@ -21,19 +21,21 @@ characterisation: bandwidths, IOPS, mean, p50 and p99 latencies, files per secon
 """
 from __future__ import annotations
 
-import datetime as dt
 import json
 import shutil
 import os
-import re
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+from ..config import load_profile
 from ..errors import WsibenchError
-from ..fsutil import remove, write_json
+from ..fsutil import remove
+from .attach import attached
+from .characterisations import save
 
 JOBS = ("slide_seq_read", "slide_tile_read", "jpeg_small_writes", "jpeg_small_reads", "tfrecord_stream",
         "checkpoint_write",
@@ -227,24 +229,269 @@ def run(root: Path, size_mb: int = 256, runtime_s: float = 5.0, small_files: int
             "small_files": small_files, "jobs": summarise(doc, small_files) | probes}
 
 
-def _stem(profile: str, observed: bool) -> str:
-    return f"{profile}.observed" if observed else profile
+def characterise(profile_name: str, results_dir: Path, size_mib: int = 256, runtime: float = 5.0,
+                 small_files: int = 2000, streams: int = 4, direct: bool | None = None, strict: bool = False,
+                 observe: bool = False, hosts: int | None = None, progress=print) -> tuple[Path, dict]:
+    """``wsibench fio``: attach the profile's storage, run the jobs on its root and store the characterisation under
+    <results>/fio/ (later runs on the profile carry it). ``direct`` defaults to on for real roots, off for emulated
+    or observed ones (a FUSE passthrough that never caches). ``hosts`` (a lab profile with client hosts): the jobs
+    run on the lab's first client host, as one client sees the storage, and then ``parallel`` phases run on that
+    many client hosts at once: what the servers deliver to several clients. Returns (its file, the result)."""
+    profile = load_profile(profile_name)
+    with attached(profile, Path(results_dir), strict, observe) as st:
+        observed = "observe" in st.record
+        direct = direct if direct is not None else not st.observing
+        where = ""
+        if hosts:
+            doc = _lab_with_clients(profile, st, hosts)
+            where = f" on client host {_clients(doc)[0]['name']}"
+        progress(f"[fio] {profile.name}: {st.root} ({st.record['fstype']}{', emulated' if profile.emulated else ''}"
+                 f"{', observed through the counting passthrough' if observed else ''}){where}, "
+                 f"{len(JOBS)} jobs of about {runtime:g}s")
+        if hosts:
+            argv = [sys.executable, "-m", "harness.storage.fio", "suite", str(st.root), json.dumps(
+                {"size_mb": size_mib, "runtime_s": runtime, "small_files": small_files, "streams": streams,
+                 "direct": direct})]
+            result = json.loads(lab_on_hosts(doc, [argv])[0])
+            result["client_host"] = _clients(doc)[0]["name"]
+            progress(f"[fio] {profile.name}: parallel phases on {hosts} client hosts at once")
+            result["parallel"] = parallel(st.root, doc, hosts, runtime, size_mib, small_files, direct)
+        else:
+            result = run(st.root, size_mib, runtime, small_files, streams, direct)
+        storage = {k: v for k, v in st.record.items() if k != "fio"}  # not the characterisation it replaces
+    return save(Path(results_dir), profile.name, {"storage": storage, **result}, observed=observed), result
 
 
-def save(results_dir: Path, profile: str, doc: dict, observed: bool = False) -> Path:
-    """Store a characterisation under <results>/fio/, where later runs on the profile find it (those observed
-    through the counting passthrough find the one made through it, ``observed``)."""
-    stamp = dt.datetime.now().strftime("%Y%m%dT%H%M%S")
-    doc = {"profile": profile, "created_at": stamp, "observed": observed, **doc}
-    out = Path(results_dir) / "fio" / f"{_stem(profile, observed)}-{stamp}.json"
-    write_json(out, doc)
+# --- several client hosts at once (the storage lab) ------------------------------------------------------------
+
+PHASES = ("write", "read", "mixed", "small_writes", "metadata")
+
+
+def _clients(doc: dict) -> list[dict]:
+    return [h for h in doc["layout"]["hosts"] if h["role"] == "client"]
+
+
+def _lab_with_clients(profile, st, hosts: int) -> dict:
+    from .lab import status
+
+    doc = status(st.real_root) if profile.kind == "lab" else None
+    if not doc or len(_clients(doc)) < hosts:
+        raise FioError(f"--hosts {hosts}: several clients at once need a lab profile (kind = \"lab\") with "
+                       f"lab.client_hosts >= {hosts}; {profile.name} has "
+                       + (f"{len(_clients(doc))}" if doc else "none (it is not a lab)"))
+    return doc
+
+
+def lab_cpu(doc: dict) -> dict:
+    from .lab import cpu_by_process
+
+    return cpu_by_process(doc)
+
+
+def lab_cpu_used(before: dict, after: dict) -> dict:
+    from .lab import cpu_used
+
+    return cpu_used(before, after)
+
+
+def lab_on_hosts(doc: dict, argvs: list[list[str]]) -> list[str]:
+    from .lab import on_client_hosts
+
+    return on_client_hosts(doc, argvs)
+
+
+def parallel(root: Path, doc: dict, hosts: int, runtime_s: float, size_mb: int, small_files: int,
+             direct: bool) -> dict:
+    """Each phase on ``hosts`` client hosts at once, started together (a common start time): large sequential
+    writes then reads (1 MiB, time-based, a file per host), small files written whole, and the metadata probe
+    (creates, opens, renames, unlinks). Per phase the sum over hosts (what the servers delivered to all of them)
+    and each host's own figure."""
+    out = {"hosts": hosts, "runtime_s": runtime_s, "direct": direct, "phases": {}}
+    work = Path(tempfile.mkdtemp(prefix=".wsibench-fio-parallel-", dir=root))
+    try:
+        for phase in PHASES:
+            start_at = time.time() + 4.0  # every host mounted and ready by then
+            argvs = [[sys.executable, "-m", "harness.storage.fio", "phase", phase, str(work / f"h{i}"),
+                      json.dumps({"runtime_s": runtime_s, "size_mb": size_mb, "files": small_files, "direct": direct,
+                                  "start_at": start_at})] for i in range(hosts)]
+            cpu0 = lab_cpu(doc)
+            per_host = [json.loads(o) for o in lab_on_hosts(doc, argvs)]
+            cpu = lab_cpu_used(cpu0, lab_cpu(doc))
+            cpu["client"] += sum(h.get("mount_cpu_seconds", 0.0) for h in per_host)
+            summed = {k: sum(h[k] for h in per_host) for k in per_host[0] if k.endswith("_per_s")}
+            totals = {k: sum(h[k] for h in per_host) for k in per_host[0]
+                      if k.endswith(("_bytes", "_files", "_operations"))}
+            out["phases"][phase] = {**summed, **totals, "per_host": per_host,
+                                    # the lab's own processes share this machine's cores with the workers, and so
+                                    # do the calling processes' requests (their kernel time in the FUSE client)
+                                    "lab_cpu_seconds": cpu
+                                    | {"callers": sum(h.get("caller_cpu_seconds", 0.0) for h in per_host)}}
+    finally:
+        remove(work, root)
     return out
 
 
-def latest(results_dir: Path, profile: str, observed: bool = False) -> dict | None:
-    """The newest fio characterisation of this profile under <results>/fio, if one was made (this profile's alone:
-    ``nfs`` is not ``nfs-emulated``)."""
-    stem = _stem(profile, observed)
-    pattern = re.compile(re.escape(stem) + r"-\d{8}T\d{6}\.json")
-    files = sorted(f for f in (Path(results_dir) / "fio").glob(f"{stem}-*.json") if pattern.fullmatch(f.name))
-    return json.loads(files[-1].read_text()) if files else None
+def timed_phase(name: str, folder: Path, o: dict) -> dict:
+    """``phase``, with the CPU seconds this host's calling processes spent in it (user and system, fio's
+    included): a request to a FUSE client costs the caller kernel time too, which a worker pays on its core."""
+    import resource
+
+    def used():
+        return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                        resource.getrusage(resource.RUSAGE_CHILDREN)))
+    before = used()
+    out = phase(name, folder, o)
+    return out | {"caller_cpu_seconds": used() - before, "mount_cpu_seconds": _mount_cpu()}
+
+
+def _mount_cpu() -> float:
+    """CPU seconds this host's own lab mount used (an mfsmount child of this process, which ends with it: the
+    lab's snapshots would miss it)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            f = stat.read_text().rsplit(")", 1)
+            if f[0].endswith("(mfsmount") and int(f[1].split()[1]) == os.getpid():
+                total += (int(f[1].split()[11]) + int(f[1].split()[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+SMALL_FILE_STREAMS = 4  # small files and metadata operations: streams a host, so the servers, not one stream's
+# round trips, set the rate (a single stream measures its own latency, not the servers' capacity)
+
+
+def _streams(folder: Path, work) -> list:
+    """``work(subfolder)`` on SMALL_FILE_STREAMS threads at once, each in a folder of its own (the folder lock of
+    one host's kernel is the cluster model's separate term); their results."""
+    import threading
+
+    out = [None] * SMALL_FILE_STREAMS
+
+    def one(i):
+        sub = folder / f"t{i}"
+        sub.mkdir(exist_ok=True)
+        out[i] = work(sub)
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(SMALL_FILE_STREAMS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+def phase(name: str, folder: Path, o: dict) -> dict:
+    """One phase of ``parallel`` on this host, from ``o['start_at']`` (Unix seconds)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    big = folder / "big"  # written by the write phase, read by the read phase (on the same host)
+    delay = o["start_at"] - time.time()
+    if delay > 0:
+        time.sleep(delay)
+    if name == "mixed":  # reads of the read phase's file and new writes at once: do they share the servers' links?
+        import threading
+
+        res = {}
+        t = threading.Thread(target=lambda: res.update(_write_for(folder / "mixed", o["runtime_s"])))
+        t.start()
+        res.update(_read_for(big, o["runtime_s"]))
+        t.join()
+        return {"mixed_read_bw_bytes_per_s": res["read_bytes"] / res["read_seconds"],
+                "mixed_write_bw_bytes_per_s": res["write_bytes"] / res["write_seconds"],
+                "mixed_read_bytes": res["read_bytes"], "mixed_write_bytes": res["write_bytes"]}
+    if name == "write":  # new 1 MiB blocks for the runtime, then fsync: every byte is on the servers when timed
+        block = os.urandom(2**20)  # (never the same region twice: a client's write cache would merge rewrites)
+        n, t0 = 0, time.perf_counter()
+        with open(big, "wb") as f:
+            while time.perf_counter() - t0 < o["runtime_s"] or n < 4:
+                f.write(block)
+                n += 1
+            f.flush()
+            os.fsync(f.fileno())
+        wall = time.perf_counter() - t0
+        return {"write_bw_bytes_per_s": n * 2**20 / wall, "write_bytes": n * 2**20, "runtime_s": wall}
+    if name == "read":
+        fio = shutil.which("fio")
+        if not fio:
+            raise FioError("fio is not installed: apt-get install fio")
+        args = [fio, "--output-format=json", "--name=read", f"--filename={big}", "--rw=read", "--bs=1M",
+                f"--size={o['size_mb']}M", "--ioengine=psync", f"--direct={int(o['direct'])}", "--time_based=1",
+                f"--runtime={round(o['runtime_s'] * 1000)}ms", "--invalidate=1"]
+        r = subprocess.run(args, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise FioError(f"fio read failed in {folder}: {(r.stderr or r.stdout).strip()[-500:]}")
+        d = json.loads(r.stdout[r.stdout.find("{"):])["jobs"][0]["read"]
+        return {"read_bw_bytes_per_s": d["bw_bytes"], "read_bytes": d["io_bytes"], "runtime_s": d["runtime"] / 1000}
+    if name == "small_writes":
+        data = os.urandom(32 * 1024)
+        n = max(1, o["files"] // SMALL_FILE_STREAMS)
+
+        def write(sub):
+            for i in range(n):
+                with open(sub / f"s{i}.jpg", "wb") as f:
+                    f.write(data)
+        t0 = time.perf_counter()
+        _streams(folder, write)
+        wall, files = time.perf_counter() - t0, n * SMALL_FILE_STREAMS
+        return {"files_per_s": files / wall, "bytes_per_s": files * len(data) / wall, "runtime_s": wall,
+                "small_files": files, "small_bytes": files * len(data), "streams": SMALL_FILE_STREAMS}
+    if name == "metadata":
+        n = max(1, o["files"] // SMALL_FILE_STREAMS)
+        out = {"streams": SMALL_FILE_STREAMS}
+        for op, call in (("create", lambda p: os.close(os.open(p, os.O_CREAT | os.O_WRONLY, 0o644))),
+                         ("stat", os.stat), ("open", lambda p: os.close(os.open(p, os.O_RDONLY))),
+                         ("rename", lambda p: os.rename(p, p.with_name(p.name + ".r"))),
+                         ("unlink", lambda p: os.unlink(p.with_name(p.name + ".r")))):
+            t0 = time.perf_counter()
+            _streams(folder, lambda sub, call=call: [call(sub / f"m{i}") for i in range(n)])
+            out[f"{op}_per_s"] = n * SMALL_FILE_STREAMS / (time.perf_counter() - t0)
+        out["metadata_operations"] = 5 * n * SMALL_FILE_STREAMS
+        return out
+    raise FioError(f"unknown phase {name!r}")
+
+
+def _write_for(path: Path, seconds: float) -> dict:
+    block = os.urandom(2**20)
+    n, t0 = 0, time.perf_counter()
+    with open(path, "wb") as f:
+        while time.perf_counter() - t0 < seconds or n < 2:
+            f.write(block)
+            n += 1
+        f.flush()
+        os.fsync(f.fileno())
+    return {"write_bytes": n * 2**20, "write_seconds": time.perf_counter() - t0}
+
+
+def _read_for(path: Path, seconds: float) -> dict:
+    """1 MiB reads of ``path`` (from its start again at its end) for ``seconds``, O_DIRECT where the file system
+    allows it (no page cache)."""
+    flags = os.O_RDONLY | getattr(os, "O_DIRECT", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        fd = os.open(path, os.O_RDONLY)
+    import mmap
+
+    buf = mmap.mmap(-1, 2**20)  # page-aligned, as O_DIRECT wants
+    n, t0 = 0, time.perf_counter()
+    try:
+        while time.perf_counter() - t0 < seconds:
+            got = os.readv(fd, [buf])
+            if got <= 0:
+                os.lseek(fd, 0, os.SEEK_SET)
+                continue
+            n += got
+    finally:
+        os.close(fd)
+    return {"read_bytes": n, "read_seconds": time.perf_counter() - t0}
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["suite"]:
+        o = json.loads(sys.argv[3])
+        print(json.dumps(run(Path(sys.argv[2]), o["size_mb"], o["runtime_s"], o["small_files"], o["streams"],
+                             o["direct"])))
+    elif sys.argv[1:2] == ["phase"]:
+        print(json.dumps(timed_phase(sys.argv[2], Path(sys.argv[3]), json.loads(sys.argv[4]))))
+    else:
+        sys.exit("usage: python -m harness.storage.fio suite ROOT OPTIONS_JSON | phase NAME FOLDER OPTIONS_JSON")

@@ -24,6 +24,8 @@ import threading
 import time
 from pathlib import Path
 
+from .. import network
+
 LATENCY_BUCKETS = 112           # 2**(111/4) us: about 2.3 hours, far beyond any request
 TIMELINE = ("bytes_read", "bytes_written", "ops", "data_ops", "metadata_ops")
 DATA_OPS = ("read", "write")
@@ -132,26 +134,13 @@ def socket_path(mountpoint: str | Path) -> Path:
     return m.parent / f".{m.name}.iostats.sock"
 
 
-@contextlib.contextmanager
-def _address(path: Path):
-    """A Unix socket address for ``path``; long paths (over the 107-byte limit) go through /proc/self/fd."""
-    if len(os.fsencode(path)) < 100:
-        yield str(path)
-        return
-    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        yield f"/proc/self/fd/{fd}/{path.name}"
-    finally:
-        os.close(fd)
-
-
 def serve(counters: Counters, mountpoint: str | Path) -> Path:
     """Answer snapshots of ``counters`` on the mount's socket, in a daemon thread; returns the socket's path."""
     path = socket_path(mountpoint)
     with contextlib.suppress(FileNotFoundError):
         path.unlink()  # a leftover of a killed server
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    with _address(path) as addr:
+    with network.unix_address(path) as addr:
         old = os.umask(0o177)  # created 0600: root's alone
         try:
             sock.bind(addr)
@@ -176,7 +165,7 @@ def snapshot(mountpoint: str | Path, timeout: float = 10.0) -> dict | None:
     if not path.exists():
         return None
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s, _address(path) as addr:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s, network.unix_address(path) as addr:
             s.settimeout(timeout)
             s.connect(addr)
             chunks = []
@@ -314,34 +303,3 @@ def op_rows(stage: str, prof: dict | None) -> list[dict]:
                                                                 "p50_latency_s", "p90_latency_s", "p99_latency_s",
                                                                 "busy_seconds")}}
             for op, o in prof["ops"].items() if o["count"]]
-
-
-# --- observe mode: the passthrough, unthrottled, over any root ----------------------------------------------
-
-@contextlib.contextmanager
-def observed(root: Path, results_dir: Path, name: str):
-    """Mount the counting passthrough, unthrottled, over ``root`` at a mount point of this run's own under
-    ``<results>/observe/``; yield the mount point (the root to use) and remove it when done."""
-    from ..fsutil import check_name, remove
-    from .emulate import mounted
-
-    base = Path(results_dir).resolve() / "observe"
-    folder = base / f"{check_name(name, 'storage profile')}-{os.getpid()}"
-    try:
-        with mounted(Path(root), folder / "mnt", {"name": f"{name}-observed"}):
-            yield folder / "mnt"
-    finally:
-        with contextlib.suppress(OSError):
-            if not os.path.ismount(folder / "mnt"):
-                remove(folder, base)
-
-
-def rebase(obj, old: str, new: str):
-    """``obj`` (a run record) with every path under ``old`` (the observe mount, gone after the run) under ``new``."""
-    if isinstance(obj, str):
-        return new + obj[len(old):] if obj == old or obj.startswith(old.rstrip("/") + "/") else obj
-    if isinstance(obj, dict):
-        return {k: rebase(v, old, new) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [rebase(v, old, new) for v in obj]
-    return obj

@@ -1,5 +1,5 @@
-"""The pipeline's own I/O, as the counting passthrough saw it (``stages.<stage>.io_profile``, ``io_timeline.parquet``),
-and the sizing answers of ``wsibench size`` (``<results>/sizing/*.json``)."""
+"""The Storage I/O section: the pipeline's own I/O, as the counting passthrough saw it (``stages.<stage>.io_profile``,
+``io_timeline.parquet``)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -40,31 +40,74 @@ def _kib(lo: int) -> str:
     return f"{lo} B+" if lo < 1024 else f"{lo // 1024} KiB+" if lo < 2**20 else f"{lo // 2**20} MiB+"
 
 
+LABEL_PT = 7  # the stage names' font size
+
+
+def _label_rows(starts: list[tuple[str, float]], xmax: float, data_per_in: float) -> list[tuple[str, float, str, int]]:
+    """Where each stage's name goes in the strip above the plots: (name, x, alignment, row). A name starts right of
+    its stage's line, or ends left of it where it would run past the plot's end; a name that would touch one
+    already in a row goes one row up. ``data_per_in``: seconds per inch of the axes (a width no less than theirs,
+    so that the names take no less room than they will)."""
+    from matplotlib.textpath import TextPath
+
+    pad, gap = 0.04 * data_per_in, 0.08 * data_per_in
+    ends: list[float] = []  # the right end of the last name in each row
+    out = []
+    for name, s0 in sorted(starts, key=lambda kv: kv[1]):
+        w = TextPath((0, 0), name, size=LABEL_PT).get_extents().width / 72 * data_per_in
+        if s0 + pad + w <= xmax or s0 - pad - w < 0:
+            x, ha, lo, hi = s0 + pad, "left", s0 + pad, s0 + pad + w
+        else:
+            x, ha, lo, hi = s0 - pad, "right", s0 - pad - w, s0 - pad
+        row = next((r for r, end in enumerate(ends) if end + gap <= lo), len(ends))
+        if row == len(ends):
+            ends.append(hi)
+        else:
+            ends[row] = hi
+        out.append((name, x, ha, row))
+    return out
+
+
 def _timeline(run: dict, label: str) -> str | None:
+    """Bytes and requests per second of a run, stage by stage: each stage's start a dotted line across both plots,
+    its name in a strip above them (clear of the other names: in rows), the legends right of the plots (clear of
+    the names and the bars)."""
     path = Path(run.get("_dir", "")) / "io_timeline.parquet"
     if not path.is_file():
         return None
     t = pd.read_parquet(path)
     if t.empty:
         return None
-    plt = plots.pyplot()
-    fig, (a1, a2) = plt.subplots(2, 1, figsize=(plots.FULL_IN, 3.2), sharex=True)
     start = t["unix_second"].min()
     x = t["unix_second"] - start
+    xmax = float(x.max()) + 1.0
+    starts = [(str(stage), float(g["unix_second"].min() - start)) for stage, g in t.groupby("stage", sort=False)]
+    # the axes are at least 4 in wide on a 6.4 in figure (y labels left, legends right take the rest)
+    labels = _label_rows(starts, xmax, xmax / 4.0)
+    rows = 1 + max(r for *_, r in labels)
+    strip_in = 0.17 * rows + 0.04
+    plt = plots.pyplot()
+    fig, (a0, a1, a2) = plt.subplots(3, 1, figsize=(plots.FULL_IN, 3.2 + strip_in), sharex=True,
+                                     gridspec_kw={"height_ratios": [strip_in, 1.25, 1.25]})
     a1.bar(x, t["bytes_read"] / 2**20, width=1.0, color="#0072B2", label="read", align="edge")
     a1.bar(x, t["bytes_written"] / 2**20, width=1.0, bottom=t["bytes_read"] / 2**20, color="#E69F00",
            label="written", align="edge")
     a1.set_ylabel("MiB per second")
-    a1.legend(loc="upper right", frameon=False)
     a2.bar(x, t["data_ops"], width=1.0, color="#009E73", label="reads and writes", align="edge")
     a2.bar(x, t["metadata_ops"], width=1.0, bottom=t["data_ops"], color="#CC79A7", label="metadata", align="edge")
     a2.set_ylabel("requests per second")
     a2.set_xlabel("seconds since the first stage began")
-    a2.legend(loc="upper right", frameon=False)
-    for i, (stage, g) in enumerate(t.groupby("stage", sort=False)):
-        s0 = g["unix_second"].min() - start
-        a1.axvline(s0, color="#555", lw=0.6, ls=":")
-        a1.text(s0 + 0.2, a1.get_ylim()[1] * (0.95 - 0.12 * (i % 3)), stage, fontsize=7, va="top")
+    for ax in (a1, a2):
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, borderaxespad=0)
+    a0.set_xlim(0, xmax)
+    a0.set_ylim(-0.5, rows - 0.5)
+    a0.axis("off")
+    for name, lx, ha, row in labels:
+        s0 = dict(starts)[name]
+        for ax in (a1, a2):
+            ax.axvline(s0, color="#555", lw=0.6, ls=":")
+        a0.plot([s0, s0], [-0.5, row], color="#555", lw=0.6, ls=":")
+        a0.text(lx, row, name, fontsize=LABEL_PT, va="center", ha=ha)
     return figure(plots.svg(fig, f"I/O timeline of {label}"),
                   f"{esc(label)}: bytes and requests per second as the storage saw them, stage by stage.")
 
@@ -107,51 +150,3 @@ def render(ctx: Context) -> str | None:
         if tl:
             out += tl
     return out
-
-
-def sizing(ctx: Context) -> str | None:
-    """The newest sizing answer: what the target needs per stage, and per storage what it can take."""
-    docs = getattr(ctx, "sizing", None) or []
-    if not docs:
-        return None
-    doc = docs[-1]
-    t = doc["target"]
-    acc = t["accelerator"]
-    notes: list[str] = []
-
-    def cell(f):
-        if not f or f.get("value") is None:
-            return num(None)
-        notes.append(f["source"])
-        v, unit = f["value"], f["unit"]
-        shown = (f"{mib(v)} MiB/s" if unit == "B/s" else f"{num(v / 2**30)} GiB" if unit == "B" else
-                 f"{num(v)} {esc(unit)}")
-        return f'{shown}<sup>{len(notes)}</sup>'
-
-    intro = (f"<p>For {num(t['slides_per_day'])} slides a day and {t['gpus']} × {esc(acc['name'])} "
-             f"({num(acc['images_per_s'])} images/s each) training {t['epochs']} epoch(s) at AU ≥ {t['threshold']:.0%}, "
-             f"from {len(doc.get('inputs', []))} measured run(s) (<code>wsibench size</code>, "
-             f"{esc(Path(doc.get('_file', '')).name)}).</p>")
-    rows = []
-    for stage, st in doc["stages"].items():
-        req = st.get("required") or {}
-        rows.append([esc(STAGE_NAMES.get(stage, stage)), cell(req.get("read_bytes_per_s")),
-                     cell(req.get("write_bytes_per_s")), cell(req.get("operations_per_s")),
-                     cell(req.get("creates_per_s")), cell(req.get("capacity_bytes")), cell(req.get("host_cores"))])
-    need = table([head("stage"), head("read"), head("write"), head("operations"), head("creates"), head("capacity"),
-                  head("host cores")], rows, align="lrrrrrr", caption="What the target needs of storage and hosts")
-    dec = doc["stages"].get("train", {}).get("decode_cores_per_gpu") or []
-    decode = ("<p>Decode on the training hosts: " + "; ".join(cell(f) for f in dec) + ".</p>") if dec else ""
-    srows = []
-    for name, s in doc["storages"].items():
-        per = [f"{esc(k)}: {cell(r['per_worker'])}" for k, r in s["stages"].items() if r.get("per_worker")]
-        spd = s.get("slides_per_day")
-        srows.append([esc(name), cell(spd) + (f'<br><span class="u">{esc(spd["stage"])}, {esc(spd["binding"])}</span>'
-                                              if spd else ""), "<br>".join(per), cell(s.get("gpus_fed"))])
-    per_storage = table([head("storage"), head("slides/day", "at most"), head("per worker", "predicted"),
-                         head("GPUs fed")], srows, align="lrrr",
-                        caption="What each storage can take: bandwidth limits from its fio characterisation (or "
-                                "vendor figures); per-worker rates from the measured runs and the storages' "
-                                "pattern costs")
-    sources = "<ol class=\"note\">" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ol>"
-    return intro + need + decode + per_storage + note("Where each figure comes from:") + sources

@@ -1,0 +1,234 @@
+"""A stage on a cluster: N client hosts, W workers each, sharing a parallel file system's servers.
+
+The stage's items (slides, shards) are taken, heaviest first, by the first free of the N x W workers (as the engines
+do). Each item asks for its share of the stage's measured demand: its own CPU seconds (the worker's, as measured),
+and its share of the stage's bytes and operations (counted by the FUSE passthrough in an observed run). What an item
+can get is limited by:
+
+- **its own chain**: one worker does its CPU and its requests one after the other, so an item takes at least its
+  CPU seconds plus what its I/O patterns cost one after the other on the target (``pattern_seconds``, with the
+  costs one client host measured);
+- **its host's link**: the read and write bandwidth one client reaches (``wsibench fio``, one host), shared by that
+  host's workers;
+- **the servers**: the storage targets' aggregate read and write bandwidth, the small files they take per second
+  and the metadata server's operations per second (``wsibench fio --hosts N``: several clients at once), shared by
+  every worker of every host;
+- **the cores**: each host's own, or, in the lab, this one machine's, which every namespace host and the lab's own
+  servers and clients share (their CPU per byte and per operation was measured with the parallel phases).
+
+A fluid simulation gives the stage's time: while a set of items runs, each progresses at the rate that max-min
+fairness allows under those capacities (progressive filling: every running item's rate rises together until a
+resource is full or an item reaches its own chain's pace; the items using that resource stay there, the others
+rise on). When one ends, its worker takes the next item. The resource that is full for the longest share of the
+time is what binds. The answer for N hosts is then min(N x a client's limit, the servers' limit) where storage
+binds, the chains where it does not, and the cores where neither does.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+from .costs import cost, pattern_seconds
+from .demand import patterns
+from .figures import SizingError
+
+RESOURCES = {  # name -> what it is, for the answer's "what binds"
+    "chain": "each item's own chain (CPU and I/O one after the other on one worker)",
+    "link_read": "client hosts' link, reads", "link_write": "client hosts' link, writes",
+    "server_read": "storage targets' read bandwidth", "server_write": "storage targets' write bandwidth",
+    "server_files": "storage targets' small files per second",
+    "server_io": "storage targets' links, reads and writes together", "metadata": "metadata server's operations per second",
+    "cores": "host CPU cores",
+}
+
+
+def item_demands(demand: dict, target: dict, lab_cores: bool) -> list[dict]:
+    """Per item of a stage's measured ``demand`` (``stage_demand`` of an observed run), what it asks of each
+    resource on a storage of these ``target`` costs (``storage_costs``)."""
+    prof, items = demand.get("io_profile"), demand.get("item_table")
+    if not prof:
+        raise SizingError(f"{demand['source']}: no io_profile (run it with --observe, or on an emulated profile)")
+    if items is None or not len(items) or "cpu_seconds" not in items:
+        raise SizingError(f"{demand['source']}: no per-item table with CPU seconds")
+    p = patterns(prof)
+    read_share = _shares(items, "bytes_read")
+    write_share = _shares(items, "bytes_written")
+    ops = {k: (v or {}).get("count", 0) for k, v in prof["ops"].items()}
+    out = []
+    for i, row in enumerate(items.itertuples(index=False)):
+        rs, ws = read_share[i], write_share[i]
+        mine = {k: v * (ws if k in ("files_written", "extra_writes", "renames", "unlinks", "bytes_written") else rs)
+                for k, v in p.items() if k not in ("file_bytes", "write_bytes", "read_bytes")}
+        mine.update(file_bytes=p["file_bytes"], write_bytes=p["write_bytes"], read_bytes=p["read_bytes"])
+        chain_io = sum(v or 0.0 for v in pattern_seconds(mine, target).values())
+        cpu = float(getattr(row, "cpu_seconds") or 0.0)
+        meta = sum((ops.get(op, 0) * (rs if op == "open" else ws)) / cost(target, f"server_{op}")
+                   for op in ("create", "open", "rename", "unlink") if cost(target, f"server_{op}"))
+        lab_cpu = 0.0
+        if lab_cores:
+            lab_cpu = (mine["bytes_read"] * (cost(target, "lab_cpu_per_byte_read") or 0.0)
+                       + mine["bytes_written"] * (cost(target, "lab_cpu_per_byte_written") or 0.0)
+                       + mine["files_written"] * (cost(target, "lab_cpu_per_file") or 0.0)
+                       + sum(ops.get(op, 0) * (rs if op == "open" else ws)
+                             for op in ("open", "create", "rename", "unlink", "getattr"))
+                       * (cost(target, "lab_cpu_per_operation") or 0.0))
+        small, bulk = _small_and_bulk(mine)
+        ra, wa, fa = cost(target, "server_read_bandwidth"), cost(target, "server_write_bandwidth"), \
+            cost(target, "server_small_files")
+        io = (mine["bytes_read"] / ra if ra else 0.0) + (bulk / wa if wa else 0.0) + (small / fa if fa else 0.0)
+        out.append({"item": getattr(row, "item", i), "order": float(getattr(row, "seconds", 0.0) or 0.0),
+                    "chain": cpu + chain_io, "cpu": cpu, "lab_cpu": lab_cpu,
+                    "use": {"link_read": mine["bytes_read"], "link_write": mine["bytes_written"],
+                            "server_read": mine["bytes_read"], "server_write": bulk, "server_files": small,
+                            "server_io": io, "metadata": meta, "cores": cpu + lab_cpu}})
+    return out
+
+
+SMALL_FILE = 64 * 1024  # files written whole up to this size cost the servers per file (fio's 32 KiB files), not per byte
+
+
+def _small_and_bulk(p: dict) -> tuple[float, float]:
+    """Small files written (each at the servers' small-file rate) and the bytes written beyond them (at their
+    bandwidth)."""
+    files = p["files_written"]
+    per_file = p["bytes_written"] / files if files else float("inf")
+    if files and per_file <= SMALL_FILE:
+        return files, 0.0
+    return 0.0, p["bytes_written"]
+
+
+def _shares(items, column: str) -> list[float]:
+    if column in items and items[column].fillna(0).sum() > 0:
+        col = items[column].fillna(0).astype(float)
+        return list(col / col.sum())
+    return [1.0 / len(items)] * len(items)
+
+
+def capacities(target: dict, hosts: int, cores_per_host: float | None, lab_cores: bool | float) -> dict:
+    """Each shared resource's capacity per second: per host (keyed (name, host)) or for all (keyed name)."""
+    cap = {}
+    for side in ("read", "write"):
+        bw = cost(target, f"{side}_bandwidth")
+        if bw:
+            for h in range(hosts):
+                cap[(f"link_{side}", h)] = bw
+        sbw = cost(target, f"server_{side}_bandwidth")
+        if sbw:
+            cap[f"server_{side}"] = sbw
+    if cost(target, "server_small_files"):
+        cap["server_files"] = cost(target, "server_small_files")
+    mixed = cost(target, "server_mixed_capacity")
+    if mixed:  # reads, writes and small files share the servers' links as measured: a second-per-second budget
+        cap["server_io"] = mixed
+    cap["metadata"] = 1.0  # demands are in seconds of the metadata server's time
+    if lab_cores:  # True: this machine's cores; a number: the cores measured free for the lab on a shared machine
+        cap["cores"] = float(os.cpu_count() or 1) if lab_cores is True else float(lab_cores)
+    elif cores_per_host:
+        for h in range(hosts):
+            cap[("cores", h)] = cores_per_host
+    return cap
+
+
+def simulate(items: list[dict], hosts: int, workers_per_host: int, cap: dict) -> dict:
+    """The fluid simulation (see the module): the stage's seconds, and each resource's busy share of them."""
+    queue = sorted(items, key=lambda d: -d["order"])
+    slots = [(h, w) for w in range(workers_per_host) for h in range(hosts)]
+    running: dict[tuple, dict] = {}  # slot -> {item, left (fraction)}
+    t, busy = 0.0, {}
+    for slot in slots:
+        if queue:
+            running[slot] = {"d": queue.pop(0), "left": 1.0}
+    while running:
+        rates, full = _rates(running, cap)
+        step = min(j["left"] / rates[s] for s, j in running.items())
+        for k in full:
+            busy[k] = busy.get(k, 0.0) + step
+        t += step
+        for s in list(running):
+            running[s]["left"] -= rates[s] * step
+            if running[s]["left"] <= 1e-9:
+                del running[s]
+                if queue:
+                    running[s] = {"d": queue.pop(0), "left": 1.0}
+    return {"seconds": t, "busy_fraction": {(k if isinstance(k, str) else k[0]): v / t if t else 0.0
+                                            for k, v in busy.items()}}
+
+
+def _key(name: str, host: int, cap: dict):
+    return (name, host) if (name, host) in cap else name
+
+
+def _rates(running: dict, cap: dict) -> tuple[dict, set]:
+    """Max-min fair progress rates (fractions of an item per second) of the running items, by progressive filling:
+    every unfrozen item's rate rises by the same amount until a resource is full (its items freeze) or an item
+    reaches its own chain's pace (it freezes); the resources that filled."""
+    use = {s: {_key(k, s[0], cap): v for k, v in j["d"]["use"].items() if v and _key(k, s[0], cap) in cap}
+           for s, j in running.items()}
+    return _rates_from(running, use, dict(cap), 0.0)
+
+
+def _rates_from(running: dict, use: dict, left: dict, base: float) -> tuple[dict, set]:
+    rates = {s: base for s in running}
+    free, full = set(running), set()
+    while free:
+        limit, which = float("inf"), None
+        for s in free:
+            c = running[s]["d"]["chain"]
+            if c > 0 and 1.0 / c - rates[s] < limit:
+                limit, which = 1.0 / c - rates[s], ("chain", s)
+        for k, c in left.items():
+            demand = sum(use[s].get(k, 0.0) for s in free)
+            if demand > 0 and max(c, 0.0) / demand < limit:
+                limit, which = max(c, 0.0) / demand, ("resource", k)
+        if which is None:
+            break
+        limit = max(limit, 0.0)
+        frozen = {which[1]} if which[0] == "chain" else {s for s in free if use[s].get(which[1], 0.0) > 0}
+        full.add("chain" if which[0] == "chain" else which[1])
+        for s in free:
+            rates[s] += limit
+        for k in left:
+            left[k] -= sum(use[s].get(k, 0.0) * limit for s in free)
+        free -= frozen
+    return rates, full
+
+
+def predict(demand: dict, target: dict, hosts: int, workers_per_host: int, lab: bool | float,
+            cores_per_host: float | None = None) -> dict:
+    """The stage's seconds on ``hosts`` client hosts of ``workers_per_host`` workers each, on a storage of these
+    ``target`` costs, from the measured ``demand`` of an observed run; with what binds (the resource busy longest)
+    and each resource's busy share. ``lab``: the hosts share this machine's cores with the lab's servers (True: all
+    of them; a number: the cores free for the lab, measured on a shared machine: ``free_cores``)."""
+    items = item_demands(demand, target, lab)
+    cap = capacities(target, hosts, cores_per_host, lab)
+    sim = simulate(items, hosts, workers_per_host, cap)
+    busy = sim["busy_fraction"]
+    binding = max(busy, key=busy.get) if busy else "chain"
+    return {"stage": demand["stage"], "seconds": sim["seconds"], "hosts": hosts, "workers_per_host": workers_per_host,
+            "binding": binding, "binding_what": RESOURCES.get(binding, binding), "busy_fraction": busy,
+            "capacities": {(k if isinstance(k, str) else f"{k[0]}[{k[1]}]"): v for k, v in cap.items()},
+            "items": len(items)}
+
+
+def _spin(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def free_cores(seconds: float = 2.0) -> float:
+    """The cores this machine gives a CPU-bound load now: as many spinning processes as it has cores, for
+    ``seconds``, their CPU time over the wall time. On a shared machine the lab's hosts get what others leave."""
+    import multiprocessing as mp
+
+    n = os.cpu_count() or 1
+    ctx = mp.get_context("fork")
+    t0, c0 = time.perf_counter(), os.times()
+    procs = [ctx.Process(target=_spin, args=(seconds,)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    c1 = os.times()
+    wall = time.perf_counter() - t0
+    return min(float(n), (c1.children_user + c1.children_system - c0.children_user - c0.children_system) / wall)

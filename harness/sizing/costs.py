@@ -1,0 +1,162 @@
+"""Step 1, what a storage costs: each I/O pattern's cost from a profile's ``wsibench fio`` characterisation (or its
+vendor figures), and what a stage's patterns take one after the other on it."""
+from __future__ import annotations
+
+from .figures import MiB, SMALL_FILE_BYTES, figure
+
+
+def storage_costs(fio_doc: dict | None, reference: dict | None = None, name: str = "") -> dict:
+    """The cost of each I/O pattern on a storage, from its fio characterisation; bandwidths from its vendor
+    figures where fio never ran. Keys: file_write, file_read, read_fixed, write_fixed (seconds), read_stream,
+    write_stream (bytes/s, one stream), rename, open, unlink, create (seconds), read_bandwidth, write_bandwidth
+    (bytes/s, several streams); each a ``figure``."""
+    out = {}
+    if fio_doc:
+        j = fio_doc.get("jobs", {})
+        when = f"wsibench fio {name or fio_doc.get('profile')}{' --observe' if fio_doc.get('observed') else ''} " \
+               f"({fio_doc.get('created_at', '?')})"
+
+        def get(job, key, scale=1.0):
+            v = (j.get(job) or {}).get(key)
+            return None if v is None else v * scale
+
+        for key, job in (("file_write", "jpeg_small_writes"), ("file_read", "jpeg_small_reads")):
+            fps = get(job, "files_per_s")
+            if fps:
+                out[key] = figure(1 / fps, "s per 32 KiB file", f"{when}: {job}, {fps:.0f} files/s one after the other")
+        for side, fixed_job, bw_job in (("read", "read_latency", "slide_seq_read"),
+                                        ("write", "write_latency", "checkpoint_write")):
+            fixed = get(fixed_job, f"{side}_mean_latency_s")
+            big = get(bw_job, f"{side}_mean_latency_s")
+            if fixed:
+                out[f"{side}_fixed"] = figure(fixed, "s per request", f"{when}: {fixed_job}, mean latency of 4 KiB {side}s")
+            if fixed and big and big > fixed:
+                out[f"{side}_stream"] = figure(MiB / (big - fixed), "B/s",
+                                               f"{when}: {bw_job} (1 MiB requests, {big * 1e3:.2f} ms) less {fixed_job}")
+            bw = get("tfrecord_stream" if side == "read" else "checkpoint_write", f"{side}_bw_bytes_per_s")
+            if bw:
+                out[f"{side}_bandwidth"] = figure(bw, "B/s", f"{when}: " + (
+                    "tfrecord_stream (parallel 1 MiB streams)" if side == "read" else "checkpoint_write (1 MiB, fsync)"))
+        for key, job in (("rename", "file_rename"), ("open", "file_open"), ("unlink", "file_delete"),
+                         ("create", "file_create")):
+            v = get(job, "mean_latency_s")
+            if v is not None:
+                out[key] = figure(v, "s", f"{when}: {job} ({(j.get(job) or {}).get('tool', 'fio')}), mean")
+        out.update(server_costs(fio_doc, when))
+    for key, unit_key in (("read_bandwidth", "read"), ("write_bandwidth", "write")):
+        if key not in out and reference:
+            gib = next((v for k, v in reference.items() if k.startswith(unit_key) and "gib_s" in k
+                        and isinstance(v, (int, float))), None)
+            if gib:
+                out[key] = figure(gib * 2**30, "B/s", f"vendor figure in the profile: {reference.get('source', '')}")
+    return out
+
+
+def server_costs(fio_doc: dict, when: str) -> dict:
+    """What the servers deliver to several clients at once (``wsibench fio --hosts N``'s parallel phases): the
+    storage targets' aggregate read and write bandwidth, small files written per second, the metadata server's
+    operations per second by type; and, in the lab, the CPU its own processes (servers and clients) spend per byte
+    and per operation, since they share the machine's cores with the workers."""
+    par = (fio_doc or {}).get("parallel")
+    if not par:
+        return {}
+    ph, n = par["phases"], par["hosts"]
+    src = f"{when}: parallel phases on {n} client hosts at once"
+    out = {"server_hosts_measured": figure(n, "client hosts", src)}
+    w, r = ph.get("write") or {}, ph.get("read") or {}
+    if w.get("write_bw_bytes_per_s"):
+        out["server_write_bandwidth"] = figure(w["write_bw_bytes_per_s"], "B/s", f"{src}, 1 MiB writes through fsync")
+    if r.get("read_bw_bytes_per_s"):
+        out["server_read_bandwidth"] = figure(r["read_bw_bytes_per_s"], "B/s", f"{src}, 1 MiB reads")
+    mx = ph.get("mixed") or {}
+    if mx.get("mixed_read_bw_bytes_per_s") and r.get("read_bw_bytes_per_s") and w.get("write_bw_bytes_per_s"):
+        share = mx["mixed_read_bw_bytes_per_s"] / r["read_bw_bytes_per_s"] + \
+            mx["mixed_write_bw_bytes_per_s"] / w["write_bw_bytes_per_s"]
+        # under 1, reads and writes at once got less than one shared link gives: they competed for something
+        # besides the servers, this machine's cores (the lab's CPU per byte is counted as such), not a server limit
+        out["server_mixed_capacity"] = figure(max(share, 1.0), "of reads alone + of writes alone",
+                                              f"{src}: reads and writes at once, each as a share of its rate alone "
+                                              "(1: they share the servers' links; 2: independent)"
+                                              + (f"; {share:.2f} measured, taken as 1: below 1 the phase competed "
+                                                 "for the cores, not the links" if share < 1 else ""))
+    sw = ph.get("small_writes") or {}
+    if sw.get("files_per_s"):
+        out["server_small_files"] = figure(sw["files_per_s"], "files/s", f"{src}, 32 KiB files written whole")
+    for op in ("create", "open", "rename", "unlink", "stat"):
+        v = (ph.get("metadata") or {}).get(f"{op}_per_s")
+        if v:
+            out[f"server_{op}"] = figure(v, "operations/s", f"{src}, {op} one after the other on each host")
+    cpu = {k: sum((p.get("lab_cpu_seconds") or {}).values()) for k, p in ph.items()}
+    if any(cpu.values()):
+        lab = f"{src}: CPU of the lab's master, chunk servers and clients during the phase"
+        if w.get("write_bytes"):
+            out["lab_cpu_per_byte_written"] = figure(cpu["write"] / w["write_bytes"], "CPU s per B", lab)
+        if r.get("read_bytes"):
+            out["lab_cpu_per_byte_read"] = figure(cpu["read"] / r["read_bytes"], "CPU s per B", lab)
+        md = ph.get("metadata") or {}
+        if md.get("metadata_operations"):
+            out["lab_cpu_per_operation"] = figure(cpu["metadata"] / md["metadata_operations"], "CPU s per operation",
+                                                  lab)
+        if sw.get("small_files") and "lab_cpu_per_byte_written" in out:
+            per_file = (cpu["small_writes"] - sw["small_bytes"] * out["lab_cpu_per_byte_written"]["value"]) / \
+                sw["small_files"]
+            out["lab_cpu_per_file"] = figure(max(per_file, 0.0), "CPU s per file written", lab)
+    return out
+
+
+def cost(costs: dict, key: str) -> float | None:
+    """The value of one of ``costs`` (``storage_costs``); None where the characterisation lacks it."""
+    return (costs.get(key) or {}).get("value")
+
+
+def small_files_read(p: dict) -> bool:
+    """Whether the files a stage opens are small files read whole (a patch, a JPEG: up to twice the 32 KiB of
+    ``wsibench fio``'s small files a file), not large files read in parts (a slide, a shard)."""
+    return bool(p["files_read"]) and p["bytes_read"] / p["files_read"] <= 2 * SMALL_FILE_BYTES
+
+
+def pattern_seconds(p: dict, costs: dict) -> dict:
+    """Seconds each pattern of ``p`` (``patterns``) takes one after the other on a storage of these ``costs``;
+    None for a pattern the characterisation does not cover."""
+    def request(side: str, nbytes: float) -> float | None:
+        fixed, stream = cost(costs, f"{side}_fixed"), cost(costs, f"{side}_stream")
+        return None if fixed is None or not stream else fixed + nbytes / stream
+
+    w_stream = cost(costs, "write_stream")
+    fw = cost(costs, "file_write")
+    fr = cost(costs, "file_read")
+    out = {
+        # a file written whole: the 32 KiB pattern, its bytes adjusted at the write stream's speed
+        "files_written": None if fw is None or not w_stream else
+        p["files_written"] * max(0.0, fw + (p["file_bytes"] - SMALL_FILE_BYTES) / w_stream),
+        "files_read": None if fr is None else p["files_read"] * fr,
+        # a small file's bytes are in its read pattern (a file read whole): its further read requests (the rest of
+        # it, the read that finds its end) cost a request each, not its bytes again
+        "extra_reads": None if request("read", p["read_bytes"]) is None else
+        p["extra_reads"] * (cost(costs, "read_fixed") if small_files_read(p) else request("read", p["read_bytes"])),
+        "extra_writes": None if request("write", p["write_bytes"]) is None else p["extra_writes"] * request("write", p["write_bytes"]),
+        "renames": None if cost(costs, "rename") is None else p["renames"] * cost(costs, "rename"),
+        "unlinks": None if cost(costs, "unlink") is None else p["unlinks"] * cost(costs, "unlink"),
+    }
+    return out
+
+
+def extra_seconds(p: dict, measured_on: dict, target: dict) -> dict:
+    """What the patterns of ``p`` cost more (or less) on ``target`` than on the storage they were measured on,
+    per pattern, in seconds of one worker's time; patterns either characterisation lacks count 0 (named)."""
+    a, b = pattern_seconds(p, measured_on), pattern_seconds(p, target)
+    out, missing = {}, []
+    for k in a:
+        if a[k] is None or b[k] is None:
+            if p.get(k):
+                missing.append(k)
+            out[k] = 0.0
+        else:
+            out[k] = b[k] - a[k]
+    return {"by_pattern": out, "total": sum(out.values()), "not_characterised": missing}
+
+
+def sources(costs: dict) -> str:
+    """The characterisations ``costs`` came from, named once each (``wsibench fio NAME (when)``)."""
+    srcs = sorted({c["source"].split(":")[0] for c in costs.values()})
+    return "; ".join(srcs) or "no characterisation"

@@ -1,0 +1,64 @@
+"""The cluster model's simulation against hand arithmetic: N hosts get min(N x a client's limit, the servers'),
+items bound by their own chain do not speed up with more hosts than items, shared cores bind CPU-heavy items."""
+import pytest
+
+from harness.sizing.cluster import capacities, simulate
+
+
+def item(chain=0.0, **use):
+    return {"item": "x", "order": 1.0, "chain": chain, "cpu": 0.0, "lab_cpu": 0.0, "use": use}
+
+
+def test_hosts_add_their_links_until_the_servers_bind():
+    # 4 items of 10 MB each; a client link carries 5 MB/s, the servers 12 MB/s in all
+    items = [item(0.001, link_read=10e6, server_read=10e6) for _ in range(4)]
+    cap = lambda n: {("link_read", h): 5e6 for h in range(n)} | {"server_read": 12e6}  # noqa: E731
+    one = simulate(items, 1, 4, cap(1))
+    assert one["seconds"] == pytest.approx(40e6 / 5e6) and one["busy_fraction"]["link_read"] == pytest.approx(1.0)
+    two = simulate(items, 2, 2, cap(2))
+    assert two["seconds"] == pytest.approx(40e6 / 10e6)  # 2 x 5 MB/s < 12
+    four = simulate(items, 4, 1, cap(4))
+    assert four["seconds"] == pytest.approx(40e6 / 12e6)  # 4 x 5 > 12: the servers bind
+    assert four["busy_fraction"]["server_read"] == pytest.approx(1.0)
+
+
+def test_an_items_own_chain_bounds_it_whatever_the_capacity():
+    items = [item(3.0, server_read=1.0) for _ in range(2)] + [item(1.0, server_read=1.0)]
+    r = simulate(items, 3, 1, {"server_read": 1e12})
+    assert r["seconds"] == pytest.approx(3.0)            # the longest chain
+    r = simulate(items, 1, 1, {"server_read": 1e12})
+    assert r["seconds"] == pytest.approx(7.0)            # one worker: one after the other
+
+
+def test_items_queue_on_shared_cores_heaviest_first():
+    # 3 items of 2 CPU-seconds on 2 cores, 3 workers: all three share the cores (6 / 2 = 3 s)
+    items = [item(2.0, cores=2.0) for _ in range(3)]
+    assert simulate(items, 3, 1, {"cores": 2.0})["seconds"] == pytest.approx(3.0)
+    # 2 workers: two run at full speed (2 s), then the third alone (2 s)
+    assert simulate(items, 2, 1, {"cores": 2.0})["seconds"] == pytest.approx(4.0)
+
+
+def test_max_min_fairness_gives_the_spare_capacity_to_the_items_that_can_use_it():
+    # one item is capped by its chain at 1/4 of an item per second; the other takes what the server has left
+    items = [item(4.0, server_read=8e6), item(0.0001, server_read=8e6)]
+    r = simulate(items, 2, 1, {"server_read": 4e6})
+    # together: the capped item uses 2 MB/s, the other 2 MB/s until... worked by hand: both progress; the fast one
+    # gets 4 - 2 = 2 MB/s while the slow one runs at its chain's pace (8 MB / 4 s = 2 MB/s): both end at 4 s
+    assert r["seconds"] == pytest.approx(4.0)
+
+
+def test_capacities_from_costs():
+    fig = lambda v: {"value": v, "unit": "", "source": ""}  # noqa: E731
+    costs = {"read_bandwidth": fig(5e6), "write_bandwidth": fig(3e6), "server_read_bandwidth": fig(12e6),
+             "server_write_bandwidth": fig(8e6), "server_small_files": fig(200.0), "server_mixed_capacity": fig(1.3)}
+    cap = capacities(costs, 2, None, 2.0)
+    assert cap[("link_read", 1)] == 5e6 and cap[("link_write", 0)] == 3e6 and cap["server_read"] == 12e6
+    assert cap["cores"] == 2.0 and cap["server_files"] == 200.0 and cap["server_io"] == 1.3
+
+
+def test_reads_and_writes_that_share_the_servers_links_add_up():
+    # 10 MB read (alone 10 MB/s) and 10 MB written (alone 10 MB/s): independent paths take 1 s, shared ones 2 s
+    items = [item(0.0001, server_read=10e6, server_write=10e6, server_io=10e6 / 10e6 + 10e6 / 10e6)]
+    both = {"server_read": 10e6, "server_write": 10e6}
+    assert simulate(items, 1, 1, both | {"server_io": 2.0})["seconds"] == pytest.approx(1.0)
+    assert simulate(items, 1, 1, both | {"server_io": 1.0})["seconds"] == pytest.approx(2.0)

@@ -2,7 +2,7 @@
 items bound by their own chain do not speed up with more hosts than items, shared cores bind CPU-heavy items."""
 import pytest
 
-from harness.sizing.cluster import capacities, simulate
+from harness.sizing.cluster import capacities, item_demands, simulate
 
 
 def item(chain=0.0, **use):
@@ -53,7 +53,7 @@ def test_capacities_from_costs():
              "server_write_bandwidth": fig(8e6), "server_small_files": fig(200.0), "server_mixed_capacity": fig(1.3)}
     cap = capacities(costs, 2, None, 2.0)
     assert cap[("link_read", 1)] == 5e6 and cap[("link_write", 0)] == 3e6 and cap["server_read"] == 12e6
-    assert cap["cores"] == 2.0 and cap["server_files"] == 200.0 and cap["server_io"] == 1.3
+    assert cap["cores"] == 2.0 and cap["server_files"] == 1.0 and cap["server_io"] == 1.3
 
 
 def test_reads_and_writes_that_share_the_servers_links_add_up():
@@ -62,3 +62,42 @@ def test_reads_and_writes_that_share_the_servers_links_add_up():
     both = {"server_read": 10e6, "server_write": 10e6}
     assert simulate(items, 1, 1, both | {"server_io": 2.0})["seconds"] == pytest.approx(1.0)
     assert simulate(items, 1, 1, both | {"server_io": 1.0})["seconds"] == pytest.approx(2.0)
+
+
+def fig(v):
+    return {"value": v, "unit": "", "source": ""}
+
+
+def small_file_stage(files, size, getattrs=0, cpu=0.5):
+    """An observed stage of one item that writes ``files`` files of ``size`` bytes whole and stats ``getattrs``."""
+    import pandas as pd
+
+    ops = {"create": files, "write": files, "getattr": getattrs}
+    prof = {"ops": {k: {"count": v} for k, v in ops.items()}, "bytes_read": 0, "bytes_written": files * size,
+            "request_sizes": {"write": {"mean_bytes": size}, "read": {"mean_bytes": 0}}}
+    return {"stage": "patches", "source": "test", "io_profile": prof,
+            "item_table": pd.DataFrame({"item": ["s0"], "seconds": [1.0], "cpu_seconds": [cpu]})}
+
+
+def test_a_small_file_costs_the_servers_its_bytes_at_their_bandwidth_and_a_fixed_time_beyond():
+    # measured: 200 files/s of 32 KiB while the targets write 8 MB/s: 5 ms a file, of which 4.096 ms its bytes
+    target = {"server_small_files": fig(200.0), "server_write_bandwidth": fig(8e6),
+              "server_small_file_bytes": fig(32768)}
+    for size in (32768, 16384):
+        use = item_demands(small_file_stage(100, size), target, False)[0]["use"]
+        assert use["server_files"] == pytest.approx(100 * (0.005 - 0.004096))  # per file, whatever its size
+        assert use["server_write"] == 100 * size                               # the bytes, at the bandwidth
+    # so 100 files of 16 KiB take the servers' links (reads, writes and files one budget, as the mixed phase
+    # measured) 100 x (0.904 + 2.048) ms, not the 500 ms of 32 KiB files
+    target["server_mixed_capacity"] = fig(1.0)
+    half = simulate(item_demands(small_file_stage(100, 16384, cpu=0.0), target, False), 1, 1,
+                    capacities(target, 1, None, False))
+    assert half["seconds"] == pytest.approx(100 * (0.000904 + 16384 / 8e6), rel=1e-6)
+
+
+def test_the_lab_s_cpu_is_charged_per_kind_of_operation():
+    # creates cost the lab 2 ms of CPU each, stats 0.1 ms; a stage's getattrs are charged at the stat's cost
+    target = {"lab_cpu_per_create": fig(0.002), "lab_cpu_per_stat": fig(0.0001)}
+    d = item_demands(small_file_stage(100, 16384, getattrs=1000), target, True)[0]
+    assert d["lab_cpu"] == pytest.approx(100 * 0.002 + 1000 * 0.0001)
+    assert d["use"]["cores"] == pytest.approx(0.5 + 0.2 + 0.1)

@@ -555,9 +555,13 @@ def test_fio_on_two_client_hosts_measures_the_servers_and_every_role_s_cpu(tmp_p
     for name, p in ph.items():
         assert len(p["per_host"]) == 2, name
         assert all(v >= 0 for v in p["lab_cpu_seconds"].values()), (name, p["lab_cpu_seconds"])
-        assert p["lab_cpu_seconds"]["chunkserver"] > 0 or name == "metadata", (name, p["lab_cpu_seconds"])
+        assert p["lab_cpu_seconds"]["chunkserver"] > 0 or name in fio.METADATA_PHASES, (name, p["lab_cpu_seconds"])
     assert ph["write"]["write_bytes"] == sum(h["write_bytes"] for h in ph["write"]["per_host"]) >= 2 * 4 * 2**20
     assert ph["small_writes"]["small_files"] == 2 * (40 // fio.SMALL_FILE_STREAMS) * fio.SMALL_FILE_STREAMS
     assert all(h["streams"] == fio.SMALL_FILE_STREAMS for h in ph["small_writes"]["per_host"])
     assert all(h["mount_cpu_seconds"] > 0 for h in ph["write"]["per_host"])  # each host's own mount, counted
     assert json.loads(path.read_text())["parallel"]["hosts"] == 2
+    from harness.sizing import storage_costs
+
+    costs = storage_costs(doc, name="lab")  # each kind of metadata operation its own rate and CPU cost
+    assert all(f"server_{op}" in costs and f"lab_cpu_per_{op}" in costs for op in fio.METADATA_PHASES), sorted(costs)

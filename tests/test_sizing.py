@@ -354,7 +354,7 @@ def cluster_fio(link_read, server_read, server_write=10_000 * MiB, small_files=1
     doc["parallel"] = {"hosts": 3, "phases": {
         "read": {"read_bw_bytes_per_s": server_read}, "write": {"write_bw_bytes_per_s": server_write},
         "small_writes": {"files_per_s": small_files},
-        "metadata": {f"{op}_per_s": creates for op in ("create", "open", "rename", "unlink", "stat")}}}
+        **{op: {f"{op}_per_s": creates} for op in ("create", "stat", "open", "rename", "unlink")}}}
     return sizing.storage_costs(doc, name="x")
 
 

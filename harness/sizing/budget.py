@@ -116,7 +116,7 @@ def limits(f: dict, stage: str, costs: dict, hosts: int, workers: int, cores: fl
     p = patterns(prof)
     files, sbw = costs.get("server_small_files"), costs.get("server_write_bandwidth")
     if files and sbw and p["files_written"]:  # a small file's cost to the servers beyond its bytes, as cluster.py
-        beyond = 1.0 / files["value"] - SMALL_FILE_BYTES / sbw["value"]
+        beyond = 1.0 / files["value"] - (cost(costs, "server_small_file_bytes") or SMALL_FILE_BYTES) / sbw["value"]
         if beyond > 0:
             put("server_files", 1.0 / (beyond * p["files_written"]),
                 f"{files['source']} ({files['value']:,.0f} files/s), less their bytes at the targets' write "

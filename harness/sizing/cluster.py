@@ -30,7 +30,7 @@ import time
 
 from .costs import cost, pattern_seconds
 from .demand import patterns
-from .figures import SizingError
+from .figures import SMALL_FILE_BYTES, SizingError
 
 RESOURCES = {  # name -> what it is, for the answer's "what binds"
     "chain": "each item's own chain (CPU and I/O one after the other on one worker)",
@@ -69,32 +69,33 @@ def item_demands(demand: dict, target: dict, lab_cores: bool) -> list[dict]:
             lab_cpu = (mine["bytes_read"] * (cost(target, "lab_cpu_per_byte_read") or 0.0)
                        + mine["bytes_written"] * (cost(target, "lab_cpu_per_byte_written") or 0.0)
                        + mine["files_written"] * (cost(target, "lab_cpu_per_file") or 0.0)
-                       + sum(ops.get(op, 0) * (rs if op == "open" else ws)
-                             for op in ("open", "create", "rename", "unlink", "getattr"))
-                       * (cost(target, "lab_cpu_per_operation") or 0.0))
-        small, bulk = _small_and_bulk(mine)
-        ra, wa, fa = cost(target, "server_read_bandwidth"), cost(target, "server_write_bandwidth"), \
-            cost(target, "server_small_files")
-        io = (mine["bytes_read"] / ra if ra else 0.0) + (bulk / wa if wa else 0.0) + (small / fa if fa else 0.0)
+                       + sum(ops.get(op, 0) * (rs if op in ("open", "getattr") else ws)
+                             * (cost(target, f"lab_cpu_per_{LAB_CPU_OF.get(op, op)}") or 0.0)
+                             for op in ("open", "create", "rename", "unlink", "getattr")))
+        small = small_file_seconds(mine, target)
+        ra, wa = cost(target, "server_read_bandwidth"), cost(target, "server_write_bandwidth")
+        io = (mine["bytes_read"] / ra if ra else 0.0) + (mine["bytes_written"] / wa if wa else 0.0) + small
         out.append({"item": getattr(row, "item", i), "order": float(getattr(row, "seconds", 0.0) or 0.0),
                     "chain": cpu + chain_io, "cpu": cpu, "lab_cpu": lab_cpu,
                     "use": {"link_read": mine["bytes_read"], "link_write": mine["bytes_written"],
-                            "server_read": mine["bytes_read"], "server_write": bulk, "server_files": small,
+                            "server_read": mine["bytes_read"], "server_write": mine["bytes_written"],
+                            "server_files": small,
                             "server_io": io, "metadata": meta, "cores": cpu + lab_cpu}})
     return out
 
 
-SMALL_FILE = 64 * 1024  # files written whole up to this size cost the servers per file (fio's 32 KiB files), not per byte
+LAB_CPU_OF = {"getattr": "stat"}  # a stage's getattrs cost the lab what the stat phase measured, each
 
 
-def _small_and_bulk(p: dict) -> tuple[float, float]:
-    """Small files written (each at the servers' small-file rate) and the bytes written beyond them (at their
-    bandwidth)."""
-    files = p["files_written"]
-    per_file = p["bytes_written"] / files if files else float("inf")
-    if files and per_file <= SMALL_FILE:
-        return files, 0.0
-    return 0.0, p["bytes_written"]
+def small_file_seconds(p: dict, target: dict) -> float:
+    """The servers' time the small files of ``p`` take beyond their bytes (which the targets' write bandwidth
+    carries): a small file written whole costs the servers 1 / (small files/s) of which its bytes are
+    (its size / write bandwidth); the rest is per file, whatever its size (as ``budget`` counts it)."""
+    files, fa, wa = p["files_written"], cost(target, "server_small_files"), cost(target, "server_write_bandwidth")
+    if not files or not fa or p["bytes_written"] / files > 2 * SMALL_FILE_BYTES:
+        return 0.0
+    size = cost(target, "server_small_file_bytes") or SMALL_FILE_BYTES
+    return files * max(0.0, 1.0 / fa - (size / wa if wa else 0.0))
 
 
 def _shares(items, column: str) -> list[float]:
@@ -116,7 +117,7 @@ def capacities(target: dict, hosts: int, cores_per_host: float | None, lab_cores
         if sbw:
             cap[f"server_{side}"] = sbw
     if cost(target, "server_small_files"):
-        cap["server_files"] = cost(target, "server_small_files")
+        cap["server_files"] = 1.0  # demands are in seconds of the servers' per-file time (small_file_seconds)
     mixed = cost(target, "server_mixed_capacity")
     if mixed:  # reads, writes and small files share the servers' links as measured: a second-per-second budget
         cap["server_io"] = mixed

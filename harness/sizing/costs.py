@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from .figures import MiB, SMALL_FILE_BYTES, figure
 
+PROBED_OPS = ("create", "stat", "open", "rename", "unlink")  # the metadata phases of `wsibench fio --hosts`
+
 
 def storage_costs(fio_doc: dict | None, reference: dict | None = None, name: str = "") -> dict:
     """The cost of each I/O pattern on a storage, from its fio characterisation; bandwidths from its vendor
@@ -82,10 +84,13 @@ def server_costs(fio_doc: dict, when: str) -> dict:
     sw = ph.get("small_writes") or {}
     if sw.get("files_per_s"):
         out["server_small_files"] = figure(sw["files_per_s"], "files/s", f"{src}, 32 KiB files written whole")
-    for op in ("create", "open", "rename", "unlink", "stat"):
-        v = (ph.get("metadata") or {}).get(f"{op}_per_s")
+    if sw.get("small_files"):
+        out["server_small_file_bytes"] = figure(sw["small_bytes"] / sw["small_files"], "B per file",
+                                                f"{src}, the small files' size")
+    for op in PROBED_OPS:
+        v = (ph.get(op) or {}).get(f"{op}_per_s")
         if v:
-            out[f"server_{op}"] = figure(v, "operations/s", f"{src}, {op} one after the other on each host")
+            out[f"server_{op}"] = figure(v, "operations/s", f"{src}, {op} one after the other on each host's streams")
     cpu = {k: sum((p.get("lab_cpu_seconds") or {}).values()) for k, p in ph.items()}
     if any(cpu.values()):
         lab = f"{src}: CPU of the lab's master, chunk servers and clients during the phase"
@@ -93,10 +98,10 @@ def server_costs(fio_doc: dict, when: str) -> dict:
             out["lab_cpu_per_byte_written"] = figure(cpu["write"] / w["write_bytes"], "CPU s per B", lab)
         if r.get("read_bytes"):
             out["lab_cpu_per_byte_read"] = figure(cpu["read"] / r["read_bytes"], "CPU s per B", lab)
-        md = ph.get("metadata") or {}
-        if md.get("metadata_operations"):
-            out["lab_cpu_per_operation"] = figure(cpu["metadata"] / md["metadata_operations"], "CPU s per operation",
-                                                  lab)
+        for op in PROBED_OPS:  # each kind its own: a stat the client's caches answer costs little, a create a lot
+            n = (ph.get(op) or {}).get("metadata_operations")
+            if n:
+                out[f"lab_cpu_per_{op}"] = figure(cpu[op] / n, f"CPU s per {op}", lab)
         if sw.get("small_files") and "lab_cpu_per_byte_written" in out:
             per_file = (cpu["small_writes"] - sw["small_bytes"] * out["lab_cpu_per_byte_written"]["value"]) / \
                 sw["small_files"]
@@ -122,14 +127,18 @@ def pattern_seconds(p: dict, costs: dict) -> dict:
         fixed, stream = cost(costs, f"{side}_fixed"), cost(costs, f"{side}_stream")
         return None if fixed is None or not stream else fixed + nbytes / stream
 
-    w_stream = cost(costs, "write_stream")
+    w_stream, r_stream = cost(costs, "write_stream"), cost(costs, "read_stream")
     fw = cost(costs, "file_write")
     fr = cost(costs, "file_read")
     out = {
         # a file written whole: the 32 KiB pattern, its bytes adjusted at the write stream's speed
         "files_written": None if fw is None or not w_stream else
         p["files_written"] * max(0.0, fw + (p["file_bytes"] - SMALL_FILE_BYTES) / w_stream),
-        "files_read": None if fr is None else p["files_read"] * fr,
+        # a small file read whole: the 32 KiB pattern, its bytes adjusted at the read stream's speed (patches of
+        # 18 KB cost a link-bound client about half a 32 KiB file's time)
+        "files_read": None if fr is None else p["files_read"] * (
+            max(0.0, fr + (p["bytes_read"] / p["files_read"] - SMALL_FILE_BYTES) / r_stream)
+            if small_files_read(p) and r_stream else fr),
         # a small file's bytes are in its read pattern (a file read whole): its further read requests (the rest of
         # it, the read that finds its end) cost a request each, not its bytes again
         "extra_reads": None if request("read", p["read_bytes"]) is None else

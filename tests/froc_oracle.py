@@ -5,11 +5,11 @@ The definition (as harness/metrics/froc.py states it, from the challenge's Evalu
 tumour region grown by 75 / 2 um and hole-filled (lesions whose grown regions touch are one); a region whose major
 axis (4 sqrt of the largest eigenvalue of its area's covariance) is under 275 um is an isolated tumour cell
 cluster (ITC), neither found nor missed. Detections: one per 8-connected region of heat >= threshold, at its
-highest value (of several such pixels, the one nearest the region's centroid). On a tumour slide a detection inside a lesion finds it with its probability, inside an ITC counts for
-nothing, elsewhere it is a false positive; on a normal slide every detection is one. The curve: every detection
-probability as a threshold, (false positives per slide, share of lesions found) with (0, 0) first, the highest
-sensitivity kept per false-positive rate; sensitivities at 1/4 ... 8 false positives per slide interpolated, the
-FROC their mean.
+highest value (of several such pixels, the one nearest the region's centroid). On a tumour slide a detection
+inside a lesion finds it with its probability, inside an ITC counts for nothing, elsewhere it is a false positive;
+on a normal slide every detection is one. The curve, as the script builds it (``froc``): every probability as a
+threshold but the lowest, (false positives per slide, share of lesions found) per threshold, then (0, 0);
+sensitivities at 1/4 ... 8 false positives per slide interpolated over it in threshold order, the FROC their mean.
 
 Where the exact geometry and a raster of it may disagree (a detection within ``band`` level-0 pixels of a lesion's
 edge, or several pixels of a region's highest value equally near its centroid, on both sides of one), the
@@ -155,25 +155,32 @@ def slide_outcomes(heat, downsample, threshold, lesions: Lesions | None, band: f
     return out
 
 
-def froc(slides: list[tuple[list[tuple[float, object]], int]], rates=RATES) -> tuple[float, list[float]]:
-    """FROC and sensitivities of slides given as ([(probability, outcome)], lesions on the slide)."""
-    fps, found = [], []
-    for dets, n_lesions in slides:
+def froc(slides: list[tuple[list[tuple[float, object]], int, int]], rates=RATES) -> tuple[float, list[float]]:
+    """FROC and sensitivities of slides given as ([(probability, outcome)], lesions on the slide, ITCs on it), as
+    the challenge's script computes them: the probabilities of every false positive and of every region (a lesion
+    found: its highest; a lesion missed or an ITC: 0) are the thresholds, the lowest of them dropped; per
+    threshold (false positives >= it per slide, lesions found >= it over all lesions), then (0, 0); the
+    sensitivity at each rate interpolated over those points in threshold order (np.interp over the reversed
+    lists, repeated rates and all), the FROC their mean."""
+    fps, regions, lesions = [], [], 0
+    for dets, n_lesions, n_itc in slides:
         best = {}
         for p, o in dets:
             if o == FP:
                 fps.append(p)
             elif o != NEITHER:
                 best[o] = max(best.get(o, 0.0), p)
-        found += list(best.values()) + [0.0] * (n_lesions - len(best))  # a missed lesion: 0
-    n, total = len(slides), len(found)
-    points = {0.0: 0.0}
-    for t in sorted(set(fps) | {p for p in found if p > 0}, reverse=True):
-        rate = sum(p >= t for p in fps) / n
-        points[rate] = max(points.get(rate, 0.0), sum(p >= t for p in found if p > 0) / total)
-    xs = sorted(points)
-    sens = [float(np.interp(r, xs, [points[x] for x in xs])) for r in rates]
-    return sum(sens) / len(sens), sens
+        regions += list(best.values()) + [0.0] * (n_lesions - len(best)) + [0.0] * n_itc
+        lesions += n_lesions
+    n = len(slides)
+    rate, sens = [], []
+    for t in sorted(set(fps) | set(regions))[1:]:
+        rate.append(len([p for p in fps if p >= t]) / n)
+        sens.append(len([p for p in regions if p >= t]) / lesions)
+    rate.append(0.0)
+    sens.append(0.0)
+    out = [float(np.interp(r, rate[::-1], sens[::-1])) for r in rates]
+    return sum(out) / len(out), out
 
 
 def froc_bounds(slides: list[tuple[list[tuple[float, set]], "Lesions | None"]]) -> tuple[tuple, tuple]:
@@ -186,6 +193,6 @@ def froc_bounds(slides: list[tuple[list[tuple[float, set]], "Lesions | None"]]) 
         return FP if FP in options else (NEITHER if NEITHER in options else lesions[0])
     out = []
     for best in (False, True):
-        out.append(froc([([(p, pick(o, best)) for p, o in dets], les.lesions if les else 0)
-                         for dets, les in slides]))
+        out.append(froc([([(p, pick(o, best)) for p, o in dets], les.lesions if les else 0,
+                           sum(les.itc) if les else 0) for dets, les in slides]))
     return out[0], out[1]

@@ -49,5 +49,16 @@ def test_an_edge_detection_is_bounded_not_guessed():
     edge_x = (L1[0] + L1[2] + 37.5) / MPP  # the grown region's edge on the lesion's middle row
     assert a.outcomes(edge_x, L1[1] / MPP, band=64.0) == {0, fo.FP}
     assert a.outcomes(edge_x - 100, L1[1] / MPP, band=64.0) == {0}
-    (low, _), (high, _) = fo.froc_bounds([([(0.9, {0, fo.FP})], a)])
+    # (a normal slide's false positive at 0.5 is the lowest threshold, dropped as the script drops it)
+    (low, _), (high, _) = fo.froc_bounds([([(0.9, {0, fo.FP})], a), ([(0.5, {fo.FP})], None)])
     assert (low, high) == (0.0, 1.0)
+
+
+def test_a_detector_without_false_positives_loses_its_weakest_lesion_as_the_script_does():
+    """The script drops the lowest threshold: with no false positive, no ITC and no lesion missed, that is its
+    weakest lesion's probability (one lesion found at 0.9: FROC 0); an ITC or a missed lesion adds the 0 that is
+    dropped instead (FROC 1)."""
+    assert fo.froc([([(0.9, 0)], 1, 0)])[0] == 0.0
+    assert fo.froc([([(0.9, 0)], 1, 1)])[0] == 1.0
+    # a false positive below the lesion is the lowest instead: at 1/4 false positives a slide, the lesion is found
+    assert fo.froc([([(0.9, 0), (0.6, fo.FP)], 1, 0)])[0] == 1.0

@@ -71,9 +71,11 @@ def fake_asv(tmp_path, table: str, rc: int) -> dict:
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
     asv = venv / "bin" / "asv"
-    asv.write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path / 'args'}\ncat <<'EOT'\n{table}\nEOT\nexit {rc}\n")
+    # (`asv machine`, which the script runs first where this user has no machine file, answers nothing)
+    asv.write_text(f"#!/bin/sh\n[ \"$1\" = machine ] && exit 0\necho \"$@\" > {tmp_path / 'args'}\n"
+                   f"cat <<'EOT'\n{table}\nEOT\nexit {rc}\n")
     asv.chmod(0o755)
-    return dict(os.environ, WSIBENCH_VENV=str(venv))
+    return dict(os.environ, WSIBENCH_VENV=str(venv), HOME=str(tmp_path))  # no machine file: as on a fresh machine
 
 
 TABLE = """| Change   | Before [4ed957b7] <main>   | After [b44ac2df] <pr>   |   Ratio | Benchmark (Parameter)                       |

@@ -3,7 +3,8 @@
 For each lab shape (unshaped; chunk-server links at 80 Mbit/s; client links narrower than the servers'), the lab runs
 with 3 client hosts (namespace hosts, each its own mount, one Dask worker each). Per shape: ``wsibench fio --hosts 3``
 (one client's view, then the servers' with three clients at once), then the patch stage and the TFRecord stage,
-measured on 1, 2 and 3 client hosts (``engine.address = "lab"``, ``nodes`` 1..3), ``--repetitions`` times. The
+measured on 1, 2 and 3 client hosts (``engine.address = "lab"``, ``nodes`` 1..3; ``--hosts`` and ``--stages`` choose
+others), ``--repetitions`` times. The
 predictions use nothing measured on the lab but the fio characterisation: the stages' demand comes from one run of
 the same workload on ``local`` storage, observed (every request counted), with each item's CPU time.
 
@@ -94,7 +95,7 @@ def free_cores(before: tuple, after: tuple, wall: float) -> float | None:
     return max(0.1, (os.cpu_count() or 1) - max(0.0, others) / wall)
 
 
-def local_demand(out: Path, slides: int, size: int, progress=print) -> str:
+def local_demand(out: Path, slides: int, size: int, progress=print, stages: tuple[str, ...] = STAGES) -> str:
     """The stages' demand: the workload on local storage, observed, with the engine the lab runs use (Dask: its
     workers spend CPU on each item beside the item's own, 3.52 against 2.67 CPU s for this patch stage under
     multiprocessing); the run's id."""
@@ -104,38 +105,43 @@ def local_demand(out: Path, slides: int, size: int, progress=print) -> str:
     progress("[proof] the demand: the workload on local storage, observed")
     base = workload(slides, size, engine="dask")
     pipeline.run(base, storage="local", results_dir=out / "results", stages=["masks"])
-    return pipeline.run(base, storage="local", results_dir=out / "results", stages=list(STAGES), fresh=True,
+    return pipeline.run(base, storage="local", results_dir=out / "results", stages=list(stages), fresh=True,
                         observe=True)["run_id"]
 
 
-def collect(out: Path, slides: int, size: int, repetitions: int, fio: dict, progress=print) -> dict:
-    """Run everything; the runs' records stay under out/results."""
+def collect(out: Path, slides: int, size: int, repetitions: int, fio: dict, progress=print,
+            hosts: tuple[int, ...] = HOSTS, stages: tuple[str, ...] = STAGES) -> dict:
+    """Run everything (each shape of SHAPES on ``hosts`` client hosts, the ``stages``); the runs' records stay under
+    out/results."""
     from harness import pipeline
     from harness.config import load_profile
     from harness.storage import attached, fio as fio_mod, lab
 
     res = out / "results"
     os.environ["WSIBENCH_LOCAL_ROOT"] = str(out / "local")
-    doc = {"slides": slides, "size": size, "repetitions": repetitions, "shapes": {}, "load": []}
+    doc = {"slides": slides, "size": size, "repetitions": repetitions, "shapes": {}, "load": [],
+           "hosts": list(hosts), "stages": list(stages)}
+    clients = max(hosts)
     cg = own_cgroup()
-    doc["local"] = local_demand(out, slides, size, progress)
+    doc["local"] = local_demand(out, slides, size, progress, stages)
     try:
         for shape in SHAPES:
-            prof = profile_file(out, shape)
+            prof = profile_file(out, shape, clients)
             with attached(load_profile(str(prof)), res) as st:
                 progress(f"[proof] {shape}: lab up ({st.record['lab']['network']}); preparing the slides and masks")
-                pipeline.run(workload(slides, size, nodes=3), storage=str(prof), results_dir=res, stages=["masks"])
-                progress(f"[proof] {shape}: wsibench fio --hosts 3")
-                path, _ = fio_mod.characterise(str(prof), res, hosts=3, progress=progress, **fio)
+                pipeline.run(workload(slides, size, nodes=clients), storage=str(prof), results_dir=res,
+                             stages=["masks"])
+                progress(f"[proof] {shape}: wsibench fio --hosts {clients}")
+                path, _ = fio_mod.characterise(str(prof), res, hosts=clients, progress=progress, **fio)
                 entry = {"fio": path.name, "runs": []}
                 for rep in range(repetitions):
-                    for n in HOSTS:
+                    for n in hosts:
                         cpu0, t0, m0 = lab.cpu_by_process(lab.status(st.real_root)), time.time(), cpu_now(cg)
                         s = pipeline.run(workload(slides, size, nodes=n), storage=str(prof), results_dir=res,
-                                         stages=list(STAGES), fresh=True)
+                                         stages=list(stages), fresh=True)
                         cpu1, m1 = lab.cpu_by_process(lab.status(st.real_root)), cpu_now(cg)
                         entry["runs"].append({"hosts": n, "repetition": rep, "run_id": s["run_id"], "status": s["status"],
-                                              "work_seconds": {k: s["stages"][k]["work_seconds"] for k in STAGES},
+                                              "work_seconds": {k: s["stages"][k]["work_seconds"] for k in stages},
                                               "lab_cpu_seconds": lab.cpu_used(cpu0, cpu1),
                                               "wall_seconds": time.time() - t0, "load": os.getloadavg()[0],
                                               "free_cores": free_cores(m0, m1, time.time() - t0)})
@@ -157,13 +163,14 @@ def recharacterise(out: Path, fio: dict, progress=print) -> None:
 
     doc, res = json.loads((out / "measured.json").read_text()), out / "results"
     doc.setdefault("earlier_local", []).append(doc["local"])
-    doc["local"] = local_demand(out, doc["slides"], doc["size"], progress)
+    hosts, stages = tuple(doc.get("hosts", HOSTS)), tuple(doc.get("stages", STAGES))
+    doc["local"] = local_demand(out, doc["slides"], doc["size"], progress, stages)
     (out / "measured.json").write_text(json.dumps(doc, indent=1))
     for shape, entry in doc["shapes"].items():
-        prof = profile_file(out, shape)
+        prof = profile_file(out, shape, max(hosts))
         with attached(load_profile(str(prof)), res):
-            progress(f"[proof] {shape}: wsibench fio --hosts 3 again")
-            path, _ = fio_mod.characterise(str(prof), res, hosts=3, progress=progress, **fio)
+            progress(f"[proof] {shape}: wsibench fio --hosts {max(hosts)} again")
+            path, _ = fio_mod.characterise(str(prof), res, hosts=max(hosts), progress=progress, **fio)
         entry.setdefault("earlier_fio", []).append(entry["fio"])
         entry["fio"] = path.name
         (out / "measured.json").write_text(json.dumps(doc, indent=1))
@@ -181,9 +188,9 @@ def predict(out: Path, progress=print) -> dict:
     rows = []
     for shape, entry in doc["shapes"].items():
         costs = storage_costs(json.loads((res / "fio" / entry["fio"]).read_text()))
-        for stage in STAGES:
+        for stage in doc.get("stages", STAGES):
             demand = stage_demand(local, stage, res / doc["local"])
-            for n in HOSTS:
+            for n in doc.get("hosts", HOSTS):
                 measured = [r["work_seconds"][stage] for r in entry["runs"] if r["hosts"] == n and r["status"] == "ok"]
                 if not measured:
                     continue
@@ -211,6 +218,9 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=8192)
     ap.add_argument("--repetitions", type=int, default=3)
     ap.add_argument("--shapes", help="comma-separated subset of: " + ", ".join(SHAPES))
+    ap.add_argument("--hosts", default="1,2,3", help="client host counts to measure, comma-separated (default 1,2,3; "
+                                                     "the lab gets as many client hosts as the largest)")
+    ap.add_argument("--stages", default=",".join(STAGES), help=f"stages to measure (default {','.join(STAGES)})")
     ap.add_argument("--predict-only", action="store_true", help="predict from out/measured.json and its runs")
     ap.add_argument("--recharacterise", action="store_true",
                     help="measure the prediction's inputs again (the local run, each shape's fio --hosts 3), keep the "
@@ -227,7 +237,8 @@ def main(argv=None) -> int:
         recharacterise(a.out, fio, progress=lambda m: print(m, file=sys.stderr, flush=True))
     elif not a.predict_only:
         collect(a.out, a.slides, a.size, a.repetitions, fio,
-                progress=lambda m: print(m, file=sys.stderr, flush=True))
+                progress=lambda m: print(m, file=sys.stderr, flush=True),
+                hosts=tuple(int(h) for h in a.hosts.split(",")), stages=tuple(a.stages.split(",")))
     predict(a.out)
     return 0
 

@@ -66,15 +66,27 @@ def counted_between(before, after):
 
 def feed(workload: Workload, storage: str | None = None, results_dir: str | Path = "results",
          threshold: float = 0.9, max_accelerators: int = 16, steps: int = 30, strict: bool = False,
-         repetitions: int = 1, observe: bool = False, barrier: bool = True, mlperf: MLPerf | None = None) -> dict:
+         repetitions: int = 1, observe: bool = False, barrier: bool = True, mlperf: MLPerf | None = None,
+         hosts: int | None = None) -> dict:
+    """``hosts``: on a lab profile with client hosts, the ranks are dealt over that many of them, each host reading
+    through its own mount (as GPUs on several servers share one file system); else they run on this host."""
     results_dir = Path(results_dir).resolve()
     cfg = workload.train
     emu = accelerators.resolve(cfg, results_dir)
     if emu is None:
         raise ConfigError(f"{workload.source}: feed needs train.accelerator or train.step_time_s (the emulated step)")
     profile = load_profile(storage or workload.storage)
+    if hosts and (profile.kind != "lab" or observe):
+        raise ConfigError(f"feed --hosts {hosts}: only on a lab profile with client hosts (lab.client_hosts), "
+                          f"without --observe (each client host reads through its own mount); {profile.name} is "
+                          f"{'observed' if observe else profile.kind}")
     with attached(profile, results_dir, strict, observe, workload.name) as st:
         root = st.root
+        placement = None
+        if hosts:
+            from .storage import lab
+
+            placement = lab.client_prefixes(lab.status(st.real_root), hosts)
         tfr = root / workload.name / "tfrecords"
         if not (tfr / "splits.json").is_file():
             print(f"[feed] preparing TFRecords on {profile.name}", file=sys.stderr)
@@ -96,19 +108,20 @@ def feed(workload: Workload, storage: str | None = None, results_dir: str | Path
                 "potential_caching": data < 5 * memory and not profile.emulated}
             counter, how = delivered_counter(st, files)
             summary["feed"]["delivered_how"] = how
+            summary["feed"]["client_hosts"] = hosts or None  # None: the ranks ran on this host
             progress = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
             out = root / workload.name / "feed"
             try:
                 if mlperf:
                     result = mlperf_search(files, [s["records"] for s in shards], out, emulated_cfg, emu.step_s,
                                            mlperf, threshold, max_accelerators, counter, data, memory,
-                                           profile.emulated, progress=progress)
+                                           profile.emulated, progress=progress, hosts=placement)
                 else:
                     dropper = drop_caches if os.geteuid() == 0 else None  # before every probe, where allowed
                     result = search(files, out, emulated_cfg, emu.step_s, threshold, max_accelerators, steps,
                                     repetitions, dropper, progress=progress, io_snapshot=lambda: iostats.snapshot(root),
                                     storage_bandwidth=_stream_bandwidth(summary["storage"]["fio"]),
-                                    barrier=barrier, delivered=counter)
+                                    barrier=barrier, delivered=counter, hosts=placement)
                 summary["feed"] = result | summary["feed"]
             finally:
                 rec.tables["feed_probes"] = pd.DataFrame([
@@ -224,7 +237,8 @@ def _climb(probe, max_n: int) -> tuple[int, int | None, str | None]:
 
 def search(files: list[str], out: Path, train_cfg, step_s: float, threshold: float = 0.9, max_n: int = 16,
            steps: int = 30, repetitions: int = 1, drop_caches=None, progress=print, io_snapshot=None,
-           storage_bandwidth: float | None = None, barrier: bool = True, delivered=None) -> dict:
+           storage_bandwidth: float | None = None, barrier: bool = True, delivered=None,
+           hosts: list[list[str]] | None = None) -> dict:
     """The largest number of emulated accelerators whose AU stays >= threshold: doubling, then bisection.
 
     Each probe runs ``repetitions`` times (AU mean, min, max and spread; the mean decides), after
@@ -238,7 +252,8 @@ def search(files: list[str], out: Path, train_cfg, step_s: float, threshold: flo
     (``cores_per_accelerator``, ``cores_per_accelerator_at_threshold``). ``io_snapshot()``, where the storage
     counts its requests (harness.storage.iostats), gives each probe the I/O profile of its first repetition.
     ``delivered`` (``delivered_counter``): the bytes the storage delivered during the measured steps, beside the
-    bytes the steps consumed; a probe whose steps consumed more is not a storage measurement (``delivered_check``)."""
+    bytes the steps consumed; a probe whose steps consumed more is not a storage measurement (``delivered_check``).
+    ``hosts``: argv prefixes of the client hosts the ranks are dealt over (``distributed.launch``)."""
     probes: dict[int, dict] = {}
     demand = train_cfg.batch_size / step_s  # samples/s one accelerator consumes at AU 1
 
@@ -249,7 +264,8 @@ def search(files: list[str], out: Path, train_cfg, step_s: float, threshold: flo
             before = io_snapshot() if io_snapshot and i == 0 else None
             marks: dict = {}
             hooks = {t: (lambda r, t=t: marks.__setitem__(t, delivered())) for t in "MZ"} if callable(delivered) else None
-            r = distributed.run(files, out, train_cfg, "emulated", n, steps, step_s, barrier=barrier, hooks=hooks)
+            r = distributed.run(files, out, train_cfg, "emulated", n, steps, step_s, barrier=barrier, hooks=hooks,
+                                hosts=hosts)
             if before is not None:
                 profile = iostats.profile(iostats.delta(before, io_snapshot()))
                 profiled_samples = sum(s["batch_size"] for s in r["steps_table"])  # every step's, the first too
@@ -271,6 +287,7 @@ def search(files: list[str], out: Path, train_cfg, step_s: float, threshold: flo
                      "au_min_rank": min(min(r["au_per_rank"]) for r in runs),
                      "au_per_rank": [a for r in runs for a in r["au_per_rank"]],
                      "barrier": barrier, "barrier_seconds": mean("barrier_seconds"),
+                     "rank_hosts": sorted({rk["host"] for r in runs for rk in r["ranks"]}),
                      "input_wait_fraction": mean("input_wait_fraction"), "samples_per_s": mean("images_per_s"),
                      "mib_per_s": mean("mib_per_s"), "consumed_bytes": consumed,
                      "consumed_mib_per_s": mean("consumed_mib_per_s"), "delivered_bytes": got,
@@ -316,7 +333,8 @@ def steps_per_epoch(records: list[int], n: int, batch: int) -> int:
 
 def mlperf_search(files: list[str], records: list[int], out: Path, train_cfg, step_s: float, m: MLPerf,
                   threshold: float = 0.9, max_n: int = 16, delivered=None, dataset_bytes: int = 0,
-                  memory_bytes: int = 0, emulated: bool = False, progress=print, drop=None) -> dict:
+                  memory_bytes: int = 0, emulated: bool = False, progress=print, drop=None,
+                  hosts: list[list[str]] | None = None) -> dict:
     """MLPerf Storage's answer: the most accelerators whose warm-up and ``m.runs`` runs of ``m.epochs`` epochs all
     keep AU >= threshold (``mlperf_probe``), every rule checked (``RULES``); a broken rule refuses the result."""
     batch = train_cfg.batch_size
@@ -330,7 +348,7 @@ def mlperf_search(files: list[str], records: list[int], out: Path, train_cfg, st
     base = {"mode": "mlperf", "threshold": threshold, "step_s": step_s, "batch": batch, "epochs": m.epochs,
             "runs": m.runs, "warmup": m.warmup, "read_threads": m.read_threads, "prefetch": m.prefetch,
             "parse": m.parse,
-            "decode": False, "barrier": True, "hosts": 1,
+            "decode": False, "barrier": True, "hosts": len(hosts) if hosts else 1,
             "caches": {"dataset_bytes": dataset_bytes, "memory_bytes": memory_bytes, "dataset_5x_memory": five_x,
                        "dropped_before_each_epoch": bool(drop), "emulated_storage": emulated,
                        "delivered_counted": delivered is not None}}
@@ -350,7 +368,7 @@ def mlperf_search(files: list[str], records: list[int], out: Path, train_cfg, st
         if steps < 2:
             return (f"{n} accelerators would take {steps} step{'s' * (steps != 1)} an epoch (AU needs 2): rule "
                     f"{RULES['sample_once']!r}")
-        p = mlperf_probe(files, out, train_cfg, step_s, n, steps, m, threshold, delivered, drop)
+        p = mlperf_probe(files, out, train_cfg, step_s, n, steps, m, threshold, delivered, drop, hosts)
         probes[n] = p
         runs = p["runs"]
         progress(f"[feed --mlperf] {n} accelerators: AU " + ", ".join(f"{r['au']:.3f}" for r in runs)
@@ -367,10 +385,11 @@ def mlperf_search(files: list[str], records: list[int], out: Path, train_cfg, st
     listed = [probes[k] for k in sorted(probes)]
     bound = (probes[bad]["limit"] if bad is not None else f"the dataset: {stop}" if stop
              else "max_accelerators (the cap)")
-    return base | _verdict(listed, violations, good, bad, bound)
+    return base | _verdict(listed, violations, good, bad, bound, base["hosts"])
 
 
-def _verdict(probes: list[dict], violations: list[dict], good: int, bad: int | None, bound: str) -> dict:
+def _verdict(probes: list[dict], violations: list[dict], good: int, bad: int | None, bound: str,
+             hosts: int = 1) -> dict:
     rules = sorted({v["rule"] for v in violations}, key=list(RULES).index)
     refused = "; ".join(f"MLPerf Storage rule {r!r} ({RULES[r]}): "
                         + "; ".join(v["detail"] + (f" ({v['accelerators']} accelerators)" if v.get("accelerators") else "")
@@ -379,11 +398,11 @@ def _verdict(probes: list[dict], violations: list[dict], good: int, bad: int | N
     return {"max_accelerators": good if not refused else None, "max_accelerators_measured": good,
             "first_failing": bad, "bound_by": bound, "valid": not refused, "refused": refused,
             "violations": violations, "rules": {k: {"rule": v, "kept": k not in rules} for k, v in RULES.items()},
-            "accelerators_per_host": good, "probes": probes}
+            "accelerators_per_host": good / hosts, "probes": probes}
 
 
 def mlperf_probe(files: list[str], out: Path, train_cfg, step_s: float, n: int, steps: int, m: MLPerf,
-                 threshold: float = 0.9, delivered=None, drop=None) -> dict:
+                 threshold: float = 0.9, delivered=None, drop=None, hosts: list[list[str]] | None = None) -> dict:
     """One accelerator count under MLPerf Storage's rules: the warm-up run (when ``m.warmup``) and ``m.runs`` runs,
     each a fresh start of ``n`` ranks (as each MLPerf run is a DLIO invocation of its own: a process's first epoch
     pays its pipeline's first start) running ``m.epochs`` epochs of ``steps`` steps; ``drop()`` before every epoch
@@ -410,7 +429,7 @@ def mlperf_probe(files: list[str], out: Path, train_cfg, step_s: float, n: int, 
                 cpu[-1].append(psutil.cpu_times())
 
         res = distributed.run(sorted(files), out, train_cfg, "emulated", n, steps, step_s,
-                              hooks={t: (lambda r, t=t: hook(t, r)) for t in "EX"}, mlperf=spec)
+                              hooks={t: (lambda r, t=t: hook(t, r)) for t in "EX"}, mlperf=spec, hosts=hosts)
         ranks = sorted(res["ranks"], key=lambda r: r["rank"])
         ranks_all += ranks
         edges += [(marks[i], marks[i + 1]) for i in range(0, len(marks) - 1, 2)]

@@ -565,3 +565,35 @@ def test_fio_on_two_client_hosts_measures_the_servers_and_every_role_s_cpu(tmp_p
 
     costs = storage_costs(doc, name="lab")  # each kind of metadata operation its own rate and CPU cost
     assert all(f"server_{op}" in costs and f"lab_cpu_per_{op}" in costs for op in fio.METADATA_PHASES), sorted(costs)
+
+
+@pytest.mark.slow
+@needs_lab
+def test_feed_deals_the_accelerators_over_client_hosts_each_reading_through_its_own_mount(tmp_path):
+    """`wsibench feed --hosts 2` on a lab with two client hosts: the TFRecords prepared on the lab, then each probe's
+    ranks dealt round-robin over the two client hosts (each rank says where it ran), the bytes the chunk servers
+    sent counted as delivered, the record says how many client hosts; afterwards nothing is left of the lab."""
+    prof, res = profile(tmp_path, client_hosts=2), tmp_path / "results"
+    wl = tmp_path / "feed.toml"
+    wl.write_text('name = "labfeed"\nstages = ["masks", "patches", "tfrecords"]\n[dataset]\nkind = "synthetic"\n'
+                  '[dataset.synthetic]\nslides = 3\nsize = 4096\nseed = 3\ntumor_fraction = 0.5\ntest_fraction = 0.0\n'
+                  '[patches]\nmax_per_class = 60\n[tfrecords]\nshard_mb = 0.2\nval_fraction = 0.2\n'
+                  '[train]\nmodel = "small_cnn"\nimage_size = 32\nbatch_size = 8\naugment = false\ndecode = false\n'
+                  'step_time_s = 0.05\nshuffle_buffer = 0\n')
+    r = run_cli("feed", str(wl), "--storage", str(prof), "--results", str(res), "--hosts", "2", "--max", "2",
+                "--steps", "6", timeout=420)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (path,) = [p for p in res.glob("*/summary.json") if "-feed-" in p.parent.name]
+    s = json.loads(path.read_text())
+    f = s["feed"]
+    order = [h["name"] for h in s["storage"]["lab"]["client_hosts"]]  # the order ranks are dealt in
+    clients = sorted(order)
+    assert f["client_hosts"] == 2 and len(clients) == 2
+    two = next(p for p in f["probes"] if p["accelerators"] == 2)
+    assert two["delivered_bytes"] is not None and two["delivered_bytes"] > 0
+    assert "chunk servers sent" in f["delivered_how"]
+    assert two["rank_hosts"] == clients, (two["rank_hosts"], clients)  # a rank on each client host, none here
+    one = next(p for p in f["probes"] if p["accelerators"] == 1)
+    assert one["rank_hosts"] == order[:1]
+    assert left_over(tmp_path, lab_layout(tmp_path)) == []
+

@@ -60,6 +60,23 @@ def test_leaving_a_mount_does_not_wait_out_its_ended_server(tmp_path):
     assert not os.path.ismount(root) and (tmp_path / "brief" / "backing" / "x").read_bytes() == b"1"
 
 
+def test_the_parallel_write_phase_is_timed_on_the_servers_side_of_a_write_cache(tmp_path, monkeypatch):
+    """A client whose write cache takes blocks at once and whose link carries 20 MiB/s (an fsync waits for what was
+    written since the last): the phase writes about its runtime's worth, not what the cache took in that time
+    (before: one fsync at the end, after 0.3 s of writes into the cache, hundreds of MiB)."""
+    pending = {}
+
+    def fsync(fd):
+        pos = os.lseek(fd, 0, os.SEEK_CUR)
+        time.sleep((pos - pending.get(fd, 0)) / (20 * 2**20))
+        pending[fd] = pos
+    monkeypatch.setattr(fio.os, "fsync", fsync)
+    t0 = time.perf_counter()
+    r = fio.phase("write", tmp_path, {"start_at": 0, "runtime_s": 0.3})
+    assert time.perf_counter() - t0 < 1.5 and r["write_bytes"] <= 16 * 2**20, r
+    assert r["write_bw_bytes_per_s"] == pytest.approx(20 * 2**20, rel=0.3)
+
+
 def test_fio_missing_says_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(fio.FioError, match="fio is not installed: apt-get install fio"):

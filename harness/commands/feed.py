@@ -34,6 +34,9 @@ def add(sub):
     s.add_argument("--barrier", action=argparse.BooleanOptionalAction, default=True,
                    help="a barrier across the ranks after every step (default; --no-barrier: only after the first "
                         "and the last step, to see what the barrier costs)")
+    s.add_argument("--hosts", type=int, default=None,
+                   help="on a lab profile with client hosts (storage_profiles/moosefs-lab-clients.toml): deal the "
+                        "accelerators over this many client hosts, each reading through its own mount")
     m = s.add_argument_group("MLPerf mode")
     m.add_argument("--mlperf", action="store_true",
                    help="MLPerf Storage's rules and report: per accelerator count a warm-up run and --runs runs of "
@@ -58,7 +61,7 @@ def run(a) -> int:
     if mlperf and a.decode:
         print("[feed] --mlperf reads and parses records, as MLPerf Storage does; --decode is ignored")
     s = feed(w, a.storage, a.results, a.threshold, a.max, a.steps, a.strict, a.repetitions, a.observe,
-             barrier=a.barrier, mlperf=mlperf)
+             barrier=a.barrier, mlperf=mlperf, hosts=a.hosts)
     f = s["feed"]
     return _print_mlperf(f) if mlperf else _print_probes(f)
 

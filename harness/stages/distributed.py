@@ -301,9 +301,12 @@ def _start_ranks(spec_files: list[str], out: Path) -> list:
     return procs
 
 
-def launch(specs: list[dict], out: Path, isolate: bool, timeout: float = 900) -> list[dict]:
+def launch(specs: list[dict], out: Path, isolate: bool, timeout: float = 900,
+           hosts: list[list[str]] | None = None) -> list[dict]:
     """Start one process per rank spec (in a private network namespace when ``isolate``) and collect their
-    results, raising with the failing rank's output."""
+    results, raising with the failing rank's output. ``hosts``: argv prefixes that run a command on a host each
+    (the storage lab's client hosts, each with its own mount): the ranks are dealt round-robin over them, each
+    host's started there by one launcher."""
     out.mkdir(parents=True, exist_ok=True)
     files = []
     for s in specs:
@@ -315,14 +318,24 @@ def launch(specs: list[dict], out: Path, isolate: bool, timeout: float = 900) ->
             group = _popen(private_network([sys.executable, "-m", "harness.stages.distributed", "--ranks", str(out),
                                             *files]), log)
         codes = _wait_all([(group, "launcher")], timeout)
+    elif hosts:
+        groups = []
+        for i, prefix in enumerate(hosts):
+            with open(out / f"host-{i}.log", "w") as log:
+                groups.append((_popen(prefix + [sys.executable, "-m", "harness.stages.distributed", "--ranks",
+                                                 str(out), *files[i::len(hosts)]], log), f"host-{i}"))
+        codes = _wait_all(groups, timeout)
     else:
         codes = _wait_all(_start_ranks(files, out), timeout)
     missing = [s["rank"] for s in specs if not (out / f"rank-{s['rank']}.json").is_file()]
     if missing or any(rc != 0 for _, rc in codes):
         first = [n for n, rc in codes if rc not in (0, "killed")]  # the one that failed, not those it took along
-        rank = first[0] if first and first[0] != "launcher" else missing[0] if missing else codes[0][0]
+        rank = first[0] if first and first[0] != "launcher" and not str(first[0]).startswith("host-") \
+            else missing[0] if missing else codes[0][0]
         log = out / f"rank-{rank}.log"
-        tail = (log.read_text() if log.is_file() else (out / "launcher.log").read_text())[-2500:]
+        launcher = out / (f"{first[0]}.log" if first and str(first[0]).startswith("host-") else "launcher.log")
+        tail = (log.read_text() if log.is_file() and log.stat().st_size else
+                launcher.read_text() if launcher.is_file() else "")[-2500:]
         raise RunError(f"rank {rank} failed ({dict(codes)}):\n{tail}")
     return [json.loads((out / f"rank-{s['rank']}.json").read_text()) for s in specs]
 
@@ -378,13 +391,14 @@ def aggregate(ranks: list[dict]) -> dict:
 
 def run(files: list[str], out: Path, train_cfg, mode: str, world: int, steps: int, step_s: float | None = None,
         interface: str | None = None, cluster=None, barrier: bool = True, hooks: dict | None = None,
-        mlperf: dict | None = None) -> dict:
+        mlperf: dict | None = None, hosts: list[list[str]] | None = None) -> dict:
     """Train (or emulate) with ``world`` ranks; returns aggregate figures plus every rank's own.
     ``interface``: open the ranks' services on this interface instead of a private loopback-only namespace.
     ``cluster``: a Dask cluster engine whose hosts run the ranks (``cluster_ranks``), else this host.
     Emulated accelerators pass a barrier (``stages.barrier``) after every step (``barrier``; else only after step 0
     and the last, which bound the measured window), where ``hooks`` ({tag: fn(round)}) run with every rank stopped.
-    ``mlperf``: MLPerf Storage's epochs and runs instead of ``steps`` (``_mlperf_rank``)."""
+    ``mlperf``: MLPerf Storage's epochs and runs instead of ``steps`` (``_mlperf_rank``). ``hosts`` (emulated
+    ranks): argv prefixes of the hosts the ranks are dealt over (``launch``), else this host."""
     work = out / "ranks" / f"{mode}-{world}-{int(time.time() * 1000)}"  # rank specs, logs and results
     base = {"mode": mode, "world": world, "files": files, "train": train_cfg.model_dump(), "steps": steps,
             "step_s": step_s, "out": str(work), "model_dir": str(out), "barrier": str(work / "barrier"),
@@ -404,7 +418,7 @@ def run(files: list[str], out: Path, train_cfg, mode: str, world: int, steps: in
             host = interface_address(interface) if interface else "127.0.0.1"
             addresses = [f"{host}:{free_port(host)}" for _ in range(world)] if mode == "multiworker" else None
             ranks = launch([dict(base, rank=i, addresses=addresses) for i in range(world)], work,
-                           isolate=mode == "multiworker" and not interface)
+                           isolate=mode == "multiworker" and not interface, hosts=hosts if mode == "emulated" else None)
     finally:
         if server is not None:
             server.close()

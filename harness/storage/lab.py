@@ -627,16 +627,24 @@ def client_hosts(doc: dict) -> list[dict]:
     return [h for h in doc["layout"]["hosts"] if h["role"] == "client"]
 
 
+def client_prefixes(doc: dict, n: int) -> list[list[str]]:
+    """For each of the first ``n`` client hosts, the argv prefix that runs a command there: in its network, with
+    its own mount of the lab at the lab's root (the same path as on this machine), which ends with the command."""
+    hosts = client_hosts(doc)
+    if n > len(hosts):
+        raise LabError(f"{n} client hosts asked for, the lab has {len(hosts)} (lab.client_hosts)")
+    mount = [sys.executable, "-m", "harness.storage.lab", "client", doc["root"], doc["layout"]["master"],
+             *mount_options(doc["params"]), "--"]
+    return [network.in_host(h["name"], mount, own_mounts=True) for h in hosts[:n]]
+
+
 def on_client_hosts(doc: dict, argvs: list[list[str]], timeout: float = 900) -> list[str]:
     """Run argvs[i] on client host i (its network, its own mount of the lab at the same root), all at once; their
     standard outputs. A command that fails raises with its host and output."""
     hosts = client_hosts(doc)
-    if len(argvs) > len(hosts):
-        raise LabError(f"{len(argvs)} client hosts asked for, the lab has {len(hosts)} (lab.client_hosts)")
-    mount = [sys.executable, "-m", "harness.storage.lab", "client", doc["root"], doc["layout"]["master"],
-             *mount_options(doc["params"]), "--"]
-    procs = [subprocess.Popen(network.in_host(h["name"], mount + argv, own_mounts=True), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for h, argv in zip(hosts, argvs)]
+    prefixes = client_prefixes(doc, len(argvs))
+    procs = [subprocess.Popen(prefix + argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for prefix, argv in zip(prefixes, argvs)]
     outs = []
     for h, p in zip(hosts, procs):
         out, err = p.communicate(timeout=timeout)

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 
 from .errors import WsibenchError
@@ -68,6 +69,25 @@ def not_a_file(path: str | Path) -> str | None:
     return None
 
 
+FOLDER_WAIT_S = 5.0  # longer than a file-system client's directory-entry cache (MooseFS: 1 s by default)
+
+
+def make_folder(path: str | Path, wait: float = FOLDER_WAIT_S) -> None:
+    """``os.makedirs(path, exist_ok=True)`` that outlasts a shared file system's client caches: where another client
+    removed a folder of the path (a --fresh run's driver removes the stage's folder through its own mount), this
+    client's cached entry still says it is there, so makedirs skips it and the mkdir below fails with ENOENT until
+    the cache times out; retried for up to ``wait`` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            os.makedirs(path, exist_ok=True)
+            return
+        except FileNotFoundError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 def tmp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp{os.getpid()}")
 
@@ -76,7 +96,7 @@ def tmp_name(path: Path) -> Path:
 def atomic_path(path: str | Path):
     """Yield a temporary path beside ``path``; rename it to ``path`` only if the block completes."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
     tmp = tmp_name(path)
     try:
         yield tmp
@@ -97,9 +117,17 @@ def write_bytes(path: str | Path, data: bytes) -> None:
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
     try:
         fd = os.open(tmp, flags, 0o644)
-    except FileNotFoundError:
-        os.makedirs(head, exist_ok=True)
-        fd = os.open(tmp, flags, 0o644)
+    except FileNotFoundError:  # its folder is new, or another client removed and re-made it (make_folder)
+        deadline = time.monotonic() + FOLDER_WAIT_S
+        while True:
+            make_folder(head)
+            try:
+                fd = os.open(tmp, flags, 0o644)
+                break
+            except FileNotFoundError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
     try:
         view = memoryview(data)
         while view:

@@ -948,3 +948,27 @@ def test_temporaries_of_killed_writers_do_not_outlive_the_stage(dataset, tmp_pat
         s = pipeline.run(w, results_dir=tmp_path / "results")
     assert s["status"] == "ok" and not left.exists() and beside.exists()
     assert not list((tmp_path / "data" / "t").rglob(".*.tmp*"))
+
+
+def test_a_folder_another_client_removed_is_made_again_once_this_client_s_cache_lets_go(tmp_path, monkeypatch):
+    """On a shared file system a --fresh run's driver removes the stage's folder through its own mount; a worker on
+    another client host still has the folder's old entry cached, so makedirs believes the parent is there and its
+    mkdir fails with ENOENT until that cache times out (the MooseFS lab, 2 client hosts: a slide failed with
+    "No such file or directory: .../patches/normal"). Writing a patch retries until the cache lets go."""
+    from harness import fsutil
+
+    real, calls = os.makedirs, []
+
+    def stale_for_a_while(path, exist_ok=False):  # the cached entry answers for the first 3 calls
+        calls.append(path)
+        if len(calls) <= 3:
+            raise FileNotFoundError(2, "No such file or directory", str(path))
+        real(path, exist_ok=exist_ok)
+    monkeypatch.setattr(fsutil.os, "makedirs", stale_for_a_while)
+    target = tmp_path / "patches" / "normal" / "p.jpg"
+    fsutil.write_bytes(target, b"jpeg")
+    assert target.read_bytes() == b"jpeg" and len(calls) > 3  # retried past the stale answers
+    with fsutil.atomic_path(tmp_path / "records" / "s.tfrecord") as tmp:  # shards, manifests: the same
+        calls.clear()
+        tmp.write_bytes(b"r")
+    assert (tmp_path / "records" / "s.tfrecord").read_bytes() == b"r"

@@ -69,8 +69,10 @@ def dataset(files: list[str], cfg: Train, training: bool):
 
 def mlperf_dataset(files: list[str], batch: int, read_threads: int = 1, prefetch: int = 2, parse: str = "py_function"):
     """MLPerf Storage's TensorFlow reader (DLIO 2.0's TFReader): the shards in order, ``read_threads`` read at a
-    time (TensorFlow's parallel interleave, as DLIO asks for it: reading ahead in threads even for 1), no shuffle, no repeat (each record once per pass), batches of whole records parsed, not decoded, and
-    ``prefetch`` batches ahead. ``parse``: ``py_function`` parses each batch as DLIO does, eagerly in a
+    time (TensorFlow's parallel interleave, as DLIO asks for it: reading ahead in threads even for 1), no shuffle,
+    batches of whole records parsed, not decoded, repeated (as DLIO's ``.repeat()``: each record once per pass; an
+    epoch stops after its steps, but its read-ahead runs on into the next pass, reads the storage serves and no
+    step consumes) and ``prefetch`` batches ahead. ``parse``: ``py_function`` parses each batch as DLIO does, eagerly in a
     ``tf.py_function`` (Python, under the GIL: the CPU DLIO's reader costs a host), handing on a constant image of
     the record's size (DLIO's ``_resized_image``); ``graph`` parses it in the tf.data graph (cheaper). Yields
     (images, labels, bytes of the batch's records, framing included)."""
@@ -98,7 +100,7 @@ def mlperf_dataset(files: list[str], batch: int, read_threads: int = 1, prefetch
     # worker threads that open 2 more shards ahead and buffer 2 records each; None would read on the caller's thread
     ds = tf.data.TFRecordDataset(files, num_parallel_reads=read_threads)
     ds = ds.batch(batch, drop_remainder=True).map(py_parse if parse == "py_function" else parse_batch,
-                                                  num_parallel_calls=1)
+                                                  num_parallel_calls=1).repeat()
     return ds.prefetch(prefetch) if prefetch else ds
 
 

@@ -101,3 +101,21 @@ def test_the_lab_s_cpu_is_charged_per_kind_of_operation():
     d = item_demands(small_file_stage(100, 16384, getattrs=1000), target, True)[0]
     assert d["lab_cpu"] == pytest.approx(100 * 0.002 + 1000 * 0.0001)
     assert d["use"]["cores"] == pytest.approx(0.5 + 0.2 + 0.1)
+
+
+def test_the_lab_s_cpu_per_operation_is_what_a_phase_costs_beyond_an_idle_one():
+    """Each parallel phase starts a mount on every host and waits for a common start: the idle phase's CPU (that
+    and nothing else) comes off every phase's before it is divided by its operations or bytes."""
+    from harness.sizing import storage_costs
+
+    def phase(cpu, **figures):
+        return {"lab_cpu_seconds": {"master": cpu / 2, "client": cpu / 2}, **figures}
+    doc = {"profile": "lab", "jobs": {}, "parallel": {"hosts": 3, "phases": {
+        "idle": phase(0.6), "create": phase(0.9, create_per_s=3000.0, metadata_operations=900),
+        "stat": phase(0.6, stat_per_s=9000.0, metadata_operations=900),
+        "write": phase(2.6, write_bw_bytes_per_s=1e8, write_bytes=10**9)}}}
+    costs = storage_costs(doc, name="lab")
+    assert costs["lab_cpu_per_create"]["value"] == pytest.approx(0.3 / 900)
+    assert costs["lab_cpu_per_stat"]["value"] == 0.0  # nothing beyond the idle phase
+    assert costs["lab_cpu_per_byte_written"]["value"] == pytest.approx(2.0 / 10**9)
+    assert "less an idle phase's (0.60 CPU s)" in costs["lab_cpu_per_create"]["source"]

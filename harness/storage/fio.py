@@ -267,7 +267,9 @@ def characterise(profile_name: str, results_dir: Path, size_mib: int = 256, runt
 METADATA_PHASES = ("create", "stat", "open", "rename", "unlink")  # one phase each, one after the other on the same
 # files: the lab's CPU is read around each phase, so each kind of operation has its own CPU cost (a stat costs the
 # servers far less than a create)
-PHASES = ("write", "read", "mixed", "small_writes", *METADATA_PHASES)
+# "idle" first: the hosts mount, wait for the common start and end: what a phase costs the lab before any work
+# (each host's mount starting, the master registering it), subtracted from every phase's CPU in the costs
+PHASES = ("idle", "write", "read", "mixed", "small_writes", *METADATA_PHASES)
 
 
 def _clients(doc: dict) -> list[dict]:
@@ -391,6 +393,8 @@ def phase(name: str, folder: Path, o: dict) -> dict:
     delay = o["start_at"] - time.time()
     if delay > 0:
         time.sleep(delay)
+    if name == "idle":
+        return {"runtime_s": 0.0}
     if name == "mixed":  # reads of the read phase's file and new writes at once: do they share the servers' links?
         import threading
 

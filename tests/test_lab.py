@@ -184,6 +184,19 @@ def test_lost_is_what_ended_and_did_not_come_back():
     assert [e["server"] for e in lab.lost(doc)] == ["cs1", "cs2"]
 
 
+def test_a_lab_its_keeper_tore_down_is_not_cleared_as_a_killed_one(tmp_path, capsys):
+    """A keeper that stopped normally marks lab.json stopped; the next start does not tear it down again nor say
+    it was killed (before: every new lab on a root said "clearing what a killed lab left")."""
+    (tmp_path / "lab.json").write_text(json.dumps({"stopped": True, "keeper": 2**22 + 1, "keeper_start": "x",
+                                                  "root": str(tmp_path / "mnt"), "layout": None}))
+    lab.clear_dead(tmp_path)
+    assert "killed" not in capsys.readouterr().err and (tmp_path / "lab.json").exists()
+    (tmp_path / "lab.json").write_text(json.dumps({"keeper": 2**22 + 1, "keeper_start": "x",
+                                                  "root": str(tmp_path / "mnt"), "layout": None}))
+    lab.clear_dead(tmp_path)  # a keeper killed outright: cleared, and said
+    assert "clearing what a killed lab left" in capsys.readouterr().err and not (tmp_path / "lab.json").exists()
+
+
 def test_the_mount_timeout_reaches_mfsmount():
     base = {"cache_mode": "DIRECT", "io_retries": 8}
     assert lab.mount_options(base) == ["-o", "mfscachemode=DIRECT,mfsioretries=8"]
@@ -540,32 +553,53 @@ def test_runs_and_report_label_a_lab_run_LAB(tmp_path):
 
 @pytest.mark.slow
 @needs_lab
-def test_fio_on_two_client_hosts_measures_the_servers_and_every_role_s_cpu(tmp_path):
-    """`wsibench fio --hosts 2`: each parallel phase ran on both client hosts at once (each host's own figures, their
-    sum the servers'), the small files and metadata operations on the streams the phase says, and the lab's CPU by
-    role over the phase: none negative (a phase's own client mount ends with it; subtracting it as a process seen
-    before but not after made the clients' CPU negative), the clients' including those mounts."""
+def test_a_small_cluster_proof_measures_the_servers_and_predicts_one_and_two_client_hosts(tmp_path, monkeypatch):
+    """benchmarks/cluster_sizing_proof.py, small: the client hosts' links at 40 Mbit/s, the patch stage on 1 and 2
+    client hosts, predicted from an observed run on local storage and `wsibench fio --hosts 2` alone, within 20% of
+    what it measured on the lab (the full proof: docs/sizing.md).
+
+    On the way, `wsibench fio --hosts 2`: each parallel phase ran on both client hosts at once (each host's own
+    figures, their sum the servers'), the small files and metadata operations on the streams the phase says, and
+    the lab's CPU by role over the phase: none negative (a phase's own client mount ends with it; subtracting it
+    as a process seen before but not after made the clients' CPU negative), the clients' including those mounts;
+    each kind of metadata operation its own rate and CPU cost."""
+    from harness.sizing import storage_costs
     from harness.storage import fio
 
-    prof = profile(tmp_path, client_hosts=2)
-    path, doc = fio.characterise(str(prof), tmp_path / "results", size_mib=8, runtime=0.5, small_files=40, hosts=2,
-                                 progress=lambda m: None)
-    ph = doc["parallel"]["phases"]
-    assert doc["parallel"]["hosts"] == 2 and set(ph) == set(fio.PHASES)
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import cluster_sizing_proof as cp
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    monkeypatch.setattr(cp, "SHAPES", {"clients-40mbit": {"client_link_mbit": 40}})
+    monkeypatch.setenv("WSIBENCH_LOCAL_ROOT", str(tmp_path / "local"))
+    doc = cp.collect(tmp_path, 4, 8192, 1, {"size_mib": 8, "runtime": 1.0, "small_files": 120},
+                     progress=lambda m: None, hosts=(1, 2), stages=("patches",))
+    entry = doc["shapes"]["clients-40mbit"]
+    assert [r["status"] for r in entry["runs"]] == ["ok", "ok"]
+
+    c = json.loads((tmp_path / "results" / "fio" / entry["fio"]).read_text())
+    ph = c["parallel"]["phases"]
+    assert c["parallel"]["hosts"] == 2 and set(ph) == set(fio.PHASES)
     for name, p in ph.items():
         assert len(p["per_host"]) == 2, name
         assert all(v >= 0 for v in p["lab_cpu_seconds"].values()), (name, p["lab_cpu_seconds"])
         busy = p["lab_cpu_seconds"]["chunkserver"] > 0
         assert busy or name in (*fio.METADATA_PHASES, "idle"), (name, p["lab_cpu_seconds"])
     assert ph["write"]["write_bytes"] == sum(h["write_bytes"] for h in ph["write"]["per_host"]) >= 2 * 4 * 2**20
-    assert ph["small_writes"]["small_files"] == 2 * (40 // fio.SMALL_FILE_STREAMS) * fio.SMALL_FILE_STREAMS
+    assert ph["small_writes"]["small_files"] == 2 * (120 // fio.SMALL_FILE_STREAMS) * fio.SMALL_FILE_STREAMS
     assert all(h["streams"] == fio.SMALL_FILE_STREAMS for h in ph["small_writes"]["per_host"])
     assert all(h["mount_cpu_seconds"] > 0 for h in ph["write"]["per_host"])  # each host's own mount, counted
-    assert json.loads(path.read_text())["parallel"]["hosts"] == 2
-    from harness.sizing import storage_costs
-
-    costs = storage_costs(doc, name="lab")  # each kind of metadata operation its own rate and CPU cost
+    costs = storage_costs(c, name="lab")
     assert all(f"server_{op}" in costs and f"lab_cpu_per_{op}" in costs for op in fio.METADATA_PHASES), sorted(costs)
+
+    rows = cp.predict(tmp_path, progress=lambda m: None)["rows"]
+    assert [r["hosts"] for r in rows] == [1, 2]
+    for r in rows:
+        assert abs(r["ratio"] - 1) <= 0.2, r
+    layout = lab.status(tmp_path / "results" / "lab" / "proof" / "mnt")["layout"]
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+    assert [h["name"] for h in layout["hosts"] if h["name"] in netns] == [] and processes_naming(str(tmp_path)) == []
 
 
 @pytest.mark.slow

@@ -282,8 +282,8 @@ class Keeper:
                 raise LabError(f"the lab's {want} Dask workers did not join within 120 s (logs under {self.state})")
             time.sleep(0.5)
 
-    def write(self, ready: bool) -> None:
-        doc = {"ready": ready, "keeper": os.getpid(), "keeper_start": process_start(os.getpid()),
+    def write(self, ready: bool, stopped: bool = False) -> None:
+        doc = {"ready": ready, "stopped": stopped, "keeper": os.getpid(), "keeper_start": process_start(os.getpid()),
                "layout": self.layout, "params": self.params, "root": str(self.root),
                "pids": {k: p.pid for k, p in self.procs.items()}, "events": self.events}
         tmp = self.state / "lab.json.tmp"
@@ -368,6 +368,8 @@ class Keeper:
 
     def stop(self) -> None:
         teardown(self.state, self.layout, self.procs, self.root)
+        if self.layout:  # torn down: lab.json says so (it stays, for what ran to be read)
+            self.write(ready=False, stopped=True)
 
 
 def teardown(state: Path, layout: dict | None, procs: dict | None = None, root: Path | None = None) -> None:
@@ -394,8 +396,8 @@ def clear_dead(state: Path) -> None:
     doc = _read(state)
     if not doc:
         return
-    if doc.get("keeper") and process_start(doc["keeper"]) == doc.get("keeper_start"):
-        return  # alive
+    if doc.get("stopped") or (doc.get("keeper") and process_start(doc["keeper"]) == doc.get("keeper_start")):
+        return  # torn down by its keeper, or alive
     print(f"[storage] clearing what a killed lab left (keeper pid {doc.get('keeper')})", file=sys.stderr)
     for pid in (doc.get("pids") or {}).values():
         with contextlib.suppress(ProcessLookupError, PermissionError):

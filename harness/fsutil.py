@@ -72,20 +72,24 @@ def not_a_file(path: str | Path) -> str | None:
 FOLDER_WAIT_S = 5.0  # longer than a file-system client's directory-entry cache (MooseFS: 1 s by default)
 
 
-def make_folder(path: str | Path, wait: float = FOLDER_WAIT_S) -> None:
-    """``os.makedirs(path, exist_ok=True)`` that outlasts a shared file system's client caches: where another client
-    removed a folder of the path (a --fresh run's driver removes the stage's folder through its own mount), this
-    client's cached entry still says it is there, so makedirs skips it and the mkdir below fails with ENOENT until
-    the cache times out; retried for up to ``wait`` seconds."""
+def outlasting_stale_entries(call, wait: float = FOLDER_WAIT_S):
+    """``call()``, retried for up to ``wait`` seconds while it fails with ENOENT: on a shared file system, where
+    another client removed a folder (a --fresh run's driver removes the stage's folder through its own mount), this
+    client's cached entry still says the folder is there until the cache times out, so makedirs skips it and what
+    is made below it fails with ENOENT."""
     deadline = time.monotonic() + wait
     while True:
         try:
-            os.makedirs(path, exist_ok=True)
-            return
+            return call()
         except FileNotFoundError:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+def make_folder(path: str | Path) -> None:
+    """``os.makedirs(path, exist_ok=True)``, outlasting another client's removal (``outlasting_stale_entries``)."""
+    outlasting_stale_entries(lambda: os.makedirs(path, exist_ok=True))
 
 
 def tmp_name(path: Path) -> Path:
@@ -117,17 +121,8 @@ def write_bytes(path: str | Path, data: bytes) -> None:
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
     try:
         fd = os.open(tmp, flags, 0o644)
-    except FileNotFoundError:  # its folder is new, or another client removed and re-made it (make_folder)
-        deadline = time.monotonic() + FOLDER_WAIT_S
-        while True:
-            make_folder(head)
-            try:
-                fd = os.open(tmp, flags, 0o644)
-                break
-            except FileNotFoundError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+    except FileNotFoundError:  # its folder is new, or another client removed and re-made it
+        fd = outlasting_stale_entries(lambda: (os.makedirs(head, exist_ok=True), os.open(tmp, flags, 0o644))[1])
     try:
         view = memoryview(data)
         while view:

@@ -99,8 +99,9 @@ def run_stages(workload: Workload, opts: RunOptions, storage: Attached, plan: En
                 t0 = time.perf_counter()
                 drive = load(STAGE_DRIVERS, "stage", stage)  # train and infer import TensorFlow here
                 imported = time.perf_counter() - t0
-                io0 = iostats.snapshot(root)
+                io0, c0 = iostats.snapshot(root), storage.counters()
                 rec_ = drive(ctx)
+                rec_.update(storage.during(c0))  # over the stage's whole wall time, start-up included
                 lost = storage.servers_lost(began)
                 if lost:  # a lab's server ended during the stage: said, and named as the cause of I/O errors
                     rec_["servers_lost"] = lost

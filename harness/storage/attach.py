@@ -7,6 +7,7 @@ profile; it yields an ``Attached``: the root to work under and the run record's 
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -46,6 +47,37 @@ class Attached:
 
         return [e for e in lab.lost(lab.status(self.real_root), since) if until is None or e["at"] <= until]
 
+    def counters(self) -> dict:
+        """What a stage's figures are the difference of (``during``): the machine's busy CPU seconds so far and, on a
+        lab, its hosts' link counters and its processes' CPU."""
+        out = {"machine_cpu": machine_cpu_seconds()}
+        if self.profile.kind == "lab":
+            from . import lab
+
+            doc = lab.status(self.real_root)
+            out["links"], out["lab_cpu"] = lab.link_bytes(doc), lab.cpu_by_process(doc)
+        return out
+
+    def during(self, before: dict) -> dict:
+        """For a stage's record, what the machine and a lab did since ``before`` (``counters``): the machine's busy
+        CPU seconds (every process on it and the kernel's own work, such as the network's: on a shared machine other
+        tenants' too), and on a lab the bytes its hosts' links carried, by role (what the clients received is what
+        the servers sent them: reads with the client's read-ahead, not the bytes the stage asked for), and its
+        processes' CPU seconds by role."""
+        now = self.counters()
+        out = {"machine_cpu_seconds": None if now["machine_cpu"] is None or before["machine_cpu"] is None
+               else now["machine_cpu"] - before["machine_cpu"], "machine_cores": os.cpu_count()}
+        if "links" in before:
+            from . import lab
+
+            links: dict[str, dict] = {}
+            for host, v in now["links"].items():
+                role = links.setdefault(v["role"], {"received_bytes": 0, "sent_bytes": 0})
+                for k in role:
+                    role[k] += v[k] - before["links"].get(host, {}).get(k, 0)
+            out["lab"] = {"link_bytes": links, "cpu_seconds": lab.cpu_used(before["lab_cpu"], now["lab_cpu"])}
+        return out
+
     def finish(self, summary: dict) -> dict:
         """The run record as it ends: paths under the observe passthrough (gone after the run) named under the
         profile's root; what a lab's servers did during the run (a server lost, restarted)."""
@@ -67,6 +99,15 @@ class Attached:
                 out["storage"]["lab"] = dict(out["storage"].get("lab") or {}, events=during,
                                              lost=lab.lost(doc, self.attached_at), link_bytes=links)
         return out
+
+
+def machine_cpu_seconds() -> float | None:
+    """This machine's busy CPU seconds since boot (/proc/stat: all but idle and iowait); None where it cannot say."""
+    try:
+        f = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    return (sum(f) - f[3] - f[4]) / os.sysconf("SC_CLK_TCK")
 
 
 @contextlib.contextmanager

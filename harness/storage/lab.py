@@ -448,7 +448,7 @@ def cpu_by_process(doc: dict | None) -> dict[int, tuple[str, float]]:
         return out
     for k, pid in (doc.get("pids") or {}).items():
         role = "master" if k == "master" else "chunkserver" if k.startswith("cs") else "client" if k == "mount" else None
-        if role:
+        if role and _running(pid):  # a server killed (a fault test, a crash) is not a process of the lab now
             out[pid] = (role, _cpu(pid))
     for h in client_hosts(doc):
         for pid in network.host_pids(h["name"]):
@@ -472,7 +472,8 @@ def cpu_used(before: dict, after: dict) -> dict[str, float]:
     mount that ends with its command counts its own, ``fio.timed_phase``.)"""
     out = {"master": 0.0, "chunkserver": 0.0, "client": 0.0}
     for pid, (role, cpu) in after.items():
-        out[role] += cpu - (before[pid][1] if pid in before and before[pid][0] == role else 0.0)
+        was = before[pid][1] if pid in before and before[pid][0] == role else 0.0
+        out[role] += cpu - was if cpu >= was else cpu  # less than before: another process has the pid now
     return out
 
 

@@ -188,8 +188,13 @@ def predict(out: Path, progress=print) -> dict:
     rows = []
     for shape, entry in doc["shapes"].items():
         costs = storage_costs(json.loads((res / "fio" / entry["fio"]).read_text()))
+        one = next((r for r in entry["runs"] if r["hosts"] == 1 and r["status"] == "ok"), None)
         for stage in doc.get("stages", STAGES):
             demand = stage_demand(local, stage, res / doc["local"])
+            if one:  # the same operations, each item as the first one-host run on the lab measured it
+                on_lab = stage_demand(load(res / one["run_id"]), stage, res / one["run_id"])
+                demand_lab = dict(demand, item_table=on_lab["item_table"],
+                                  source=f"{demand['source']}; items as {on_lab['source']} measured them")
             for n in doc.get("hosts", HOSTS):
                 measured = [r["work_seconds"][stage] for r in entry["runs"] if r["hosts"] == n and r["status"] == "ok"]
                 if not measured:
@@ -197,18 +202,135 @@ def predict(out: Path, progress=print) -> dict:
                 # the cores other tenants left the runs (measured with the proof's own cgroup), else all of them
                 free = [r["free_cores"] for r in entry["runs"] if r["hosts"] == n and r.get("free_cores")]
                 cores = statistics.median(free) if free else True
-                p = predict_cluster(demand, costs, n, 1, lab=cores)
                 med = statistics.median(measured)
-                rows.append({"shape": shape, "stage": stage, "hosts": n, "predicted_seconds": p["seconds"],
-                             "free_cores": None if cores is True else cores,
-                             "measured_min": min(measured), "measured_median": med, "measured_max": max(measured),
-                             "ratio": p["seconds"] / med, "binding": p["binding"],
-                             "busy": {k: round(v, 2) for k, v in p["busy_fraction"].items()}})
-                progress(f"{shape:<16} {stage:<10} {n} hosts: predicted {p['seconds']:6.2f} s, measured "
-                         f"{min(measured):6.2f} / {med:6.2f} / {max(measured):6.2f} s, ratio {p['seconds'] / med:5.2f}"
-                         f"  ({p['binding']}; {rows[-1]['busy']}; cores free {'all' if cores is True else f'{cores:.2f}'})")
+                bases = [("local + fio", demand, False)]
+                if one and n > 1:
+                    bases.append(("one lab host + fio", demand_lab, True))
+                for base, d, on_target in bases:
+                    p = predict_cluster(d, costs, n, 1, lab=cores, on_target=on_target)
+                    rows.append({"shape": shape, "stage": stage, "hosts": n, "from": base,
+                                 "predicted_seconds": p["seconds"], "fluid_seconds": p["fluid_seconds"],
+                                 "queueing": p["queueing"], "free_cores": None if cores is True else cores,
+                                 "measured_min": min(measured), "measured_median": med, "measured_max": max(measured),
+                                 "ratio": p["seconds"] / med, "binding": p["binding"],
+                                 "busy": {k: round(v, 2) for k, v in p["busy_fraction"].items()}})
+                    progress(f"{shape:<16} {stage:<10} {n} hosts from {base:<18}: predicted {p['seconds']:6.2f} s, "
+                             f"measured {min(measured):6.2f} / {med:6.2f} / {max(measured):6.2f} s, ratio "
+                             f"{p['seconds'] / med:5.2f}  ({p['binding']}; {rows[-1]['busy']}; cores free "
+                             f"{'all' if cores is True else f'{cores:.2f}'})")
     (out / "proof.json").write_text(json.dumps({"rows": rows}, indent=1))
     return {"rows": rows}
+
+
+FEED_SHAPE = "clients-40mbit"  # a client host's link binds: N hosts should feed N times one's accelerators
+
+
+def feed_workload(slides: int, size: int):
+    from harness.config import parse_workload
+
+    return parse_workload({"name": "cproof-feed", "stages": ["masks", "patches", "tfrecords"],
+                           "dataset": {"kind": "synthetic", "synthetic": {"slides": slides, "size": size, "seed": 7,
+                                                                          "test_fraction": 0.0}},
+                           "engine": {"name": "dask", "workers": 1, "address": "lab", "nodes": 1},
+                           "patches": {"max_per_class": 400}, "tfrecords": {"shard_mb": 1, "val_fraction": 0.0},
+                           "train": {"model": "small_cnn", "batch_size": 32, "step_time_s": 0.5, "decode": False}},
+                          "cluster_sizing_proof")
+
+
+def feed_collect(out: Path, slides: int, size: int, repetitions: int, hosts: tuple[int, ...] = (1, 2),
+                 shape: str = FEED_SHAPE, per_host: float = 3.5, progress=print) -> dict:
+    """``wsibench feed --mlperf``'s probe on 1 and 2 client hosts of the lab's ``shape``: per host count, the AU of
+    the accelerator counts around the predicted largest one, ``repetitions`` times (one epoch a run, no warm-up: as
+    the DLIO comparison runs it). The prediction (``budget.gpus_fed``'s bound: min(N x a host's link, the storage
+    targets') / a sample's bytes / (samples/s an accelerator asks x AU 0.9)) uses the shape's ``wsibench fio --hosts``
+    of the stage proof (out/measured.json) and the shards' bytes a record; the step is chosen so that one host's
+    bound is ``per_host`` accelerators (mid-way between two counts, not on a rounding edge)."""
+    from harness import feed as F, pipeline
+    from harness.config import load_profile
+    from harness.sizing import cost, storage_costs
+    from harness.sizing.budget import gpus_fed
+    from harness.sizing.figures import figure
+    from harness.storage import attached, lab
+
+    res = out / "results"
+    doc = json.loads((out / "measured.json").read_text())
+    costs = storage_costs(json.loads((res / "fio" / doc["shapes"][shape]["fio"]).read_text()))
+    prof = profile_file(out, shape, max(doc.get("hosts", HOSTS)))
+    wl = feed_workload(slides, size)
+    threshold, batch = 0.9, wl.train.batch_size
+    with attached(load_profile(str(prof)), res) as st:
+        progress(f"[proof] feed on {shape}: preparing the shards")
+        pipeline.run(wl, storage=str(prof), results_dir=res, stages=["masks", "patches", "tfrecords"])
+        tfr = st.root / wl.name / "tfrecords"
+        shards = sorted(json.loads((tfr / "splits.json").read_text())["splits"]["train"]["shards"],
+                        key=lambda s: s["path"])
+        files, records = [str(tfr / s["path"]) for s in shards], [s["records"] for s in shards]
+        record_bytes = sum(Path(f).stat().st_size for f in files) / sum(records)
+        train = {"bytes_per_sample": figure(record_bytes, "B", "the shards' bytes over their records")}
+
+        def bound(n, step):
+            acc = {"name": "emulated", "step_s": step, "batch": batch, "images_per_s": batch / step}
+            fed = gpus_fed(None, {}, shape, costs, n, acc, threshold, train)
+            supply = min(x for x in (n * cost(costs, "read_bandwidth"), cost(costs, "server_read_bandwidth")) if x)
+            return dict(fed, exact=supply / record_bytes / (batch / step * threshold))  # before floor()
+
+        step = round(per_host / bound(1, 1.0)["exact"], 3)  # accelerators grow with the step: one host's, per_host
+        counter, _ = F.delivered_counter(st, files)
+        cfg = wl.train.model_copy(update={"step_time_s": step, "augment": False})
+        m = F.MLPerf(epochs=1, runs=1, warmup=False)
+        entry = {"shape": shape, "step_s": step, "batch": batch, "record_bytes": record_bytes, "shards": len(files),
+                 "records": sum(records), "threshold": threshold, "hosts": {}}
+        for n_hosts in hosts:
+            placement = lab.client_prefixes(lab.status(st.real_root), n_hosts)
+            predicted = bound(n_hosts, step)
+            best = int(predicted["value"])
+            rows = []
+            for count in range(max(1, best - 1), best + 3):
+                steps = F.steps_per_epoch(records, count, batch)
+                for rep in range(repetitions):
+                    p = F.mlperf_probe(files, out / "feed" / f"h{n_hosts}", cfg, step, count, steps, m, threshold,
+                                       counter, None, placement)
+                    run = p["runs"][-1]
+                    rows.append({"accelerators": count, "repetition": rep, "au": run["au"],
+                                 "samples_per_s": run["samples_per_s"], "mib_per_s": run["mib_per_s"],
+                                 "delivered_mib_per_s": p["delivered_mib_per_s"], "limit": p["limit"],
+                                 "cpu_busy_fraction": p["cpu_busy_fraction"],
+                                 "load": os.getloadavg()[0]})
+                    progress(f"[proof] feed {shape} {n_hosts} hosts, {count} accelerators rep {rep}: AU "
+                             f"{run['au']:.3f}, {run['samples_per_s']:.0f} samples/s, {run['mib_per_s']:.2f} MiB/s")
+            entry["hosts"][str(n_hosts)] = {"predicted": predicted, "rows": rows}
+            (out / "feed.json").write_text(json.dumps(entry, indent=1))
+    return entry
+
+
+def feed_predict(out: Path, progress=print) -> list[dict]:
+    """Per host count: the predicted largest accelerator count against the measured one (the largest count whose
+    median AU over the repetitions holds the threshold), and each count's predicted AU (the supply over what the
+    accelerators ask, at most 1) against its measured median, min and max."""
+    doc = json.loads((out / "feed.json").read_text())
+    out_rows = []
+    for n_hosts, h in doc["hosts"].items():
+        pred = h["predicted"]
+        supply = pred["exact"]  # accelerators at AU = threshold, as a real number: floor() is the count
+        counts = sorted({r["accelerators"] for r in h["rows"]})
+        per = {c: [r["au"] for r in h["rows"] if r["accelerators"] == c] for c in counts}
+        med = {c: statistics.median(v) for c, v in per.items()}
+        passed = [c for c in counts if med[c] >= doc["threshold"]]
+        measured = max(passed) if passed else f"fewer than {counts[0]}"  # none of the counts tried held it
+        out_rows.append({"hosts": int(n_hosts), "predicted_accelerators": int(supply), "measured_accelerators": measured,
+                         "source": pred["source"],
+                         "au": [{"accelerators": c, "predicted": min(1.0, doc["threshold"] * supply / c),
+                                 "measured_min": min(per[c]), "measured_median": med[c], "measured_max": max(per[c]),
+                                 "ratio": min(1.0, doc["threshold"] * supply / c) / med[c] if med[c] else None}
+                                for c in counts]})
+        progress(f"feed {doc['shape']} {n_hosts} hosts: predicted {int(supply)} accelerators, measured {measured} "
+                 f"(AU >= {doc['threshold']}, step {doc['step_s']} s, batch {doc['batch']})")
+        for a in out_rows[-1]["au"]:
+            progress(f"    {a['accelerators']} accelerators: AU predicted {a['predicted']:.3f}, measured "
+                     f"{a['measured_min']:.3f} / {a['measured_median']:.3f} / {a['measured_max']:.3f}, ratio "
+                     f"{a['ratio']:.2f}")
+    (out / "feed-proof.json").write_text(json.dumps({"rows": out_rows}, indent=1))
+    return out_rows
 
 
 def main(argv=None) -> int:
@@ -225,6 +347,9 @@ def main(argv=None) -> int:
     ap.add_argument("--recharacterise", action="store_true",
                     help="measure the prediction's inputs again (the local run, each shape's fio --hosts 3), keep the "
                          "lab runs, then predict")
+    ap.add_argument("--feed", action="store_true",
+                    help=f"after the stages (or alone, on an out folder that has them): feed --mlperf's probe on 1 and "
+                         f"2 client hosts of {FEED_SHAPE}, predicted from its fio --hosts (writes feed.json)")
     ap.add_argument("--fio-size", type=int, default=64, help="MiB per file of the fio jobs (default 64)")
     ap.add_argument("--fio-runtime", type=float, default=2.0, help="seconds per time-based fio job (default 2)")
     a = ap.parse_args(argv)
@@ -235,11 +360,16 @@ def main(argv=None) -> int:
     fio = {"size_mib": a.fio_size, "runtime": a.fio_runtime, "small_files": 300}
     if a.recharacterise:
         recharacterise(a.out, fio, progress=lambda m: print(m, file=sys.stderr, flush=True))
-    elif not a.predict_only:
+    elif not a.predict_only and not (a.feed and (a.out / "measured.json").is_file()):
         collect(a.out, a.slides, a.size, a.repetitions, fio,
                 progress=lambda m: print(m, file=sys.stderr, flush=True),
                 hosts=tuple(int(h) for h in a.hosts.split(",")), stages=tuple(a.stages.split(",")))
+    if a.feed and not a.predict_only:
+        feed_collect(a.out, a.slides, a.size, a.repetitions,
+                     progress=lambda m: print(m, file=sys.stderr, flush=True))
     predict(a.out)
+    if (a.out / "feed.json").is_file():
+        feed_predict(a.out)
     return 0
 
 

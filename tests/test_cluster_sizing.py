@@ -119,3 +119,97 @@ def test_the_lab_s_cpu_per_operation_is_what_a_phase_costs_beyond_an_idle_one():
     assert costs["lab_cpu_per_stat"]["value"] == 0.0  # nothing beyond the idle phase
     assert costs["lab_cpu_per_byte_written"]["value"] == pytest.approx(2.0 / 10**9)
     assert "less an idle phase's (0.60 CPU s)" in costs["lab_cpu_per_create"]["source"]
+
+
+def test_workers_queue_at_the_servers_between_their_own_work():
+    """Mean value analysis by hand: 4 items, each 1 s of its own chain of which 0.5 s at the servers (one queue).
+    One worker: 4 s, as the fluid. Two: the fluid keeps the servers exactly full (2 items a second x 0.5 s = 1)
+    and ends in 2 s; but a request that finds the other's waits: with one customer the queue holds 0.5, so the
+    second's response is 0.5 x 1.5 = 0.75 s, 2 items in 0.5 + 0.75 s: 1.6 a second, 2.5 s."""
+    from harness.sizing.cluster import queueing
+
+    items = [item(1.0, server_io=0.5) for _ in range(4)]
+    assert queueing(items, 1, {"server_io": 1.0}, "server_io")["stretch"] == pytest.approx(1.0)
+    two = queueing(items, 2, {"server_io": 1.0}, "server_io")
+    assert two["items_per_s"] == pytest.approx(1.6) and two["station"] == "server_io"
+    assert two["think_seconds"] == pytest.approx(0.5) and two["utilisation"] == pytest.approx(0.8)
+    assert simulate(items, 2, 1, {"server_io": 1.0})["seconds"] == pytest.approx(2.0)  # what the fluid alone says
+    assert two["stretch"] == pytest.approx(2.0 / 1.6)  # the fluid's 2 items a second over the queue's 1.6: 2.5 s
+    # the queue is the resource the fluid finds full: there, not in the fluid's time alone (2 s), the stage ends
+    from harness.sizing.cluster import predict
+
+    demand = {"stage": "patches", "source": "test", "item_table": __import__("pandas").DataFrame(
+        {"item": list("abcd"), "seconds": [1.0] * 4, "cpu_seconds": [0.5] * 4, "bytes_read": [5.5e6] * 4}),
+        "io_profile": {"ops": {"read": {"count": 4}}, "bytes_read": 2.2e7, "bytes_written": 0, "request_sizes": {}}}
+    target = {"server_read_bandwidth": fig(1e7)}  # 0.55 s of the servers an item, of its 1 s measured there
+    p = predict(demand, target, 2, 1, lab=False, cores_per_host=4.0, on_target=True)
+    assert p["binding"] == "server_read" and p["fluid_seconds"] == pytest.approx(4 * 0.55)
+    # one worker: 0.55 s in the queue; two: 0.55 x 1.55, with 0.45 s of thinking: 2 / (0.45 + 0.8525) a second,
+    # against the fluid's 1 / 0.55
+    assert p["seconds"] == pytest.approx(4 * 0.55 * (1 / 0.55) / (2 / (0.45 + 0.55 * 1.55)))
+
+
+def test_a_stage_predicted_from_a_run_on_the_target_takes_its_measured_items_wire_bytes_and_machine_cpu():
+    """A one-host run on the storage itself: each item's chain is its measured time, what it costs the servers the
+    bytes the lab's clients received and sent for it (the client's read-ahead included), its load on the cores its
+    share of the machine's busy CPU; a run elsewhere keeps the operations' costs."""
+    import pandas as pd
+
+    from harness.sizing.cluster import predict
+    from harness.sizing.demand import with_machine_columns
+
+    prof = {"ops": {"open": {"count": 2}, "read": {"count": 20}}, "bytes_read": 20e6, "bytes_written": 0,
+            "request_sizes": {"read": {"mean_bytes": 1e6}, "write": {"mean_bytes": 0}}}
+    table = pd.DataFrame({"item": ["a", "b"], "seconds": [3.0, 1.0], "cpu_seconds": [0.5, 0.5],
+                          "bytes_read": [15e6, 5e6], "bytes_written": [0, 0]})
+    rec = {"machine_cpu_seconds": 8.0, "lab": {"link_bytes": {"client": {"received_bytes": 40e6, "sent_bytes": 1e3}}}}
+    demand = {"stage": "patches", "source": "test", "io_profile": prof, "item_table": with_machine_columns(table, rec)}
+    target = {"server_read_bandwidth": fig(10e6)}
+    a, b = item_demands(demand, target, 2.0, on_target=True)
+    assert (a["chain"], b["chain"]) == (3.0, 1.0)
+    assert a["use"]["server_read"] == pytest.approx(30e6) and b["use"]["server_read"] == pytest.approx(10e6)
+    assert a["use"]["cores"] == pytest.approx(6.0) and b["use"]["cores"] == pytest.approx(2.0)
+    elsewhere = item_demands(demand, target, 2.0)[0]
+    assert elsewhere["use"]["server_read"] == pytest.approx(15e6) and elsewhere["use"]["cores"] == pytest.approx(0.5)
+    # on 2 hosts the servers bind: 40 MB at 10 MB/s, not the 20 MB the stage asked for
+    assert predict(demand, target, 2, 1, lab=2.0, on_target=True)["seconds"] >= 4.0
+    assert predict(demand, target, 2, 1, lab=2.0)["seconds"] < 4.0
+
+
+def test_wsibench_size_gives_a_storage_the_items_a_run_on_it_measured(tmp_path):
+    """`wsibench size RUN_ON_LOCAL_OBSERVED RUN_ON_THE_LAB`: the lab's answer takes the observed run's operations and
+    the lab run's items (their seconds, machine CPU and link bytes); local keeps its own; a run of another workload
+    (other items) is not taken for this one's."""
+    import pandas as pd
+
+    from harness.sizing.answer import runs_on_targets
+    from harness.sizing.demand import pipeline_figures
+
+    def run(rid, storage, workload="w", observed=False, seconds=(1.0, 1.0)):
+        d = tmp_path / rid
+        d.mkdir()
+        pd.DataFrame({"item": ["a", "b"], "seconds": list(seconds), "cpu_seconds": [0.4, 0.4],
+                      "bytes_read": [5e6, 5e6], "bytes_written": [1e6, 1e6]}).to_parquet(d / "patches.parquet")
+        stage = {"items": 2, "work_seconds": sum(seconds), "patches": 100, "cpu_seconds": 0.8,
+                 "bytes_read": 10**7, "bytes_written": 2 * 10**6, "files_written": 100,
+                 "machine_cpu_seconds": 3.0, "machine_cores": 2}
+        if observed:
+            stage["io_profile"] = {"ops": {"create": {"count": 100}, "write": {"count": 100}}, "bytes_read": 10**7,
+                                   "bytes_written": 2 * 10**6, "request_sizes": {}}
+        else:
+            stage["lab"] = {"link_bytes": {"client": {"received_bytes": 2 * 10**7, "sent_bytes": 2 * 10**6}}}
+        return {"run_id": rid, "workload": workload, "storage": {"profile": storage}, "engine": {"nodes": 1},
+                "stages": {"patches": stage}, "_dir": str(d)}
+
+    local = run("r1", "local", observed=True)
+    local["storage"]["observe"] = {"mountpoint": "/x"}
+    on_lab = run("r2", "lab-x", seconds=(4.0, 2.0))
+    other = run("r3", "lab-y", workload="other")
+    stages = {"patches": pipeline_figures(local, "patches")}
+    on = runs_on_targets([local, on_lab, other], stages, {"local": {}, "lab-x": {}, "lab-y": {}})
+    assert set(on) == {"lab-x"}  # local's run went through the counting passthrough; lab-y's is another workload
+    f = on["lab-x"]["patches"]
+    assert f["demand"]["io_profile"] is local["stages"]["patches"]["io_profile"] and f["on_target"] == "run r2"
+    items = f["demand"]["item_table"]
+    assert list(items["seconds"]) == [4.0, 2.0] and list(items["machine_cpu_seconds"]) == [2.0, 1.0]
+    assert list(items["wire_read_bytes"]) == [10**7, 10**7]

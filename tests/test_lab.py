@@ -593,8 +593,20 @@ def test_a_small_cluster_proof_measures_the_servers_and_predicts_one_and_two_cli
     costs = storage_costs(c, name="lab")
     assert all(f"server_{op}" in costs and f"lab_cpu_per_{op}" in costs for op in fio.METADATA_PHASES), sorted(costs)
 
+    # each stage's record: the machine's busy CPU over it, and the bytes the lab's links carried (every byte the
+    # stage read crossed a client's link; what the clients sent, the stage's writes, each once)
+    for run in entry["runs"]:
+        st = json.loads((tmp_path / "results" / run["run_id"] / "summary.json").read_text())["stages"]["patches"]
+        links = st["lab"]["link_bytes"]
+        assert 0 < st["machine_cpu_seconds"] <= st["machine_cores"] * st["seconds"] * 1.05, st["machine_cpu_seconds"]
+        assert links["client"]["received_bytes"] >= 0.95 * st["bytes_read"], (links, st["bytes_read"])
+        assert 0.95 * st["bytes_written"] <= links["client"]["sent_bytes"] <= 1.3 * st["bytes_written"], links
+        assert links["chunkserver"]["received_bytes"] >= 1.9 * st["bytes_written"]  # goal 2: a replica forwarded
+        assert st["lab"]["cpu_seconds"]["chunkserver"] > 0
+
     rows = cp.predict(tmp_path, progress=lambda m: None)["rows"]
-    assert [r["hosts"] for r in rows] == [1, 2]
+    assert [(r["hosts"], r["from"]) for r in rows] == [(1, "local + fio"), (2, "local + fio"),
+                                                       (2, "one lab host + fio")]
     for r in rows:
         assert abs(r["ratio"] - 1) <= 0.2, r
     layout = lab.status(tmp_path / "results" / "lab" / "proof" / "mnt")["layout"]
@@ -632,3 +644,11 @@ def test_feed_deals_the_accelerators_over_client_hosts_each_reading_through_its_
     assert one["rank_hosts"] == order[:1]
     assert left_over(tmp_path, lab_layout(tmp_path)) == []
 
+
+
+def test_the_lab_s_cpu_between_two_readings_is_never_negative():
+    """A server killed in a stage (a fault) and another process on its pid: what the pid used is the new one's, not
+    its counter less the dead one's (the stage records of the fault tests had -0.12 CPU s for the chunk servers)."""
+    before = {10: ("chunkserver", 5.0), 11: ("master", 2.0), 12: ("client", 1.0)}
+    after = {10: ("chunkserver", 0.3), 11: ("master", 2.5), 13: ("client", 0.2)}
+    assert lab.cpu_used(before, after) == {"master": 0.5, "chunkserver": 0.3, "client": 0.2}

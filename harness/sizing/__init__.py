@@ -30,7 +30,7 @@ Plain functions, in three steps; every figure they return carries the measuremen
 
 The package, by concept: ``figures`` (a figure, the error, constants), ``costs`` (step 1), ``demand`` (step 2),
 ``contention`` (the workers' scheduling and folder-lock waits), ``predict`` (step 3), ``cluster`` (a stage on N
-hosts x W workers: the fluid model), ``slides`` and ``budget`` (step 4), ``answer`` (the answer, and finding its
+hosts x W workers: the fluid model and the servers' queue), ``slides`` and ``budget`` (step 4), ``answer`` (the answer, and finding its
 inputs), ``render`` (the answer as a reader is shown it: the terminal's text, and the walk the report's Sizing
 section formats too), ``store`` (saving and finding answers).
 """

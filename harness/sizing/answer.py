@@ -48,6 +48,7 @@ def size(runs: list[dict], accelerator: dict, storages: dict[str, dict], slides_
         if figs:  # the newest, preferring runs whose operations were counted
             f = sorted(figs, key=lambda f: (bool(f["demand"]["io_profile"]), f["demand"]["run_id"]))[-1]
             stages[stage] = scale_figures(f, stage, target)
+    on_storage = runs_on_targets(pipeline, stages, storages)
     out = {"created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
            "target": {"slides_per_day": slides_per_day, "gpus": gpus, "epochs": epochs, "threshold": threshold,
                       "dataset_slides": dataset_slides, "accelerator": accelerator},
@@ -105,8 +106,33 @@ def size(runs: list[dict], accelerator: dict, storages: dict[str, dict], slides_
         out["storages"][name] = _storage_answer(name, costs, stages, feed, accelerator, threshold, slides_per_day,
                                                 workers, measured_costs)
         out["storages"][name].update(_cluster_answer(
-            name, costs, stages, out["stages"], feed, feeds_on, accelerator, gpus, epochs, threshold, slides_per_day,
-            dataset_slides, day_given, hosts, workers_per_host, cores, window, target))
+            name, costs, stages | on_storage.get(name, {}), out["stages"], feed, feeds_on, accelerator, gpus, epochs,
+            threshold, slides_per_day, dataset_slides, day_given, hosts, workers_per_host, cores, window, target))
+    return out
+
+
+def runs_on_targets(pipeline: list[dict], stages: dict, storages: dict) -> dict[str, dict]:
+    """{storage: {stage: figures}} for the storages a given run was made on (one client host, the newest such run):
+    the chosen run's figures (``stages``: its operations, as counted) with each item as the run on that storage
+    measured it (its seconds, the machine's busy CPU, a lab's link bytes: ``cluster.item_demands``). Only for the
+    same workload on as many slides: the items must be the same ones."""
+    out: dict[str, dict] = {}
+    for s in sorted(pipeline, key=lambda s: s.get("run_id") or ""):
+        name = (s.get("storage") or {}).get("profile")
+        if name not in storages or ((s.get("engine") or {}).get("nodes") or 1) != 1 \
+                or "observe" in (s.get("storage") or {}):  # through the counting passthrough: not as the storage is
+            continue
+        for stage, g in stages.items():
+            f = pipeline_figures(s, stage)
+            if not f or f["demand"].get("machine_cpu_seconds") is None or f["slides"] != g["slides"] \
+                    or s.get("workload") != g["demand"].get("workload"):
+                continue
+            items = f["demand"]["item_table"]
+            if items is None or not len(items):
+                continue
+            demand = dict(g["demand"], item_table=items,
+                          source=f"{g['demand']['source']}; each item as {f['demand']['source']} measured it")
+            out.setdefault(name, {})[stage] = dict(g, demand=demand, on_target=f"run {s.get('run_id')}")
     return out
 
 

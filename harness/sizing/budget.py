@@ -176,7 +176,8 @@ def scaled_demand(f: dict, stage: str, slides: int) -> dict:
     n = max(1, round(slides * per_slide_items * (x if stage == "tfrecords" else 1.0)))
     rows = items.iloc[[i % len(items) for i in range(n)]].reset_index(drop=True).copy()
     if stage != "tfrecords":  # a slide each: its own demand grows; shards stay shards
-        for c in ("cpu_seconds", "bytes_read", "bytes_written", "seconds"):
+        for c in ("cpu_seconds", "bytes_read", "bytes_written", "seconds", "machine_cpu_seconds", "wire_read_bytes",
+                  "wire_written_bytes"):
             if c in rows:
                 rows[c] = rows[c].astype(float) * x
     whole = {k: v for k, v in prof.items() if k != "ops"}
@@ -190,7 +191,8 @@ def scaled_demand(f: dict, stage: str, slides: int) -> dict:
                 source=f"{d['source']}, scaled to {slides} target slides")
 
 
-def simulated(f: dict, stage: str, costs: dict, hosts: int, workers: int, cores: float | None) -> dict | None:
+def simulated(f: dict, stage: str, costs: dict, hosts: int, workers: int, cores: float | None,
+              on_target: bool = False) -> dict | None:
     """The cluster model's time a target slide (``cluster.predict`` over a few rounds of slides per worker, scaled);
     None where the run cannot give it (not observed, no per-item CPU), with the reason."""
     from . import cluster
@@ -201,7 +203,8 @@ def simulated(f: dict, stage: str, costs: dict, hosts: int, workers: int, cores:
         return None
     slides = max(SIMULATED_ROUNDS * hosts * workers, f["slides"])
     try:
-        p = cluster.predict(scaled_demand(f, stage, slides), costs, hosts, workers, lab=False, cores_per_host=cores)
+        p = cluster.predict(scaled_demand(f, stage, slides), costs, hosts, workers, lab=False, cores_per_host=cores,
+                            on_target=on_target)
     except SizingError as e:
         return {"error": str(e)}
     return {"per_slide_seconds": p["seconds"] / slides, "binding": p["binding"], "busy_fraction": p["busy_fraction"],
@@ -230,13 +233,16 @@ def stage_answer(f: dict, stage: str, costs: dict, hosts: int, workers: int, cor
             sim_costs.pop(f"{side}_bandwidth", None)
             if server:
                 sim_costs[f"server_{side}_bandwidth"] = server
-    sim = simulated(f, stage, sim_costs, hosts, workers, cores and cores["value"])
+    on_target = bool(f.get("on_target"))
+    sim = simulated(f, stage, sim_costs, hosts, workers, cores and cores["value"], on_target)
     if sim and "error" not in sim:
         seconds = sim["per_slide_seconds"] * slides
         binding = sim["binding"] if sim["binding"] in NAMES else binding
         out["seconds"] = figure(seconds, "s", f"the cluster model: {stage} for {sim['slides_simulated']} target "
                                 f"slides on {hosts} hosts x {workers} workers ({sim['items_simulated']} items, max-min "
-                                f"sharing of links, servers and cores), x {slides:g} / {sim['slides_simulated']}")
+                                "sharing of links, servers and cores, the workers' queue at the servers"
+                                + (f"; each item as {f['on_target']} measured it on this storage" if on_target else "")
+                                + f"), x {slides:g} / {sim['slides_simulated']}")
         out["model"] = "cluster"
         out["busy_fraction"] = sim["busy_fraction"]
     else:

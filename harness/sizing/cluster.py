@@ -22,6 +22,16 @@ resource is full or an item reaches its own chain's pace; the items using that r
 rise on). When one ends, its worker takes the next item. The resource that is full for the longest share of the
 time is what binds. The answer for N hosts is then min(N x a client's limit, the servers' limit) where storage
 binds, the chains where it does not, and the cores where neither does.
+
+The fluid lets a few workers keep a resource full; they cannot while they do their own work between requests, and
+a request waits behind the others'. Where the resource the fluid finds full is one all hosts share (the storage
+targets, the metadata server, the lab's cores), mean value analysis of the closed network (``queueing``: the
+workers, each thinking for its chain less its time at that resource, then queueing there) gives the pace its queue
+allows, and the fluid's time is stretched by the fluid's steady pace over it.
+
+Where the demand was measured on the target itself, on one client host (``on_target``), each item's chain is its
+measured time, its bytes on the links the lab's link counters' (the client's read-ahead included), and its load on
+the cores its share of the machine's busy CPU: what one host measured there, spread over N.
 """
 from __future__ import annotations
 
@@ -42,9 +52,14 @@ RESOURCES = {  # name -> what it is, for the answer's "what binds"
 }
 
 
-def item_demands(demand: dict, target: dict, lab_cores: bool) -> list[dict]:
+def item_demands(demand: dict, target: dict, lab_cores: bool, on_target: bool = False) -> list[dict]:
     """Per item of a stage's measured ``demand`` (``stage_demand`` of an observed run), what it asks of each
-    resource on a storage of these ``target`` costs (``storage_costs``)."""
+    resource on a storage of these ``target`` costs (``storage_costs``). ``on_target``: the run was on this very
+    storage (one client host): each item's chain is its measured seconds, its bytes on the links and servers what
+    the lab's clients received and sent for it (the client's read-ahead included: a slide's reads carried 2.3 times
+    their bytes over MooseFS's links), and its load on the cores its share of the machine's busy CPU (the engine's,
+    the storage's and the kernel's network work, which neither the item's own CPU nor the lab's processes count),
+    where the run's record has them."""
     prof, items = demand.get("io_profile"), demand.get("item_table")
     if not prof:
         raise SizingError(f"{demand['source']}: no io_profile (run it with --observe, or on an emulated profile)")
@@ -62,6 +77,9 @@ def item_demands(demand: dict, target: dict, lab_cores: bool) -> list[dict]:
         mine.update(file_bytes=p["file_bytes"], write_bytes=p["write_bytes"], read_bytes=p["read_bytes"])
         chain_io = sum(v or 0.0 for v in pattern_seconds(mine, target).values())
         cpu = float(getattr(row, "cpu_seconds") or 0.0)
+        read, written = mine["bytes_read"], mine["bytes_written"]
+        if on_target:
+            read, written = _col(row, "wire_read_bytes", read), _col(row, "wire_written_bytes", written)
         meta = sum((ops.get(op, 0) * (rs if op == "open" else ws)) / cost(target, f"server_{op}")
                    for op in ("create", "open", "rename", "unlink") if cost(target, f"server_{op}"))
         lab_cpu = 0.0
@@ -74,14 +92,21 @@ def item_demands(demand: dict, target: dict, lab_cores: bool) -> list[dict]:
                              for op in ("open", "create", "rename", "unlink", "getattr")))
         small = small_file_seconds(mine, target)
         ra, wa = cost(target, "server_read_bandwidth"), cost(target, "server_write_bandwidth")
-        io = (mine["bytes_read"] / ra if ra else 0.0) + (mine["bytes_written"] / wa if wa else 0.0) + small
+        io = (read / ra if ra else 0.0) + (written / wa if wa else 0.0) + small
+        chain, cores = cpu + chain_io, cpu + lab_cpu
+        if on_target:
+            chain = float(getattr(row, "seconds", 0.0) or 0.0) or chain
+            cores = _col(row, "machine_cpu_seconds", cores)
         out.append({"item": getattr(row, "item", i), "order": float(getattr(row, "seconds", 0.0) or 0.0),
-                    "chain": cpu + chain_io, "cpu": cpu, "lab_cpu": lab_cpu,
-                    "use": {"link_read": mine["bytes_read"], "link_write": mine["bytes_written"],
-                            "server_read": mine["bytes_read"], "server_write": mine["bytes_written"],
-                            "server_files": small,
-                            "server_io": io, "metadata": meta, "cores": cpu + lab_cpu}})
+                    "chain": chain, "cpu": cpu, "lab_cpu": lab_cpu,
+                    "use": {"link_read": read, "link_write": written, "server_read": read, "server_write": written,
+                            "server_files": small, "server_io": io, "metadata": meta, "cores": cores}})
     return out
+
+
+def _col(row, name: str, otherwise: float) -> float:
+    v = getattr(row, name, None)
+    return otherwise if v is None or v != v else float(v)  # absent, or NaN (no such figure for this item)
 
 
 LAB_CPU_OF = {"getattr": "stat"}  # a stage's getattrs cost the lab what the stat phase measured, each
@@ -195,20 +220,58 @@ def _rates_from(running: dict, use: dict, left: dict, base: float) -> tuple[dict
 
 
 def predict(demand: dict, target: dict, hosts: int, workers_per_host: int, lab: bool | float,
-            cores_per_host: float | None = None) -> dict:
+            cores_per_host: float | None = None, on_target: bool = False) -> dict:
     """The stage's seconds on ``hosts`` client hosts of ``workers_per_host`` workers each, on a storage of these
     ``target`` costs, from the measured ``demand`` of an observed run; with what binds (the resource busy longest)
     and each resource's busy share. ``lab``: the hosts share this machine's cores with the lab's servers (True: all
-    of them; a number: the cores free for the lab, measured on a shared machine: ``free_cores``)."""
-    items = item_demands(demand, target, lab)
+    of them; a number: the cores free for the lab, measured on a shared machine: ``free_cores``). ``on_target``:
+    the demand was measured on this storage itself, on one client host (``item_demands``)."""
+    items = item_demands(demand, target, lab, on_target)
     cap = capacities(target, hosts, cores_per_host, lab)
     sim = simulate(items, hosts, workers_per_host, cap)
     busy = sim["busy_fraction"]
     binding = max(busy, key=busy.get) if busy else "chain"
-    return {"stage": demand["stage"], "seconds": sim["seconds"], "hosts": hosts, "workers_per_host": workers_per_host,
+    # the resource the fluid finds full, where all hosts' workers share it, is a queue they reach between their
+    # own work: how much slower than the fluid's steady pace it goes (``queueing``)
+    queued = queueing(items, hosts * workers_per_host, cap, binding) if binding in QUEUES else None
+    seconds = sim["seconds"]
+    if queued and queued["stretch"] > 1.0 + 1e-9:  # a queue, not the fluid's full resource, sets the pace
+        seconds, binding = seconds * queued["stretch"], queued["station"]
+    return {"stage": demand["stage"], "seconds": seconds, "fluid_seconds": sim["seconds"], "queueing": queued,
+            "hosts": hosts, "workers_per_host": workers_per_host,
             "binding": binding, "binding_what": RESOURCES.get(binding, binding), "busy_fraction": busy,
             "capacities": {(k if isinstance(k, str) else f"{k[0]}[{k[1]}]"): v for k, v in cap.items()},
             "items": len(items)}
+
+
+QUEUES = ("server_read", "server_write", "server_files", "server_io", "metadata", "cores")  # shared by all hosts
+
+
+def queueing(items: list[dict], customers: int, cap: dict, station: str) -> dict | None:
+    """How much slower than the fluid's steady pace a stage goes whose ``customers`` workers queue at the shared
+    resource ``station`` (``stretch``: the fluid's items a second over the queue's), by mean value analysis of the
+    closed network (the machine-repairman model): each worker takes an item, spends its think time (its chain less
+    its time at the resource) then waits in the resource's queue, served one request at a time at the capacity
+    ``cap`` gives. The fluid lets a few workers keep a resource full; a queue is not full while its workers think,
+    and a request waits behind the others' (the MooseFS lab's chunk-server links at 80 Mbit/s: 2 client hosts at
+    0.78 of the fluid's pace, where the items were measured on one host there). The lab's cores (one machine's,
+    which every host shares) are one queue served at their number's speed; a host's own cores, on a real cluster,
+    only its own workers share, so ``cores`` per host stays the fluid's. None where the items ask it nothing."""
+    if not items or customers < 1 or not cap.get(station):
+        return None
+    n_items = len(items)
+    chain = sum(d["chain"] for d in items) / n_items
+    demand = sum(d["use"].get(station, 0.0) for d in items) / n_items / cap[station]
+    if demand <= 0:
+        return None
+    think, queue = max(0.0, chain - demand), 0.0
+    for n in range(1, customers + 1):
+        resp = demand * (1.0 + queue)
+        rate = n / (think + resp)  # items a second
+        queue = rate * resp
+    fluid = min(customers / chain if chain > 0 else float("inf"), 1.0 / demand)  # the fluid's steady pace
+    return {"stretch": max(1.0, fluid / rate), "station": station, "think_seconds": think, "items_per_s": rate,
+            "fluid_items_per_s": fluid, "utilisation": rate * demand, "customers": customers}
 
 
 def _spin(seconds: float) -> None:

@@ -24,14 +24,35 @@ def stage_demand(summary: dict, stage: str, run_dir: str | Path | None = None) -
         items = items[~items["skipped"].fillna(False).astype(bool)]
     prof = rec.get("io_profile")
     src = f"run {summary.get('run_id')} ({summary.get('storage', {}).get('profile')}), {stage} stage"
+    if items is not None and len(items):
+        items = with_machine_columns(items, rec)
     skipped = resumed_items(summary | {"_dir": str(run_dir)}, stage)  # done by an earlier run: no bytes, no time
     return {"stage": stage, "run_id": summary.get("run_id"), "source": src, "skipped": skipped,
+            "workload": summary.get("workload"),
             "storage": summary.get("storage", {}).get("profile"),
             "seconds": rec.get("work_seconds") or rec.get("seconds"), "items": (rec.get("items") or 0) - skipped,
             "patches": rec.get("patches") or rec.get("images"), "workers": rec.get("workers_used") or
             (summary.get("engine") or {}).get("workers") or 1, "cpu_seconds": rec.get("cpu_seconds"),
             "bytes_read": (prof or rec).get("bytes_read"), "bytes_written": (prof or rec).get("bytes_written"),
-            "files_written": rec.get("files_written"), "io_profile": prof, "item_table": items}
+            "files_written": rec.get("files_written"), "io_profile": prof, "item_table": items,
+            "machine_cpu_seconds": rec.get("machine_cpu_seconds"), "lab": rec.get("lab")}
+
+
+def with_machine_columns(items: pd.DataFrame, rec: dict) -> pd.DataFrame:
+    """The per-item table with each item's share of what the stage's record measured for the whole machine and a
+    lab's links: ``machine_cpu_seconds`` (by the items' seconds: the engine's, the storage's and the kernel's work
+    goes on while an item runs) and ``wire_read_bytes`` / ``wire_written_bytes`` (what the lab's clients received
+    and sent, by the items' bytes read and written). Absent where the record has no such figure."""
+    items = items.copy()
+    total = items["seconds"].fillna(0).astype(float).sum() if "seconds" in items else 0.0
+    if rec.get("machine_cpu_seconds") is not None and total > 0:
+        items["machine_cpu_seconds"] = items["seconds"].fillna(0).astype(float) / total * rec["machine_cpu_seconds"]
+    links = ((rec.get("lab") or {}).get("link_bytes") or {}).get("client")
+    for col, key, by in (("wire_read_bytes", "received_bytes", "bytes_read"),
+                         ("wire_written_bytes", "sent_bytes", "bytes_written")):
+        if links and by in items and items[by].fillna(0).sum() > 0:
+            items[col] = items[by].fillna(0).astype(float) / float(items[by].fillna(0).sum()) * links[key]
+    return items
 
 
 def patterns(prof: dict) -> dict:

@@ -237,8 +237,13 @@ def feed_workload(slides: int, size: int):
                           "cluster_sizing_proof")
 
 
+def feed_file(out: Path, epochs: int) -> Path:
+    return out / ("feed.json" if epochs == 1 else f"feed-{epochs}epochs.json")
+
+
 def feed_collect(out: Path, slides: int, size: int, repetitions: int, hosts: tuple[int, ...] = (1, 2),
-                 shape: str = FEED_SHAPE, per_host: float = 3.5, progress=print) -> dict:
+                 shape: str = FEED_SHAPE, per_host: float = 3.5, epochs: int = 1, counts: list[int] | None = None,
+                 progress=print) -> dict:
     """``wsibench feed --mlperf``'s probe on 1 and 2 client hosts of the lab's ``shape``: per host count, the AU of
     the accelerator counts around the predicted largest one, ``repetitions`` times (one epoch a run, no warm-up: as
     the DLIO comparison runs it). The prediction (``budget.gpus_fed``'s bound: min(N x a host's link, the storage
@@ -277,11 +282,11 @@ def feed_collect(out: Path, slides: int, size: int, repetitions: int, hosts: tup
         step = round(per_host / bound(1, 1.0)["exact"], 3)  # accelerators grow with the step: one host's, per_host
         counter, _ = F.delivered_counter(st, files)
         cfg = wl.train.model_copy(update={"step_time_s": step, "augment": False})
-        m = F.MLPerf(epochs=1, runs=1, warmup=False)
+        m = F.MLPerf(epochs=epochs, runs=1, warmup=False)
         entry = {"shape": shape, "step_s": step, "batch": batch, "record_bytes": record_bytes, "shards": len(files),
-                 "records": sum(records), "threshold": threshold, "hosts": {}}
-        if (out / "feed.json").is_file():  # what was measured before with the same step is kept
-            old = json.loads((out / "feed.json").read_text())
+                 "records": sum(records), "threshold": threshold, "epochs": epochs, "hosts": {}}
+        if feed_file(out, epochs).is_file():  # what was measured before with the same step is kept
+            old = json.loads(feed_file(out, epochs).read_text())
             if old.get("step_s") == step and old.get("shape") == shape:
                 entry["hosts"] = old["hosts"]
         for n_hosts in hosts:
@@ -307,22 +312,23 @@ def feed_collect(out: Path, slides: int, size: int, repetitions: int, hosts: tup
                              f"{run['au']:.3f}, {run['samples_per_s']:.0f} samples/s, {run['mib_per_s']:.2f} MiB/s")
                 return statistics.median(r["au"] for r in rows if r["accelerators"] == count)
 
-            held = [c for c in range(max(1, best - 1), best + 3) if measure(c) >= threshold]
-            count = max(1, best - 1)
-            while not held and count > 1:  # none held: lower, until one does (the measured answer)
+            tried = counts or list(range(max(1, best - 1), best + 3))
+            held = [c for c in tried if measure(c) >= threshold]
+            count = min(tried)
+            while not held and count > 1 and not counts:  # none held: lower, until one does (the measured answer)
                 count -= 1
                 if measure(count) >= threshold:
                     held.append(count)
             entry["hosts"][str(n_hosts)] = {"predicted": predicted, "rows": rows}
-            (out / "feed.json").write_text(json.dumps(entry, indent=1))
+            feed_file(out, epochs).write_text(json.dumps(entry, indent=1))
     return entry
 
 
-def feed_predict(out: Path, progress=print) -> list[dict]:
+def feed_predict(out: Path, progress=print, epochs: int = 1) -> list[dict]:
     """Per host count: the predicted largest accelerator count against the measured one (the largest count whose
     median AU over the repetitions holds the threshold), and each count's predicted AU (the supply over what the
     accelerators ask, at most 1) against its measured median, min and max."""
-    doc = json.loads((out / "feed.json").read_text())
+    doc = json.loads(feed_file(out, epochs).read_text())
     out_rows = []
     for n_hosts, h in doc["hosts"].items():
         pred = h["predicted"]
@@ -338,13 +344,14 @@ def feed_predict(out: Path, progress=print) -> list[dict]:
                                  "measured_min": min(per[c]), "measured_median": med[c], "measured_max": max(per[c]),
                                  "ratio": min(1.0, doc["threshold"] * supply / c) / med[c] if med[c] else None}
                                 for c in counts]})
-        progress(f"feed {doc['shape']} {n_hosts} hosts: predicted {int(supply)} accelerators, measured {measured} "
+        progress(f"feed {doc['shape']} {n_hosts} hosts, {epochs} epoch(s) a run: predicted {int(supply)} accelerators, measured {measured} "
                  f"(AU >= {doc['threshold']}, step {doc['step_s']} s, batch {doc['batch']})")
         for a in out_rows[-1]["au"]:
             progress(f"    {a['accelerators']} accelerators: AU predicted {a['predicted']:.3f}, measured "
                      f"{a['measured_min']:.3f} / {a['measured_median']:.3f} / {a['measured_max']:.3f}, ratio "
                      f"{a['ratio']:.2f}")
-    (out / "feed-proof.json").write_text(json.dumps({"rows": out_rows}, indent=1))
+    (out / feed_file(out, epochs).name.replace("feed", "feed-proof")).write_text(json.dumps({"rows": out_rows},
+                                                                                          indent=1))
     return out_rows
 
 
@@ -367,6 +374,10 @@ def main(argv=None) -> int:
                          f"2 client hosts of {FEED_SHAPE}, predicted from its fio --hosts (writes feed.json)")
     ap.add_argument("--feed-hosts", default="1,2", help="client host counts of the feed (default 1,2; counts "
                                                          "measured before with the same step are kept)")
+    ap.add_argument("--feed-epochs", type=int, default=1, help="epochs a run of the feed's probes (default 1; "
+                                                               "each count of epochs its own file)")
+    ap.add_argument("--feed-counts", help="accelerator counts to measure, comma-separated (default: around the "
+                                          "prediction, lower until one holds)")
     ap.add_argument("--fio-size", type=int, default=64, help="MiB per file of the fio jobs (default 64)")
     ap.add_argument("--fio-runtime", type=float, default=2.0, help="seconds per time-based fio job (default 2)")
     a = ap.parse_args(argv)
@@ -383,10 +394,11 @@ def main(argv=None) -> int:
                 hosts=tuple(int(h) for h in a.hosts.split(",")), stages=tuple(a.stages.split(",")))
     if a.feed and not a.predict_only:
         feed_collect(a.out, a.slides, a.size, a.repetitions, hosts=tuple(int(h) for h in a.feed_hosts.split(",")),
+                     epochs=a.feed_epochs, counts=[int(c) for c in a.feed_counts.split(",")] if a.feed_counts else None,
                      progress=lambda m: print(m, file=sys.stderr, flush=True))
     predict(a.out)
-    if (a.out / "feed.json").is_file():
-        feed_predict(a.out)
+    if feed_file(a.out, a.feed_epochs).is_file():
+        feed_predict(a.out, epochs=a.feed_epochs)
     return 0
 
 

@@ -82,9 +82,9 @@ def release(cg: Path | None) -> None:
 def cpu_now(cg: Path | None) -> tuple[float, float | None]:
     """The machine's busy CPU seconds so far (/proc/stat: all but idle and iowait) and the proof's own (its
     cgroup's)."""
-    f = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:9]]
-    busy = (sum(f) - f[3] - f[4]) / os.sysconf("SC_CLK_TCK")
-    return busy, (int((cg / "cpuacct.usage").read_text()) / 1e9 if cg else None)
+    from harness.storage.attach import machine_cpu_seconds
+
+    return machine_cpu_seconds(), (int((cg / "cpuacct.usage").read_text()) / 1e9 if cg else None)
 
 
 def free_cores(before: tuple, after: tuple, wall: float) -> float | None:
@@ -252,7 +252,7 @@ def feed_collect(out: Path, slides: int, size: int, repetitions: int, hosts: tup
     bound is ``per_host`` accelerators (mid-way between two counts, not on a rounding edge)."""
     from harness import feed as F, pipeline
     from harness.config import load_profile
-    from harness.sizing import cost, storage_costs
+    from harness.sizing import storage_costs
     from harness.sizing.budget import gpus_fed
     from harness.sizing.figures import figure
     from harness.storage import attached, lab
@@ -273,11 +273,9 @@ def feed_collect(out: Path, slides: int, size: int, repetitions: int, hosts: tup
         record_bytes = sum(Path(f).stat().st_size for f in files) / sum(records)
         train = {"bytes_per_sample": figure(record_bytes, "B", "the shards' bytes over their records")}
 
-        def bound(n, step):
+        def bound(n, step):  # wsibench size's answer (its "exact": the GPUs before whole ones are taken)
             acc = {"name": "emulated", "step_s": step, "batch": batch, "images_per_s": batch / step}
-            fed = gpus_fed(None, {}, shape, costs, n, acc, threshold, train)
-            supply = min(x for x in (n * cost(costs, "read_bandwidth"), cost(costs, "server_read_bandwidth")) if x)
-            return dict(fed, exact=supply / record_bytes / (batch / step * threshold))  # before floor()
+            return gpus_fed(None, {}, shape, costs, n, acc, threshold, train)
 
         step = round(per_host / bound(1, 1.0)["exact"], 3)  # accelerators grow with the step: one host's, per_host
         counter, _ = F.delivered_counter(st, files)

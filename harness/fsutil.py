@@ -122,7 +122,10 @@ def write_bytes(path: str | Path, data: bytes) -> None:
     try:
         fd = os.open(tmp, flags, 0o644)
     except FileNotFoundError:  # its folder is new, or another client removed and re-made it
-        fd = outlasting_stale_entries(lambda: (os.makedirs(head, exist_ok=True), os.open(tmp, flags, 0o644))[1])
+        def make_and_open() -> int:
+            os.makedirs(head, exist_ok=True)
+            return os.open(tmp, flags, 0o644)
+        fd = outlasting_stale_entries(make_and_open)
     try:
         view = memoryview(data)
         while view:

@@ -73,7 +73,7 @@ def run_stages(workload: Workload, opts: RunOptions, storage: Attached, plan: En
     data = root / check_name(workload.name, "workload")
     with record.recording(results_dir, workload, storage.record, engine, opts.tags) as rec:
         summary = rec.summary
-        ctx = StageContext(workload, profile, root, data, rec.dir, summary, plan, tables=rec.tables)
+        ctx = StageContext(workload, profile, root, data, rec.dir, summary, plan, tables=rec.tables, storage=storage)
         print(f"[run] {rec.run_id}: stages {', '.join(stages)} on {profile.name} ({storage.real_root}"
               f"{', emulated' if profile.emulated else ''}{', LAB' if profile.kind == 'lab' else ''}) with {engine['name']} x{engine['workers']}",
               file=sys.stderr)
@@ -99,9 +99,8 @@ def run_stages(workload: Workload, opts: RunOptions, storage: Attached, plan: En
                 t0 = time.perf_counter()
                 drive = load(STAGE_DRIVERS, "stage", stage)  # train and infer import TensorFlow here
                 imported = time.perf_counter() - t0
-                io0, c0 = iostats.snapshot(root), storage.counters()
+                io0 = iostats.snapshot(root)
                 rec_ = drive(ctx)
-                rec_.update(storage.during(c0))  # over the stage's whole wall time, start-up included
                 lost = storage.servers_lost(began)
                 if lost:  # a lab's server ended during the stage: said, and named as the cause of I/O errors
                     rec_["servers_lost"] = lost

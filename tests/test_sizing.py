@@ -507,6 +507,7 @@ def test_gpus_fed_is_labelled_bound_or_measured(tmp_path):
     b = budget.gpus_fed(feed, {"fast": [feed_run]}, "slow", costs, 2, ACC, 0.9)
     need = ACC["images_per_s"] * 0.9
     assert b["label"] == "bound" and b["value"] == int(min(2 * 200 * MiB, 500 * MiB) / 100_000 / need)
+    assert b["exact"] == pytest.approx(400 * MiB / 100_000 / need)  # before whole GPUs: the proof's mid-count step
     assert budget.gpus_fed(feed, {}, "slow", costs, 1, ACC, 0.9)["value"] == int(200 * MiB / 100_000 / need)
 
 

@@ -69,6 +69,11 @@ def test_quickstart_summary_has_every_figure(quickstart):
     assert len(i["heatmaps"]) == 4 and all(Path(h).is_file() for h in i["heatmaps"])
     for st in s["stages"].values():
         assert st["seconds"] > 0 and st["items"] > 0 and not st["errors"]
+    cores = s["environment"]["cpu_count"]
+    for name in ("masks", "patches", "tfrecords", "infer"):  # the machine's CPU over each timed map of items: at
+        st = s["stages"][name]  # least its workers' own, at most every core for its work_seconds (start-up apart)
+        assert 0.9 * st["cpu_seconds"] <= st["machine_cpu_seconds"] <= cores * st["work_seconds"] * 1.05, (name, st)
+    assert "machine_cpu_seconds" not in s["stages"]["train"] and "lab" not in s["stages"]["patches"]
     steps = pd.read_parquet(run_dir / "train_steps.parquet")
     assert list(steps.columns[:6]) == ["step", "epoch", "wait_seconds", "compute_seconds", "batch_size", "record_bytes"]
     assert len(steps) == t["steps"] and (steps.compute_seconds > 0).all()

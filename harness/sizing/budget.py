@@ -482,9 +482,11 @@ def _gpus_bound(feed: dict | None, costs: dict, hosts: int, acc: dict, threshold
     if not supply:
         return None
     need = acc["images_per_s"] * threshold
-    return figure(int(math.floor(min(supply) / bps / need + 1e-9)), "GPUs",
+    exact = min(supply) / bps / need  # GPUs at exactly AU = threshold; whole GPUs below
+    return figure(int(math.floor(exact + 1e-9)), "GPUs",
                   f"min({'; '.join(srcs)}) / {bps:,.0f} B a sample ({bsrc}) / ({acc['images_per_s']:.0f} "
-                  f"images/s x AU {threshold}): computed from bandwidth") | {"label": "bound", "mode": None}
+                  f"images/s x AU {threshold}): computed from bandwidth") | {"label": "bound", "mode": None,
+                                                                             "exact": exact}
 
 
 def capacity(stages: dict, target: dict, dataset_slides: float, train: dict | None, runs: list[dict],

@@ -228,6 +228,12 @@ def predict(demand: dict, target: dict, hosts: int, workers_per_host: int, lab: 
     the demand was measured on this storage itself, on one client host (``item_demands``)."""
     items = item_demands(demand, target, lab, on_target)
     cap = capacities(target, hosts, cores_per_host, lab)
+    if on_target:  # a host's link carries at least what it carried in the run there (its items one after another)
+        for side in ("read", "write"):
+            seen = sum(d["use"][f"link_{side}"] for d in items) / (sum(d["chain"] for d in items) or float("inf"))
+            for h in range(hosts):
+                if (f"link_{side}", h) in cap:
+                    cap[(f"link_{side}", h)] = max(cap[(f"link_{side}", h)], seen)
     sim = simulate(items, hosts, workers_per_host, cap)
     busy = sim["busy_fraction"]
     binding = max(busy, key=busy.get) if busy else "chain"

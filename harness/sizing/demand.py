@@ -35,7 +35,7 @@ def stage_demand(summary: dict, stage: str, run_dir: str | Path | None = None) -
             (summary.get("engine") or {}).get("workers") or 1, "cpu_seconds": rec.get("cpu_seconds"),
             "bytes_read": (prof or rec).get("bytes_read"), "bytes_written": (prof or rec).get("bytes_written"),
             "files_written": rec.get("files_written"), "io_profile": prof, "item_table": items,
-            "machine_cpu_seconds": rec.get("machine_cpu_seconds"), "lab": rec.get("lab")}
+            "machine_cpu_seconds": rec.get("machine_cpu_seconds")}
 
 
 def with_machine_columns(items: pd.DataFrame, rec: dict) -> pd.DataFrame:

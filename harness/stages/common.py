@@ -34,6 +34,7 @@ class Mapped:
     outcomes: list[Outcome]
     work_seconds: float       # the timed map of the items
     startup_seconds: float    # engine start (when this stage started it) and the workers' warm-up
+    measured: dict = field(default_factory=dict)  # the machine's and a lab's figures over the timed map (Attached.during)
 
     def rate(self, n: float) -> float | None:
         return n / self.work_seconds if self.work_seconds > 0 else None
@@ -53,6 +54,7 @@ class StageContext:
     tables: dict[str, "pd.DataFrame"] = field(default_factory=dict)
     engines: dict[str, Engine] = field(default_factory=dict)
     engine_start_seconds: dict[str, float] = field(default_factory=dict)
+    storage: object = None       # storage.Attached: what the machine and a lab did is counted over each timed map
 
     def engine_name(self, stage: str | None = None) -> str:
         return self.plan.for_stage(stage).name
@@ -82,10 +84,12 @@ class StageContext:
         startup += time.perf_counter() - t0
         inflight = self.data / ".inflight" / stage  # markers of items running now (a crash leaves its marker)
         remove(inflight, self.data)  # nobody else runs in this workload folder (the run holds its lock)
+        c0 = self.storage.counters() if self.storage else None
         t0 = time.perf_counter()
         outcomes = run_all(eng, functools.partial(guarded, functools.partial(cpu_timed, fn), str(inflight)), items,
                            label=stage)
-        mapped = Mapped(outcomes, time.perf_counter() - t0, startup)
+        mapped = Mapped(outcomes, time.perf_counter() - t0, startup,
+                        self.storage.during(c0) if c0 is not None else {})
         if (self.data / stage).is_dir():  # every item is done: a temporary left now is a killed writer's
             remove_temporaries(self.data / stage, self.data)
         self.summary["engine"].setdefault("stages", {})[stage] = eng.topology()
@@ -151,7 +155,8 @@ def stage_record(ctx: StageContext, stage: str, mapped: Mapped, **extra) -> dict
             "workers_used": len(workers), "hosts_used": len(per_host), "hosts": per_host,
             "errors": [{"item": item_name(o.item), "error": o.error} for o in outcomes if o.error],
             "warnings": [{"item": item_name(o.item), "warning": w} for o in ok for w in (o.value or {}).get("warnings", [])],
-            "status": "ok" if len(ok) == len(outcomes) else ("failed" if not ok else "partial"), **extra}
+            "status": "ok" if len(ok) == len(outcomes) else ("failed" if not ok else "partial"), **mapped.measured,
+            **extra}
 
 
 def hosts(outcomes: list[Outcome]) -> dict[str, dict]:

@@ -66,15 +66,15 @@ class Attached:
         processes' CPU seconds by role."""
         now = self.counters()
         out = {"machine_cpu_seconds": None if now["machine_cpu"] is None or before["machine_cpu"] is None
-               else now["machine_cpu"] - before["machine_cpu"], "machine_cores": os.cpu_count()}
+               else now["machine_cpu"] - before["machine_cpu"]}
         if "links" in before:
             from . import lab
 
             links: dict[str, dict] = {}
-            for host, v in now["links"].items():
-                role = links.setdefault(v["role"], {"received_bytes": 0, "sent_bytes": 0})
+            for v in lab.link_bytes_between(before["links"], now["links"]).values():
+                role = links.setdefault(v.pop("role"), {"received_bytes": 0, "sent_bytes": 0})
                 for k in role:
-                    role[k] += v[k] - before["links"].get(host, {}).get(k, 0)
+                    role[k] += v[k]
             out["lab"] = {"link_bytes": links, "cpu_seconds": lab.cpu_used(before["lab_cpu"], now["lab_cpu"])}
         return out
 
@@ -91,10 +91,7 @@ class Attached:
 
             doc = lab.status(self.real_root)
             if doc:
-                now, then = lab.link_bytes(doc), self.link_bytes_at_start or {}
-                links = {h: {"role": v["role"], **{k: v[k] - then.get(h, {}).get(k, 0)
-                                                    for k in ("received_bytes", "sent_bytes")}}
-                         for h, v in now.items()}
+                links = lab.link_bytes_between(self.link_bytes_at_start, lab.link_bytes(doc))
                 during = [e for e in doc.get("events", []) if e["at"] >= self.attached_at]
                 out["storage"]["lab"] = dict(out["storage"].get("lab") or {}, events=during,
                                              lost=lab.lost(doc, self.attached_at), link_bytes=links)

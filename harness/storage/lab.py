@@ -431,6 +431,13 @@ def link_bytes(doc: dict | None) -> dict[str, dict]:
     return out
 
 
+def link_bytes_between(before: dict | None, after: dict) -> dict[str, dict]:
+    """What each lab host's link carried between two ``link_bytes`` readings: its role, bytes received and sent."""
+    before = before or {}
+    return {h: {"role": v["role"], **{k: v[k] - before.get(h, {}).get(k, 0) for k in ("received_bytes", "sent_bytes")}}
+            for h, v in after.items()}
+
+
 def _cpu(pid: int) -> float:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

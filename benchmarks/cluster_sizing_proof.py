@@ -80,11 +80,11 @@ def release(cg: Path | None) -> None:
 
 
 def cpu_now(cg: Path | None) -> tuple[float, float | None]:
-    """The machine's busy CPU seconds so far (/proc/stat: all but idle and iowait) and the proof's own (its
-    cgroup's)."""
+    """The CPU seconds so far the machine was busy or a hypervisor gave other guests (/proc/stat: all but idle and
+    iowait), and the proof's own (its cgroup's)."""
     from harness.storage.attach import machine_cpu_seconds
 
-    return machine_cpu_seconds(), (int((cg / "cpuacct.usage").read_text()) / 1e9 if cg else None)
+    return machine_cpu_seconds(steal=True), (int((cg / "cpuacct.usage").read_text()) / 1e9 if cg else None)
 
 
 def free_cores(before: tuple, after: tuple, wall: float) -> float | None:

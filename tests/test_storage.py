@@ -226,3 +226,22 @@ def test_full_disk_names_the_file_and_leaves_nothing_half_written(dataset, tmp_p
             assert not list(data.rglob(f"{e['item']}_*.jpg")) and not (data / "manifests" / f"{e['item']}.parquet").exists()
     finally:
         subprocess.run(["umount", str(root)], capture_output=True)
+
+
+def test_the_machine_s_busy_cpu_leaves_out_the_time_a_hypervisor_gave_other_guests():
+    """/proc/stat's steal is CPU another guest of the host took: counted as this machine's busy CPU, it makes a stage
+    on a busy cloud VM look CPU-heavy, and the cluster sizing, which spreads a run's machine CPU over its items, finds
+    the shared cores binding where a link does. Idle and iowait are not busy either; steal counts only when asked
+    (the CPU the machine did not get)."""
+    import os
+
+    from harness.storage.attach import machine_cpu_seconds
+
+    hz = os.sysconf("SC_CLK_TCK")
+    #         user nice system idle iowait irq softirq steal guest guest_nice
+    line = f"cpu  {3 * hz} {hz} {2 * hz} {50 * hz} {4 * hz} 0 {hz} {9 * hz} 0 0\ncpu0 1 2 3"
+    assert machine_cpu_seconds(line) == pytest.approx(7.0)
+    assert machine_cpu_seconds(line, steal=True) == pytest.approx(16.0)
+    assert machine_cpu_seconds("cpu  10 0 5 100") == pytest.approx(15 / hz)  # a kernel listing four fields
+    assert machine_cpu_seconds("not a stat") is None
+    assert machine_cpu_seconds() > 0

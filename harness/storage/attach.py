@@ -98,13 +98,16 @@ class Attached:
         return out
 
 
-def machine_cpu_seconds() -> float | None:
-    """This machine's busy CPU seconds since boot (/proc/stat: all but idle and iowait); None where it cannot say."""
+def machine_cpu_seconds(stat: str | None = None, steal: bool = False) -> float | None:
+    """This machine's busy CPU seconds since boot (/proc/stat's first line, or ``stat``: user, nice, system, irq,
+    softirq; not idle, iowait, nor steal: the time a hypervisor gave other guests is not this machine's work, though
+    it is CPU this machine did not get, which ``steal=True`` adds); None where it cannot say."""
     try:
-        f = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:9]]
+        f = [int(x) for x in (stat or Path("/proc/stat").read_text()).split("\n")[0].split()[1:9]]
     except (OSError, ValueError):
         return None
-    return (sum(f) - f[3] - f[4]) / os.sysconf("SC_CLK_TCK")
+    f += [0] * (8 - len(f))  # older kernels list fewer fields
+    return (f[0] + f[1] + f[2] + f[5] + f[6] + (f[7] if steal else 0)) / os.sysconf("SC_CLK_TCK")
 
 
 @contextlib.contextmanager

@@ -82,7 +82,7 @@ def release(cg: Path | None) -> None:
 def cpu_now(cg: Path | None) -> tuple[float, float | None]:
     """The CPU seconds so far the machine was busy or a hypervisor gave other guests (/proc/stat: all but idle and
     iowait), and the proof's own (its cgroup's)."""
-    from harness.storage.attach import machine_cpu_seconds
+    from harness.cputime import machine_cpu_seconds
 
     return machine_cpu_seconds(steal=True), (int((cg / "cpuacct.usage").read_text()) / 1e9 if cg else None)
 

@@ -235,7 +235,7 @@ def test_the_machine_s_busy_cpu_leaves_out_the_time_a_hypervisor_gave_other_gues
     (the CPU the machine did not get)."""
     import os
 
-    from harness.storage.attach import machine_cpu_seconds
+    from harness.cputime import machine_cpu_seconds
 
     hz = os.sysconf("SC_CLK_TCK")
     #         user nice system idle iowait irq softirq steal guest guest_nice
@@ -245,3 +245,39 @@ def test_the_machine_s_busy_cpu_leaves_out_the_time_a_hypervisor_gave_other_gues
     assert machine_cpu_seconds("cpu  10 0 5 100") == pytest.approx(15 / hz)  # a kernel listing four fields
     assert machine_cpu_seconds("not a stat") is None
     assert machine_cpu_seconds() > 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not Path("/sys/fs/cgroup/cpuacct/cpuacct.usage").exists(),
+                    reason="needs root and cgroup v1's cpuacct to make a control group")
+def test_a_harness_in_a_control_group_of_its_own_counts_its_cpu_not_the_machine_s_other_tenants(tmp_path):
+    """Where the harness runs in a control group of its own (a container, the cluster proof's group), a stage's
+    busy CPU is that group's: its own work counts, a process spinning elsewhere on the machine does not (it did, from
+    /proc/stat, and the cluster sizing spread it over the stage's items); the record's environment names the group."""
+    group = Path("/sys/fs/cgroup/cpuacct") / f"wsibench-test-{os.getpid()}"
+    group.mkdir()
+    code = ("import json, os, sys, time\n"
+            "from harness.cputime import busy_cpu_seconds, machine_cpu_seconds\n"
+            "from harness.results.record import environment\n"
+            "b, m = busy_cpu_seconds(), machine_cpu_seconds()\n"
+            "t = time.process_time()\n"
+            "while time.process_time() - t < 0.5: pass\n"
+            "time.sleep(1.0)\n"
+            "print(json.dumps([busy_cpu_seconds() - b, machine_cpu_seconds() - m, environment()['cpu_group']]))\n")
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT,
+                             preexec_fn=lambda: (group / "cgroup.procs").write_text(str(os.getpid())))
+    finally:
+        spinner.kill()
+        spinner.wait()
+        for _ in range(50):
+            try:
+                group.rmdir()
+                break
+            except OSError:
+                time.sleep(0.1)
+    assert out.returncode == 0, out.stderr
+    own, machine, name = json.loads(out.stdout)
+    assert 0.45 <= own <= 0.8, own           # its 0.5 s of work (and its start), not the spinner's
+    assert machine >= own + 0.9, machine     # the machine's: the spinner's 1.5 s of a core too
+    assert name == "/" + group.name

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..cputime import cpu_group
 from ..errors import describe
 from ..fsutil import atomic_path, process_start, write_json
 from .schema import RecordError
@@ -50,7 +51,7 @@ def environment() -> dict:
     except OSError:
         pass
     return {"python": platform.python_version(), "platform": platform.platform(), "packages": versions,
-            "cpu_model": cpu, "cpu_count": os.cpu_count(),
+            "cpu_model": cpu, "cpu_count": os.cpu_count(), "cpu_group": (cpu_group() or ("/",))[0],
             "memory_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "gpus": _gpus()}
 
 

@@ -7,12 +7,12 @@ profile; it yields an ``Attached``: the root to work under and the run record's 
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..cputime import busy_cpu_seconds
 from ..fsutil import check_name, workload_lock
 from .mounts import StorageError, check_claim, check_writable, mount_info, nfs_options
 from .characterisations import latest as latest_characterisation
@@ -48,9 +48,10 @@ class Attached:
         return [e for e in lab.lost(lab.status(self.real_root), since) if until is None or e["at"] <= until]
 
     def counters(self) -> dict:
-        """What a stage's figures are the difference of (``during``): the machine's busy CPU seconds so far and, on a
-        lab, its hosts' link counters and its processes' CPU."""
-        out = {"machine_cpu": machine_cpu_seconds()}
+        """What a stage's figures are the difference of (``during``): the busy CPU seconds so far of the machine (or of
+        the control group the harness runs in: ``cputime``) and, on a lab, its hosts' link counters and its
+        processes' CPU."""
+        out = {"machine_cpu": busy_cpu_seconds()}
         if self.profile.kind == "lab":
             from . import lab
 
@@ -61,7 +62,8 @@ class Attached:
     def during(self, before: dict) -> dict:
         """For a stage's record, what the machine and a lab did since ``before`` (``counters``): the machine's busy
         CPU seconds (every process on it and the kernel's own work, such as the network's: on a shared machine other
-        tenants' too), and on a lab the bytes its hosts' links carried, by role (what the clients received is what
+        tenants' too; where the harness runs in a control group of its own, that group's: the run's processes and the
+        kernel's work in them, not other tenants'), and on a lab the bytes its hosts' links carried, by role (what the clients received is what
         the servers sent them: reads with the client's read-ahead, not the bytes the stage asked for), and its
         processes' CPU seconds by role."""
         now = self.counters()
@@ -96,18 +98,6 @@ class Attached:
                 out["storage"]["lab"] = dict(out["storage"].get("lab") or {}, events=during,
                                              lost=lab.lost(doc, self.attached_at), link_bytes=links)
         return out
-
-
-def machine_cpu_seconds(stat: str | None = None, steal: bool = False) -> float | None:
-    """This machine's busy CPU seconds since boot (/proc/stat's first line, or ``stat``: user, nice, system, irq,
-    softirq; not idle, iowait, nor steal: the time a hypervisor gave other guests is not this machine's work, though
-    it is CPU this machine did not get, which ``steal=True`` adds); None where it cannot say."""
-    try:
-        f = [int(x) for x in (stat or Path("/proc/stat").read_text()).split("\n")[0].split()[1:9]]
-    except (OSError, ValueError):
-        return None
-    f += [0] * (8 - len(f))  # older kernels list fewer fields
-    return (f[0] + f[1] + f[2] + f[5] + f[6] + (f[7] if steal else 0)) / os.sysconf("SC_CLK_TCK")
 
 
 @contextlib.contextmanager

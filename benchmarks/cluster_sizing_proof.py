@@ -66,10 +66,16 @@ def own_cgroup() -> Path | None:
 
 
 def release(cg: Path | None) -> None:
-    """This process back in the root cpuacct group, and its own group removed (everything it started has ended)."""
+    """This process back in the root cpuacct group, and its own group removed: what is still in it (this process's
+    own helpers, such as multiprocessing's resource tracker, which lives as long as it does) moved back too."""
     if cg:
         (cg.parent / "cgroup.procs").write_text(str(os.getpid()))
         for wait in range(50):  # the lab's last processes may still be ending
+            for pid in (cg / "cgroup.procs").read_text().split():
+                try:
+                    (cg.parent / "cgroup.procs").write_text(pid)
+                except OSError:  # ended meanwhile
+                    pass
             try:
                 cg.rmdir()
                 return
@@ -282,7 +288,8 @@ def feed_collect(out: Path, slides: int, size: int, repetitions: int, hosts: tup
         cfg = wl.train.model_copy(update={"step_time_s": step, "augment": False})
         m = F.MLPerf(epochs=epochs, runs=1, warmup=False)
         entry = {"shape": shape, "step_s": step, "batch": batch, "record_bytes": record_bytes, "shards": len(files),
-                 "records": sum(records), "threshold": threshold, "epochs": epochs, "hosts": {}}
+                 "records": sum(records), "shard_records": records, "threshold": threshold, "epochs": epochs,
+                 "hosts": {}}
         if feed_file(out, epochs).is_file():  # what was measured before with the same step is kept
             old = json.loads(feed_file(out, epochs).read_text())
             if old.get("step_s") == step and old.get("shape") == shape:
@@ -305,6 +312,7 @@ def feed_collect(out: Path, slides: int, size: int, repetitions: int, hosts: tup
                                  "samples_per_s": run["samples_per_s"], "mib_per_s": run["mib_per_s"],
                                  "delivered_mib_per_s": p["delivered_mib_per_s"], "limit": p["limit"],
                                  "cpu_busy_fraction": p["cpu_busy_fraction"],
+                                 "bytes_read": run["bytes_read"], "consumed_bytes": run["consumed_bytes"],
                                  "load": os.getloadavg()[0]})
                     progress(f"[proof] feed {shape} {n_hosts} hosts, {count} accelerators rep {rep}: AU "
                              f"{run['au']:.3f}, {run['samples_per_s']:.0f} samples/s, {run['mib_per_s']:.2f} MiB/s")
@@ -322,11 +330,40 @@ def feed_collect(out: Path, slides: int, size: int, repetitions: int, hosts: tup
     return entry
 
 
+def feed_from_rows(doc: dict, n_hosts: str) -> dict | None:
+    """The proof's rows on ``n_hosts`` client hosts as an MLPerf-mode feed record's probes (``feed_hosts``'s input:
+    each count's median AU, the bytes a sample, what the storage delivered, each run's bytes read); None where the
+    rows do not say what the ranks read (measured before the proof recorded it)."""
+    rows = (doc["hosts"].get(n_hosts) or {}).get("rows") or []
+    if not rows or any("bytes_read" not in r for r in rows):
+        return None
+    probes = []
+    for c in sorted({r["accelerators"] for r in rows}):
+        mine = [r for r in rows if r["accelerators"] == c]
+        probes.append({"accelerators": c, "au_median": statistics.median(r["au"] for r in mine),
+                       "bytes_per_sample": doc["record_bytes"],
+                       "delivered_mib_per_s": statistics.median(r["delivered_mib_per_s"] for r in mine),
+                       "runs": [{"warmup": False, "bytes_read": r["bytes_read"], "epochs": [{}] * doc["epochs"]}
+                                for r in mine]})
+    return {"hosts": int(n_hosts), "batch": doc["batch"], "probes": probes,
+            "dataset": {"shard_records": doc["shard_records"]}}
+
+
 def feed_predict(out: Path, progress=print, epochs: int = 1) -> list[dict]:
     """Per host count: the predicted largest accelerator count against the measured one (the largest count whose
-    median AU over the repetitions holds the threshold), and each count's predicted AU (the supply over what the
-    accelerators ask, at most 1) against its measured median, min and max."""
+    median AU over the repetitions holds the threshold), and each count's predicted AU against its measured median,
+    min and max. Two predictions: from the shape's fio alone (``budget.gpus_fed``'s bound: the supply over what the
+    accelerators ask, at most 1), and, for more hosts than one, from the feed measured on one host
+    (``feed_hosts``: wsibench size's answer where a feed ran on one host of the storage it sizes)."""
+    from harness.sizing import storage_costs
+    from harness.sizing.budget import bandwidths
+    from harness.sizing.feed_hosts import accelerators_on_hosts, au_on_hosts
+
     doc = json.loads(feed_file(out, epochs).read_text())
+    stage_doc = json.loads((out / "measured.json").read_text())
+    costs = storage_costs(json.loads((out / "results" / "fio" / stage_doc["shapes"][doc["shape"]]["fio"]).read_text()))
+    servers = bandwidths(costs, "read")[1]
+    one = feed_from_rows(doc, "1") if "shard_records" in doc else None
     out_rows = []
     for n_hosts, h in doc["hosts"].items():
         pred = h["predicted"]
@@ -336,18 +373,31 @@ def feed_predict(out: Path, progress=print, epochs: int = 1) -> list[dict]:
         med = {c: statistics.median(v) for c, v in per.items()}
         passed = [c for c in counts if med[c] >= doc["threshold"]]
         measured = max(passed) if passed else f"fewer than {counts[0]}"  # none of the counts tried held it
+        scaled = None
+        if one and int(n_hosts) > 1:
+            got = accelerators_on_hosts(one, int(n_hosts), doc["threshold"], servers["value"] if servers else None)
+            scaled = {"accelerators": got["accelerators"] if got else 0,
+                      "au": {c: (au_on_hosts(one, c, int(n_hosts), servers["value"] if servers else None)
+                                 or {}).get("au") for c in counts}}
         out_rows.append({"hosts": int(n_hosts), "predicted_accelerators": int(supply), "measured_accelerators": measured,
                          "source": pred["source"],
+                         "from_one_host": scaled and scaled["accelerators"],
                          "au": [{"accelerators": c, "predicted": min(1.0, doc["threshold"] * supply / c),
+                                 "from_one_host": scaled and scaled["au"][c],
                                  "measured_min": min(per[c]), "measured_median": med[c], "measured_max": max(per[c]),
-                                 "ratio": min(1.0, doc["threshold"] * supply / c) / med[c] if med[c] else None}
+                                 "ratio": min(1.0, doc["threshold"] * supply / c) / med[c] if med[c] else None,
+                                 "ratio_from_one_host": (scaled["au"][c] / med[c]
+                                                         if scaled and scaled["au"][c] and med[c] else None)}
                                 for c in counts]})
-        progress(f"feed {doc['shape']} {n_hosts} hosts, {epochs} epoch(s) a run: predicted {int(supply)} accelerators, measured {measured} "
-                 f"(AU >= {doc['threshold']}, step {doc['step_s']} s, batch {doc['batch']})")
+        progress(f"feed {doc['shape']} {n_hosts} hosts, {epochs} epoch(s) a run: predicted {int(supply)} accelerators "
+                 f"from fio" + (f", {scaled['accelerators']} from the feed on one host" if scaled else "")
+                 + f"; measured {measured} (AU >= {doc['threshold']}, step {doc['step_s']} s, batch {doc['batch']})")
         for a in out_rows[-1]["au"]:
-            progress(f"    {a['accelerators']} accelerators: AU predicted {a['predicted']:.3f}, measured "
-                     f"{a['measured_min']:.3f} / {a['measured_median']:.3f} / {a['measured_max']:.3f}, ratio "
-                     f"{a['ratio']:.2f}")
+            progress(f"    {a['accelerators']} accelerators: AU from fio {a['predicted']:.3f}"
+                     + (f", from one host {a['from_one_host']:.3f}" if a["from_one_host"] is not None else "")
+                     + f"; measured {a['measured_min']:.3f} / {a['measured_median']:.3f} / {a['measured_max']:.3f}; "
+                     f"ratios {a['ratio']:.2f}"
+                     + (f", {a['ratio_from_one_host']:.2f}" if a["ratio_from_one_host"] is not None else ""))
     (out / feed_file(out, epochs).name.replace("feed", "feed-proof")).write_text(json.dumps({"rows": out_rows},
                                                                                           indent=1))
     return out_rows

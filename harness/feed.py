@@ -30,6 +30,7 @@ from .results import record
 from .stages import distributed
 from .storage import attached, drop_caches, iostats
 from .storage.pagecache import resident_bytes
+from .tfrecord_format import steps_per_epoch  # noqa: F401 (feed.steps_per_epoch: the benchmarks' name)
 
 # MLPerf Storage's rules (v1.0/v2.0 training, as published), by the name a refusal gives
 RULES = {
@@ -105,7 +106,8 @@ def feed(workload: Workload, storage: str | None = None, results_dir: str | Path
             memory = summary["environment"]["memory_bytes"]
             summary["feed"]["dataset"] = {  # MLPerf Storage's rule: under 5x RAM the page cache may serve it
                 "bytes": data, "memory_bytes": memory, "fits_in_memory": data < memory,
-                "potential_caching": data < 5 * memory and not profile.emulated}
+                "potential_caching": data < 5 * memory and not profile.emulated,
+                "shard_records": [s["records"] for s in shards]}
             counter, how = delivered_counter(st, files)
             summary["feed"]["delivered_how"] = how
             summary["feed"]["client_hosts"] = hosts or None  # None: the ranks ran on this host
@@ -323,12 +325,6 @@ def search(files: list[str], out: Path, train_cfg, step_s: float, threshold: flo
                                     else all(p["storage_measurement"] for p in listed)),
             "bound_by": probes[bad]["limit"] if bad is not None else "max_accelerators (the cap)",
             "probes": listed}
-
-
-def steps_per_epoch(records: list[int], n: int, batch: int) -> int:
-    """MLPerf mode: the steps every one of ``n`` accelerators takes in an epoch, each reading its own shards
-    (sorted, dealt round-robin: DLIO's TF reader) once: the fewest records of any accelerator, in whole batches."""
-    return min(sum(records[r::n]) for r in range(n)) // batch
 
 
 def mlperf_search(files: list[str], records: list[int], out: Path, train_cfg, step_s: float, m: MLPerf,

@@ -20,7 +20,7 @@ LAYERS = [
     ["harness.stages", "harness.engines", "harness.storage", "harness.slides"],
     ["harness.config", "harness.metrics", "harness.results", "harness.fsutil", "harness.errors", "harness.registry",
      "harness.models", "harness.accelerators", "harness.tfrecord_format", "harness.docs", "harness.network", "harness.progress",
-     "harness.procs"],
+     "harness.procs", "harness.cputime"],
 ]
 
 

@@ -499,11 +499,15 @@ def test_gpus_fed_is_labelled_bound_or_measured(tmp_path):
     feed_run = {"run_id": "f", "storage": {"profile": "fast"}, "feed": {"max_accelerators": 3, "mode": "mlperf",
                                                                          "first_failing": 3}}
     feed = {"bytes_per_sample": 100_000, "source": "feed run f (fast)"}
-    m = budget.gpus_fed(feed, {"fast": [feed_run]}, "fast", {}, 2, ACC, 0.9)
+    m = budget.gpus_fed(feed, {"fast": [feed_run]}, "fast", {}, 1, ACC, 0.9)
     assert (m["value"], m["label"], m["mode"]) == (3, "measured", "mlperf") and "mlperf mode" in m["source"]
+    assert "on 1 client host" in m["source"]
     del feed_run["feed"]["first_failing"]  # every probe passed, up to the feed's cap: a lower bound, said
-    assert budget.gpus_fed(feed, {"fast": [feed_run]}, "fast", {}, 2, ACC, 0.9)["label"] == "measured, at least"
+    assert budget.gpus_fed(feed, {"fast": [feed_run]}, "fast", {}, 1, ACC, 0.9)["label"] == "measured, at least"
     costs = cluster_fio(link_read=200 * MiB, server_read=500 * MiB)
+    # the feed ran on one client host: not what 2 hosts measured (before: its 3 were given as 2 hosts' answer)
+    two = budget.gpus_fed(feed, {"fast": [feed_run]}, "fast", costs, 2, ACC, 0.9)
+    assert two["label"] == "bound" and "ran on 1 client host, not 2" in two["source"]
     b = budget.gpus_fed(feed, {"fast": [feed_run]}, "slow", costs, 2, ACC, 0.9)
     need = ACC["images_per_s"] * 0.9
     assert b["label"] == "bound" and b["value"] == int(min(2 * 200 * MiB, 500 * MiB) / 100_000 / need)
@@ -538,3 +542,48 @@ def test_no_workers_are_suggested_for_a_bandwidth_bound_stage(tmp_path):
     rec = doc["storages"]["slow"]["stages"]["patches"]
     assert rec["prediction"]["binding"] == "read_bandwidth"
     assert "workers_needed" not in rec and "more workers will not" in rec["storage_binds"]
+
+
+def one_host_feed(delivered_mib: tuple = (0.5, 1.0, 1.2)) -> dict:
+    """An MLPerf-mode feed on one client host, by hand: 20 shards of 10 records (the last 9) of 100 B, batch 4;
+    AU 1.0, 0.95 and 0.85 at 1, 2 and 3 accelerators; each rank read 100 B an epoch beyond its shards."""
+    records = [10] * 19 + [9]
+    probes = [{"accelerators": n, "au_median": au, "bytes_per_sample": 100.0, "delivered_mib_per_s": mib,
+               "runs": [{"warmup": False, "bytes_read": 19_900 + 100 * n, "epochs": [{}]}]}
+              for n, au, mib in zip((1, 2, 3), (1.0, 0.95, 0.85), delivered_mib)]
+    return {"mode": "mlperf", "valid": True, "hosts": 1, "batch": 4, "threshold": 0.9, "max_accelerators": 2,
+            "first_failing": 3, "probes": probes, "dataset": {"shard_records": records}}
+
+
+def test_a_feed_on_one_host_sized_for_two_scales_by_the_bytes_read_a_consumed_sample():
+    """Each host keeps the pace the feed measured with as many ranks a host; the bytes read a consumed sample grow
+    with the accelerators (each reads its own shards wholly, consumes the steps the poorest can take, and reads on
+    into the next pass). By hand: the dataset 19,900 B; consumed at 1, 2, 3 accelerators 196, 192, 180 records
+    (49, 24, 15 steps of 4); read 19,900 + 100 B a rank."""
+    from harness.sizing.feed_hosts import accelerators_on_hosts, au_on_hosts, read_factor
+
+    f = one_host_feed()
+    rf = {n: (19_900 + 100 * n) / (c * 100) for n, c in ((1, 196), (2, 192), (3, 180), (4, 192))}
+    for n, v in rf.items():
+        assert read_factor(n, f["dataset"]["shard_records"], 4, 100.0, 100.0) == pytest.approx(v)
+    assert au_on_hosts(f, 2, 2)["au"] == pytest.approx(1.0 * rf[1] / rf[2])      # one rank a host: probe 1's pace
+    assert au_on_hosts(f, 3, 2)["au"] == pytest.approx(0.95 * rf[2] / rf[3])     # two on the busier host: probe 2's
+    assert au_on_hosts(f, 7, 2) is None                                          # four a host: never probed
+    got = accelerators_on_hosts(f, 2, 0.9)
+    assert (got["accelerators"], got["at_least"]) == (2, False)                  # 3 misses: 0.886
+    assert accelerators_on_hosts(f, 1, 0.9)["accelerators"] == 2                 # on its own host: what it measured
+    # the storage targets bind: two hosts each reading 1 MiB/s (probe 2's host) against 1.5 MiB/s
+    assert au_on_hosts(f, 4, 2, 1.5 * 2**20)["au"] == pytest.approx(min(1.0, 0.95 * rf[2] / rf[4]) * 0.75)
+
+
+def test_wsibench_size_scales_a_one_host_feed_to_the_hosts_asked():
+    """A valid MLPerf-mode feed on one client host answers for one host (measured) and, scaled, for two."""
+    from harness.sizing import budget
+
+    run = {"run_id": "f", "storage": {"profile": "lab"}, "feed": one_host_feed()}
+    costs = cluster_fio(link_read=200 * MiB, server_read=500 * MiB)
+    acc = dict(ACC, batch=4)
+    got = budget.gpus_fed(None, {"lab": [run]}, "lab", costs, 2, acc, 0.9)
+    assert (got["value"], got["label"]) == (2, "scaled from a measurement")
+    assert "on 1 client host, sized for 2" in got["source"]
+    assert budget.gpus_fed(None, {"lab": [run]}, "lab", costs, 1, acc, 0.9)["label"] == "measured"

@@ -29,6 +29,7 @@ import math
 from .contention import folder_shares, serialised_seconds
 from .costs import cost, pattern_seconds
 from .demand import patterns
+from .feed_hosts import accelerators_on_hosts
 from .figures import NAMES, SECONDS_PER_DAY, SMALL_FILE_BYTES, SizingError, figure
 from .slides import STAGE_SCALE
 
@@ -416,13 +417,14 @@ def gpus_fed(feed: dict | None, feeds_on: dict, name: str, costs: dict, hosts: i
              threshold: float, train: dict | None = None) -> dict | None:
     """The GPUs the storage keeps at AU >= threshold. ``measured`` (mode ``mlperf``) from the newest MLPerf-mode
     feed on this storage (``feeds_on``: {storage: [feed runs, oldest first]}) that broke no rule and emulated this
-    accelerator (its step and batch, where the record says) at this threshold; else ``bound`` (computed from
+    accelerator (its step and batch, where the record says) at this threshold, on as many client hosts as asked;
+    ``scaled from a measurement`` from such a feed on another number of hosts (``feed_hosts``); else ``bound`` (computed from
     bandwidth: min(N x a host's link, the storage targets') over the bytes of a sample (a feed's, else a
     TFRecord's, ``train``) and one GPU's samples/s), its source saying why no feed counted. A probe-mode feed is
     not a storage measurement (its short probes can be served by tf.data's buffers and caches, issue 29): it is
     named beside the bound, and given (label ``measured, probe mode``) only where no bound can be computed."""
     runs = feeds_on.get(name) or []
-    why, probe = [], None
+    why, probe, scaled = [], None, None
     for run in reversed(runs):
         f = run.get("feed") or {}
         if f.get("max_accelerators") is None and f.get("valid") is not False:
@@ -442,13 +444,34 @@ def gpus_fed(feed: dict | None, feeds_on: dict, name: str, costs: dict, hosts: i
             why.append(f"{rid}, MLPerf mode) emulated {batch} samples a step of {step} s at AU >= {th}, not "
                        f"{acc['name']}'s {acc['batch']} a step of {acc['step_s']} s at AU >= {threshold}")
             continue
+        fed_hosts = f.get("hosts") or 1
+        if fed_hosts != hosts:  # another host count: scaled from it where it says enough (feed_hosts), else not used
+            if scaled is None and f.get("probes") and (f.get("dataset") or {}).get("shard_records"):
+                scaled = (rid, f)
+            why.append(f"{rid}, MLPerf mode) ran on {fed_hosts} client host{'s' * (fed_hosts != 1)}, not {hosts}")
+            continue
         capped = f.get("first_failing") is None
         runs_said = (f", a warm-up and {f['runs']} runs of {f['epochs']} epochs, every run" if f.get("runs") else "")
         return figure(f["max_accelerators"], "GPUs", f"{rid}): the most emulated accelerators it kept at AU >= "
-                      f"{th}, mlperf mode{runs_said}, on one host"
+                      f"{th}, mlperf mode{runs_said}, on {hosts} client host{'s' * (hosts != 1)}"
                       + ("; every count up to its cap passed, so at least this many" if capped else
                          f"; {f['first_failing']} failed")) | {
             "label": "measured, at least" if capped else "measured", "mode": "mlperf"}
+    if scaled is not None:
+        rid, f = scaled
+        srb = bandwidths(costs, "read")[1]
+        got = accelerators_on_hosts(f, hosts, threshold, srb["value"] if srb else None)
+        fed_hosts = f.get("hosts") or 1
+        head = (f"{rid}, MLPerf mode) on {fed_hosts} client host{'s' * (fed_hosts != 1)}, sized for {hosts}: each "
+                "host as fast as the feed's hosts with as many ranks, the bytes read a consumed sample at each count "
+                "(its shards and read-ahead; harness/sizing/feed_hosts.py)")
+        if got is None:
+            return figure(0, "GPUs", f"{head}: even 1 accelerator misses AU >= {threshold}") | {
+                "label": "scaled from a measurement", "mode": "mlperf"}
+        return figure(got["accelerators"], "GPUs", f"{head}: at {got['accelerators']}, {got['how']}, AU "
+                      f"{got['au']:.2f}" + ("; every count the feed could judge held, so at least this many"
+                                          if got["at_least"] else "")) | {
+            "label": "scaled from a measurement" + (", at least" if got["at_least"] else ""), "mode": "mlperf"}
     bound = _gpus_bound(feed, costs, hosts, acc, threshold, train)
     if bound is not None:
         if why:

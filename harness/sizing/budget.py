@@ -418,7 +418,8 @@ def gpus_fed(feed: dict | None, feeds_on: dict, name: str, costs: dict, hosts: i
     """The GPUs the storage keeps at AU >= threshold. ``measured`` (mode ``mlperf``) from the newest MLPerf-mode
     feed on this storage (``feeds_on``: {storage: [feed runs, oldest first]}) that broke no rule and emulated this
     accelerator (its step and batch, where the record says) at this threshold, on as many client hosts as asked;
-    ``scaled from a measurement`` from such a feed on another number of hosts (``feed_hosts``); else ``bound`` (computed from
+    ``scaled from a measurement`` from such a feed on another number of hosts (``feed_hosts``); else ``bound``
+    (computed from
     bandwidth: min(N x a host's link, the storage targets') over the bytes of a sample (a feed's, else a
     TFRecord's, ``train``) and one GPU's samples/s), its source saying why no feed counted. A probe-mode feed is
     not a storage measurement (its short probes can be served by tf.data's buffers and caches, issue 29): it is

@@ -67,7 +67,8 @@ def au_on_hosts(feed: dict, n: int, hosts: int, server_bandwidth: float | None =
     if here is None or there is None:
         return None
     au = min(1.0, probe["au_median"] * there / here)
-    how = (f"AU {probe['au_median']:.3f} measured with {per_host} ranks a host ({probe['accelerators']} on {fed_hosts}), "
+    how = (f"AU {probe['au_median']:.3f} measured with {per_host} ranks a host ({probe['accelerators']} on "
+           f"{fed_hosts}), "
            f"x {there:.3f} / {here:.3f} bytes read a consumed sample there / here ({e / 1e6:.2f} MB a rank an epoch "
            "read on into the next pass)")
     wire = probe.get("delivered_mib_per_s")

@@ -63,9 +63,9 @@ class Attached:
         """For a stage's record, what the machine and a lab did since ``before`` (``counters``): the machine's busy
         CPU seconds (every process on it and the kernel's own work, such as the network's: on a shared machine other
         tenants' too; where the harness runs in a control group of its own, that group's: the run's processes and the
-        kernel's work in them, not other tenants'), and on a lab the bytes its hosts' links carried, by role (what the clients received is what
-        the servers sent them: reads with the client's read-ahead, not the bytes the stage asked for), and its
-        processes' CPU seconds by role."""
+        kernel's work in them, not other tenants'), and on a lab the bytes its hosts' links carried, by role (what
+        the clients received is what the servers sent them: reads with the client's read-ahead, not the bytes the
+        stage asked for), and its processes' CPU seconds by role."""
         now = self.counters()
         out = {"machine_cpu_seconds": None if now["machine_cpu"] is None or before["machine_cpu"] is None
                else now["machine_cpu"] - before["machine_cpu"]}

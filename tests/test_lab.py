@@ -573,7 +573,7 @@ def test_a_small_cluster_proof_measures_the_servers_and_predicts_one_and_two_cli
         sys.path.remove(str(ROOT / "benchmarks"))
     monkeypatch.setattr(cp, "SHAPES", {"clients-40mbit": {"client_link_mbit": 40}})
     monkeypatch.setenv("WSIBENCH_LOCAL_ROOT", str(tmp_path / "local"))
-    doc = cp.collect(tmp_path, 4, 8192, 1, {"size_mib": 8, "runtime": 1.0, "small_files": 120},
+    doc = cp.collect(tmp_path, 4, 8192, 1, {"size_mib": 16, "runtime": 3.0, "small_files": 120},
                      progress=lambda m: None, hosts=(1, 2), stages=("patches",))
     entry = doc["shapes"]["clients-40mbit"]
     assert [r["status"] for r in entry["runs"]] == ["ok", "ok"]

@@ -101,8 +101,13 @@ def test_fio_cli_stores_a_characterisation(tmp_path):
     assert doc["jobs"]["tfrecord_stream"]["read_bw_bytes_per_s"] > 0 and doc["storage"]["profile"] == "plain"
     assert "tfrecord_stream" in r.stdout and "files/s" in r.stdout
     # each time-based job ran for the half second asked (before: fio read "0.5s" as no limit, one pass over the file)
-    for job in ("slide_seq_read", "slide_tile_read", "read_latency", "write_latency"):
+    for job in ("slide_tile_read", "read_latency", "write_latency"):
         assert 0.4 <= doc["jobs"][job]["runtime_s"] <= 1.5, (job, doc["jobs"][job]["runtime_s"])
+    # the sequential reads go over their files once, at most the half second: read again, a client's own cache
+    # served the second pass (mfsmount: 4.3 GB/s over a 40 Mbit/s link); 16 MiB of this machine's page cache is
+    # read many times over in half a second
+    for job in ("slide_seq_read", "tfrecord_stream"):
+        assert doc["jobs"][job]["read_bytes"] <= 16 * 2**20 and doc["jobs"][job]["runtime_s"] <= 1.5, doc["jobs"][job]
 
 
 def test_missing_or_read_only_root_fails_before_any_work(tmp_path):

@@ -135,12 +135,15 @@ def capacities(target: dict, hosts: int, cores_per_host: float | None, lab_cores
     cap = {}
     for side in ("read", "write"):
         bw = cost(target, f"{side}_bandwidth")
+        if side == "read":  # a link carries at least what one stream drove it at: parallel streams through a shaped
+            # link can stall in TCP's retransmission back-off (1.4 MB/s where one stream got 4.2, 40 Mbit/s)
+            bw = max(bw or 0.0, cost(target, "read_one_stream") or 0.0) or None
         if bw:
             for h in range(hosts):
                 cap[(f"link_{side}", h)] = bw
         sbw = cost(target, f"server_{side}_bandwidth")
-        if sbw:
-            cap[f"server_{side}"] = sbw
+        if sbw and not hosts <= (cost(target, f"server_{side}_client_bound") or 0):
+            cap[f"server_{side}"] = sbw  # (unknown, not a limit, for as many hosts as fio's links bound: none more)
     if cost(target, "server_small_files"):
         cap["server_files"] = 1.0  # demands are in seconds of the servers' per-file time (small_file_seconds)
     mixed = cost(target, "server_mixed_capacity")

@@ -39,6 +39,9 @@ def storage_costs(fio_doc: dict | None, reference: dict | None = None, name: str
             if bw:
                 out[f"{side}_bandwidth"] = figure(bw, "B/s", f"{when}: " + (
                     "tfrecord_stream (parallel 1 MiB streams)" if side == "read" else "checkpoint_write (1 MiB, fsync)"))
+        one = get("slide_seq_read", "read_bw_bytes_per_s")
+        if one:
+            out["read_one_stream"] = figure(one, "B/s", f"{when}: slide_seq_read (one stream of 1 MiB reads)")
         for key, job in (("rename", "file_rename"), ("open", "file_open"), ("unlink", "file_delete"),
                          ("create", "file_create")):
             v = get(job, "mean_latency_s")
@@ -52,6 +55,9 @@ def storage_costs(fio_doc: dict | None, reference: dict | None = None, name: str
             if gib:
                 out[key] = figure(gib * 2**30, "B/s", f"vendor figure in the profile: {reference.get('source', '')}")
     return out
+
+
+CLIENT_BOUND = 0.9  # a parallel phase's hosts each at this share of one host's own rate: their links bound it
 
 
 def server_costs(fio_doc: dict, when: str) -> dict:
@@ -70,6 +76,17 @@ def server_costs(fio_doc: dict, when: str) -> dict:
         out["server_write_bandwidth"] = figure(w["write_bw_bytes_per_s"], "B/s", f"{src}, 1 MiB writes through fsync")
     if r.get("read_bw_bytes_per_s"):
         out["server_read_bandwidth"] = figure(r["read_bw_bytes_per_s"], "B/s", f"{src}, 1 MiB reads")
+    jobs = fio_doc.get("jobs") or {}
+    alone = {"read": (jobs.get("slide_seq_read") or {}).get("read_bw_bytes_per_s"),
+             "write": (jobs.get("checkpoint_write") or {}).get("write_bw_bytes_per_s")}
+    for side, p in (("read", r), ("write", w)):
+        per = [h.get(f"{side}_bw_bytes_per_s") or 0.0 for h in p.get("per_host") or []]
+        if per and alone[side] and min(per) >= CLIENT_BOUND * alone[side]:
+            # every host as fast as one stream of one host alone: its own link bound the phase, not the servers
+            out[f"server_{side}_client_bound"] = figure(
+                n, "client hosts", f"{src}: each host's {side}s at {min(per) / 1e6:.1f}-{max(per) / 1e6:.1f} MB/s, "
+                f"as one stream of one host alone ({alone[side] / 1e6:.1f} MB/s): the servers gave at least the sum "
+                "and their limit was not reached")
     mx = ph.get("mixed") or {}
     if mx.get("mixed_read_bw_bytes_per_s") and r.get("read_bw_bytes_per_s") and w.get("write_bw_bytes_per_s"):
         share = mx["mixed_read_bw_bytes_per_s"] / r["read_bw_bytes_per_s"] + \

@@ -419,9 +419,8 @@ def gpus_fed(feed: dict | None, feeds_on: dict, name: str, costs: dict, hosts: i
     feed on this storage (``feeds_on``: {storage: [feed runs, oldest first]}) that broke no rule and emulated this
     accelerator (its step and batch, where the record says) at this threshold, on as many client hosts as asked;
     ``scaled from a measurement`` from such a feed on another number of hosts (``feed_hosts``); else ``bound``
-    (computed from
-    bandwidth: min(N x a host's link, the storage targets') over the bytes of a sample (a feed's, else a
-    TFRecord's, ``train``) and one GPU's samples/s), its source saying why no feed counted. A probe-mode feed is
+    (computed from bandwidth: min(N x a host's link, the storage targets') over the bytes of a sample (a feed's,
+    else a TFRecord's, ``train``) and one GPU's samples/s), its source saying why no feed counted. A probe-mode feed is
     not a storage measurement (its short probes can be served by tf.data's buffers and caches, issue 29): it is
     named beside the bound, and given (label ``measured, probe mode``) only where no bound can be computed."""
     runs = feeds_on.get(name) or []
@@ -461,6 +460,8 @@ def gpus_fed(feed: dict | None, feeds_on: dict, name: str, costs: dict, hosts: i
     if scaled is not None:
         rid, f = scaled
         srb = bandwidths(costs, "read")[1]
+        if hosts <= (cost(costs, "server_read_client_bound") or 0):
+            srb = None  # measured through links that bound it: a floor, no limit for this many hosts
         got = accelerators_on_hosts(f, hosts, threshold, srb["value"] if srb else None)
         fed_hosts = f.get("hosts") or 1
         head = (f"{rid}, MLPerf mode) on {fed_hosts} client host{'s' * (fed_hosts != 1)}, sized for {hosts}: each "

@@ -35,6 +35,7 @@ class Server:
         self.world, self.hooks = world, dict(hooks or {})
         self.rounds: list[tuple[str, float]] = []  # (tag, time all arrived)
         self.error: str | None = None
+        self._closing = False  # close() under way: what its closing of the sockets breaks is no barrier error
         self._conns: list[socket.socket] = []
         self._dir: Path | None = None
         if host:
@@ -84,7 +85,8 @@ class Server:
                     c.sendall(b"g")
                 n += 1
         except Exception as e:  # noqa: BLE001 - recorded; closing the connections frees the ranks
-            self.error = self.error or f"{type(e).__name__}: {e}"
+            if not self._closing:
+                self.error = self.error or f"{type(e).__name__}: {e}"
         finally:
             self._close_all()
 
@@ -98,6 +100,7 @@ class Server:
         return sum(1 for t, _ in self.rounds if t == tag)
 
     def close(self) -> None:
+        self._closing = True
         with contextlib.suppress(OSError):
             self._sock.close()
         self._close_all()

@@ -356,13 +356,12 @@ def feed_predict(out: Path, progress=print, epochs: int = 1) -> list[dict]:
     accelerators ask, at most 1), and, for more hosts than one, from the feed measured on one host
     (``feed_hosts``: wsibench size's answer where a feed ran on one host of the storage it sizes)."""
     from harness.sizing import storage_costs
-    from harness.sizing.budget import bandwidths
+    from harness.sizing.costs import server_bandwidth
     from harness.sizing.feed_hosts import accelerators_on_hosts, au_on_hosts
 
     doc = json.loads(feed_file(out, epochs).read_text())
     stage_doc = json.loads((out / "measured.json").read_text())
     costs = storage_costs(json.loads((out / "results" / "fio" / stage_doc["shapes"][doc["shape"]]["fio"]).read_text()))
-    servers = bandwidths(costs, "read")[1]
     one = feed_from_rows(doc, "1") if "shard_records" in doc else None
     out_rows = []
     for n_hosts, h in doc["hosts"].items():
@@ -375,10 +374,10 @@ def feed_predict(out: Path, progress=print, epochs: int = 1) -> list[dict]:
         measured = max(passed) if passed else f"fewer than {counts[0]}"  # none of the counts tried held it
         scaled = None
         if one and int(n_hosts) > 1:
-            got = accelerators_on_hosts(one, int(n_hosts), doc["threshold"], servers["value"] if servers else None)
+            servers = server_bandwidth(costs, "read", int(n_hosts))  # as wsibench size takes it
+            got = accelerators_on_hosts(one, int(n_hosts), doc["threshold"], servers)
             scaled = {"accelerators": got["accelerators"] if got else 0,
-                      "au": {c: (au_on_hosts(one, c, int(n_hosts), servers["value"] if servers else None)
-                                 or {}).get("au") for c in counts}}
+                      "au": {c: (au_on_hosts(one, c, int(n_hosts), servers) or {}).get("au") for c in counts}}
         out_rows.append({"hosts": int(n_hosts), "predicted_accelerators": int(supply), "measured_accelerators": measured,
                          "source": pred["source"],
                          "from_one_host": scaled and scaled["accelerators"],

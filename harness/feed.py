@@ -30,7 +30,7 @@ from .results import record
 from .stages import distributed
 from .storage import attached, drop_caches, iostats
 from .storage.pagecache import resident_bytes
-from .tfrecord_format import steps_per_epoch  # noqa: F401 (feed.steps_per_epoch: the benchmarks' name)
+from .tfrecord_format import steps_per_epoch
 
 # MLPerf Storage's rules (v1.0/v2.0 training, as published), by the name a refusal gives
 RULES = {

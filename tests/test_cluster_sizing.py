@@ -243,3 +243,29 @@ def test_servers_measured_through_links_that_bound_them_are_no_limit_for_as_many
     assert "server_read" not in capacities(target, 2, None, False)
     assert capacities(target, 3, None, False)["server_read"] == 8.1e6
     assert capacities(dict(target, server_read_client_bound=None), 2, None, False)["server_read"] == 8.1e6
+
+
+def test_fio_costs_name_one_stream_and_servers_measured_through_their_clients_links():
+    """From a characterisation by hand: one stream's read rate is the link's floor; a parallel phase whose every host
+    read at one host's own rate (3.9 and 4.1 MB/s against 4.2 alone: >= 90%) measured the links, not the servers;
+    one host at 3.0 MB/s (71%) leaves the servers' figure a limit. Writes likewise against checkpoint_write."""
+    from harness.sizing import storage_costs
+    from harness.sizing.costs import server_bandwidth
+
+    def doc(read_per_host, write_per_host):
+        return {"profile": "lab", "created_at": "20261204T000000",
+                "jobs": {"slide_seq_read": {"read_bw_bytes_per_s": 4.2e6},
+                         "tfrecord_stream": {"read_bw_bytes_per_s": 1.4e6},
+                         "checkpoint_write": {"write_bw_bytes_per_s": 4.8e6}},
+                "parallel": {"hosts": 2, "phases": {
+                    "read": {"read_bw_bytes_per_s": sum(read_per_host),
+                             "per_host": [{"read_bw_bytes_per_s": v} for v in read_per_host]},
+                    "write": {"write_bw_bytes_per_s": sum(write_per_host),
+                              "per_host": [{"write_bw_bytes_per_s": v} for v in write_per_host]}}}}
+
+    c = storage_costs(doc([3.9e6, 4.1e6], [2.0e6, 2.2e6]))
+    assert c["read_one_stream"]["value"] == 4.2e6 and c["read_bandwidth"]["value"] == 1.4e6
+    assert c["server_read_client_bound"]["value"] == 2 and "server_write_client_bound" not in c  # 2.0 < 0.9 x 4.8
+    assert server_bandwidth(c, "read", 2) is None and server_bandwidth(c, "read", 3) == 8.0e6
+    assert server_bandwidth(c, "write", 2) == pytest.approx(4.2e6)
+    assert "server_read_client_bound" not in storage_costs(doc([3.0e6, 4.1e6], [2.0e6, 2.2e6]))

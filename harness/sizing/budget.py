@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 
 from .contention import folder_shares, serialised_seconds
-from .costs import cost, pattern_seconds
+from .costs import cost, pattern_seconds, server_bandwidth
 from .demand import patterns
 from .feed_hosts import accelerators_on_hosts
 from .figures import NAMES, SECONDS_PER_DAY, SMALL_FILE_BYTES, SizingError, figure
@@ -459,10 +459,7 @@ def gpus_fed(feed: dict | None, feeds_on: dict, name: str, costs: dict, hosts: i
             "label": "measured, at least" if capped else "measured", "mode": "mlperf"}
     if scaled is not None:
         rid, f = scaled
-        srb = bandwidths(costs, "read")[1]
-        if hosts <= (cost(costs, "server_read_client_bound") or 0):
-            srb = None  # measured through links that bound it: a floor, no limit for this many hosts
-        got = accelerators_on_hosts(f, hosts, threshold, srb["value"] if srb else None)
+        got = accelerators_on_hosts(f, hosts, threshold, server_bandwidth(costs, "read", hosts))
         fed_hosts = f.get("hosts") or 1
         head = (f"{rid}, MLPerf mode) on {fed_hosts} client host{'s' * (fed_hosts != 1)}, sized for {hosts}: each "
                 "host as fast as the feed's hosts with as many ranks, the bytes read a consumed sample at each count "

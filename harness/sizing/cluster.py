@@ -38,7 +38,7 @@ from __future__ import annotations
 import os
 import time
 
-from .costs import cost, pattern_seconds
+from .costs import cost, pattern_seconds, server_bandwidth
 from .demand import patterns
 from .figures import SMALL_FILE_BYTES, SizingError
 
@@ -141,9 +141,9 @@ def capacities(target: dict, hosts: int, cores_per_host: float | None, lab_cores
         if bw:
             for h in range(hosts):
                 cap[(f"link_{side}", h)] = bw
-        sbw = cost(target, f"server_{side}_bandwidth")
-        if sbw and not hosts <= (cost(target, f"server_{side}_client_bound") or 0):
-            cap[f"server_{side}"] = sbw  # (unknown, not a limit, for as many hosts as fio's links bound: none more)
+        sbw = server_bandwidth(target, side, hosts)
+        if sbw:
+            cap[f"server_{side}"] = sbw
     if cost(target, "server_small_files"):
         cap["server_files"] = 1.0  # demands are in seconds of the servers' per-file time (small_file_seconds)
     mixed = cost(target, "server_mixed_capacity")

@@ -137,6 +137,15 @@ def cost(costs: dict, key: str) -> float | None:
     return (costs.get(key) or {}).get("value")
 
 
+def server_bandwidth(costs: dict, side: str, hosts: int) -> float | None:
+    """The storage targets' ``side`` bandwidth as a limit for ``hosts`` client hosts: None where fio measured it
+    through client links that bound it (``server_{side}_client_bound``) with at least as many hosts, for then it is
+    only a floor, the servers' limit not reached."""
+    if hosts <= (cost(costs, f"server_{side}_client_bound") or 0):
+        return None
+    return cost(costs, f"server_{side}_bandwidth")
+
+
 def small_files_read(p: dict) -> bool:
     """Whether the files a stage opens are small files read whole (a patch, a JPEG: up to twice the 32 KiB of
     ``wsibench fio``'s small files a file), not large files read in parts (a slide, a shard)."""

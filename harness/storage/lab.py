@@ -126,6 +126,42 @@ def _unmount(root: Path) -> None:
             continue
 
 
+def mount_device(root: Path) -> str:
+    """The device (``major:minor``, /proc/self/mountinfo) of what is mounted at ``root`` here, '' if nothing: a
+    FUSE mount's is its connection's, which no later mount at the same place has."""
+    target, dev = os.path.realpath(root), ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            f = line.split()
+            if len(f) > 4 and f[4].replace("\\040", " ") == target:
+                dev = f[2]  # the last: the one on top
+    return dev
+
+
+def guard_main(argv: list[str]) -> None:
+    """``guard ROOT MOUNT_PID DEVICE FD``: once FD (a pipe only the keeper writes) ends, that is once the keeper has
+    ended however it did, see that the keeper's mount of ROOT is gone. Killed with the keeper, mfsmount's own
+    auto-unmount helper (fusermount3) unmounts it, but not always: once in CI a keeper killed outright left the
+    mount dead ("Transport endpoint is not connected") for the rest of the suite. A mount of ROOT from another
+    device (a lab started since) is left alone."""
+    root, mount_pid, device, fd = Path(argv[0]), int(argv[1]), argv[2], int(argv[3])
+    while os.read(fd, 1):
+        pass
+    deadline = time.time() + 10  # it gets SIGKILL with the keeper (PR_SET_PDEATHSIG)
+    while _running(mount_pid) and time.time() < deadline:
+        time.sleep(0.1)
+    if _running(mount_pid):
+        with contextlib.suppress(OSError):
+            os.kill(mount_pid, signal.SIGKILL)
+    deadline = time.time() + 2  # the helper's turn
+    while mount_device(root) == device and time.time() < deadline:
+        time.sleep(0.1)
+    if mount_device(root) == device:
+        print(f"lab guard: the keeper has ended and {root} is still mounted (device {device}): unmounting it",
+              flush=True)
+        _unmount(root)
+
+
 def _tag() -> str:
     """A tag for the lab's names (namespaces, veths, bridge) that no lab on this machine uses: the keeper's pid,
     unique among live processes, stepped past names a killed lab may have left."""
@@ -251,6 +287,14 @@ class Keeper:
             if self.procs["mount"].poll() is not None or time.time() > deadline:
                 raise LabError(f"mfsmount could not mount {self.root}; see {self.state / 'mount.log'}")
             time.sleep(0.1)
+        # the mount's guard: wakes when this keeper's end, however it comes, closes the pipe's write end, which
+        # only the keeper holds (non-inheritable; its children are started with close_fds)
+        r, self.guard_pipe = os.pipe()
+        with self.log("mount-guard") as f:
+            subprocess.Popen([sys.executable, "-m", "harness.storage.lab", "guard", str(self.root),
+                              str(self.procs["mount"].pid), mount_device(self.root), str(r)],
+                             pass_fds=(r,), stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+        os.close(r)
 
     def _clients(self) -> None:
         """A Dask scheduler on the bridge; on each client host its own mount and its Dask workers."""
@@ -721,5 +765,8 @@ if __name__ == "__main__":
         keep_main(Path(sys.argv[2]))
     elif sys.argv[1:2] == ["client"]:
         client_main(sys.argv[2:])
+    elif sys.argv[1:2] == ["guard"]:
+        guard_main(sys.argv[2:])
     else:
-        sys.exit("usage: python -m harness.storage.lab keep STATE | client ROOT MASTER [OPTIONS] -- CMD...")
+        sys.exit("usage: python -m harness.storage.lab keep STATE | client ROOT MASTER [OPTIONS] -- CMD... | "
+                 "guard ROOT MOUNT_PID DEVICE FD")

@@ -77,6 +77,19 @@ def test_the_parallel_write_phase_is_timed_on_the_servers_side_of_a_write_cache(
     assert r["write_bw_bytes_per_s"] == pytest.approx(20 * 2**20, rel=0.3)
 
 
+@pytest.mark.skipif(not shutil.which("fio"), reason="fio is not installed")
+def test_the_parallel_read_phase_reads_what_the_write_phase_wrote_and_writes_nothing(tmp_path):
+    """On a slow storage the write phase leaves less than size_mb a host: the read phase reads that file as it is
+    (before: fio laid it out to size_mb first, inside the phase: writes the servers carried while the other hosts
+    read, and whose CPU counted as the reads')."""
+    (tmp_path / "big").write_bytes(os.urandom(3 * 2**20))
+    r = fio.phase("read", tmp_path, {"start_at": 0, "runtime_s": 5.0, "size_mb": 16, "direct": False})
+    assert (tmp_path / "big").stat().st_size == 3 * 2**20 and r["read_bytes"] == 3 * 2**20, r
+    (tmp_path / "big").write_bytes(b"x" * 1000)  # nothing of the write phase to read: said, not laid out
+    with pytest.raises(fio.FioError, match="no file of at least 1 MiB from the write phase"):
+        fio.phase("read", tmp_path, {"start_at": 0, "runtime_s": 1.0, "size_mb": 16, "direct": False})
+
+
 def test_fio_missing_says_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(fio.FioError, match="fio is not installed: apt-get install fio"):

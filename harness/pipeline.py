@@ -123,8 +123,7 @@ def run_stages(workload: Workload, opts: RunOptions, storage: Attached, plan: En
             raise
         finally:
             if engine["name"] in ctx.engines:  # the workers and hosts it really had, not those asked for
-                topo = ctx.engines[engine["name"]].topology()
-                engine["workers"], engine["nodes"] = topo["workers"], topo.get("nodes", 1)
+                engine.update(ran_topology(engine, ctx.engines[engine["name"]].topology()))
             ctx.close()
             try:
                 summary["page_cache"] = page_cache(ctx, bool(dropped) and all(dropped))
@@ -132,6 +131,18 @@ def run_stages(workload: Workload, opts: RunOptions, storage: Attached, plan: En
                 print(f"[run] page-cache figures left out: {e}", file=sys.stderr)
             rec.summary = summary = storage.finish(summary)  # paths out of the passthrough, what a lab did
     return summary
+
+
+def ran_topology(engine: dict, live: dict) -> dict:
+    """The run's workers and nodes: the engine's at the run's end (``live``), or, where it had none left (a Ctrl-C
+    reaches an embedded cluster's workers too, before the record is written: 0 workers on 0 nodes, which no run
+    has), what the last stage that used it recorded."""
+    if live.get("workers"):
+        return {"workers": live["workers"], "nodes": live.get("nodes", 1)}
+    seen = [t for t in (engine.get("stages") or {}).values() if t.get("name") == engine["name"] and t.get("workers")]
+    if seen:
+        return {"workers": seen[-1]["workers"], "nodes": seen[-1].get("nodes", 1)}
+    return {}  # it never ran a stage: the plan's figures stay
 
 
 def io_profile(ctx: StageContext, stage: str, rec: dict, before: dict | None, root: Path) -> None:

@@ -257,6 +257,19 @@ def test_an_interrupted_run_records_interrupted_with_what_it_completed(engine, s
     s = _record(tmp_path)
     assert s["status"] == "interrupted" and list(s["stages"]) == ["masks"]
     assert s["error"] == f"interrupted ({sig}) during the patches stage; completed: masks"
+    assert s["engine"]["workers"] >= 1 and s["engine"]["nodes"] >= 1, s["engine"]  # what ran, not what was left
+
+
+def test_an_interrupted_run_records_the_workers_its_stages_had_not_none():
+    """A Ctrl-C reaches an embedded Dask cluster's workers too: at the record's end the engine had 0 workers on 0
+    hosts, which the run record took as what ran (and the schema refused: CI, test_faults' SIGINT run on dask)."""
+    from harness.pipeline import ran_topology
+
+    engine = {"name": "dask", "workers": 2, "nodes": 1, "stages": {
+        "masks": {"name": "dask", "workers": 2, "nodes": 1}, "patches": {"name": "spark", "workers": 3, "nodes": 2}}}
+    assert ran_topology(engine, {"name": "dask", "workers": 0, "nodes": 0}) == {"workers": 2, "nodes": 1}
+    assert ran_topology(engine, {"name": "dask", "workers": 4, "nodes": 2}) == {"workers": 4, "nodes": 2}
+    assert ran_topology({"name": "dask", "workers": 2, "nodes": 1}, {"workers": 0, "nodes": 0}) == {}
 
 
 def test_a_killed_run_is_listed_as_incomplete(dataset, tmp_path):

@@ -35,19 +35,6 @@ def storage_costs(fio_doc: dict | None, reference: dict | None = None, name: str
             if fixed and big and big > fixed:
                 out[f"{side}_stream"] = figure(MiB / (big - fixed), "B/s",
                                                f"{when}: {bw_job} (1 MiB requests, {big * 1e3:.2f} ms) less {fixed_job}")
-                sustained = get(bw_job, f"{side}_bw_bytes_per_s")
-                if side == "write" and sustained and MiB / sustained - fixed > big - fixed:
-                    # a client's write cache answers a buffered write at once and the fsync at the job's end waits
-                    # for what it took: a stream of writes (a shard) goes at the job's bytes over its whole time
-                    # (each request's fixed cost apart), not at what its mean latency says (MooseFS on 80 Mbit/s
-                    # links: 0.5 ms a buffered 1 MiB write, 117 ms a MiB through fsync). A small file's size
-                    # correction keeps the request's rate: below MooseFS's 64 KiB block an 18 KB patch costs a
-                    # 32 KiB file's time (the sustained rate there took 3.6 ms off each patch: 0.80 of the lab's)
-                    out["write_sustained"] = figure(MiB / (MiB / sustained - fixed), "B/s",
-                                                    f"{when}: {bw_job} (1 MiB writes through fsync: "
-                                                    f"{MiB / sustained * 1e3:.2f} ms a MiB over the job, "
-                                                    f"{big * 1e3:.2f} ms a buffered write, the client's cache) "
-                                                    f"less {fixed_job}")
             bw = get("tfrecord_stream" if side == "read" else "checkpoint_write", f"{side}_bw_bytes_per_s")
             if bw:
                 out[f"{side}_bandwidth"] = figure(bw, "B/s", f"{when}: " + (
@@ -159,11 +146,6 @@ def server_bandwidth(costs: dict, side: str, hosts: int) -> float | None:
     return cost(costs, f"server_{side}_bandwidth")
 
 
-def small_files_written(p: dict) -> bool:
-    """Whether the files a stage writes are small files written whole (patches), as ``small_files_read``."""
-    return bool(p["files_written"]) and p["bytes_written"] / p["files_written"] <= 2 * SMALL_FILE_BYTES
-
-
 def small_files_read(p: dict) -> bool:
     """Whether the files a stage opens are small files read whole (a patch, a JPEG: up to twice the 32 KiB of
     ``wsibench fio``'s small files a file), not large files read in parts (a slide, a shard)."""
@@ -193,11 +175,7 @@ def pattern_seconds(p: dict, costs: dict) -> dict:
         # it, the read that finds its end) cost a request each, not its bytes again
         "extra_reads": None if request("read", p["read_bytes"]) is None else
         p["extra_reads"] * (cost(costs, "read_fixed") if small_files_read(p) else request("read", p["read_bytes"])),
-        # likewise a small file's further writes cost a request each (its bytes are in its file's pattern); a large
-        # file's stream of writes goes at the rate fsync lets through a client's write cache, where one was measured
-        "extra_writes": None if request("write", p["write_bytes"]) is None else p["extra_writes"] * (
-            cost(costs, "write_fixed") if small_files_written(p) else
-            cost(costs, "write_fixed") + p["write_bytes"] / (cost(costs, "write_sustained") or w_stream)),
+        "extra_writes": None if request("write", p["write_bytes"]) is None else p["extra_writes"] * request("write", p["write_bytes"]),
         "renames": None if cost(costs, "rename") is None else p["renames"] * cost(costs, "rename"),
         "unlinks": None if cost(costs, "unlink") is None else p["unlinks"] * cost(costs, "unlink"),
     }

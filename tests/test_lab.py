@@ -5,7 +5,6 @@ run, after a SIGKILL), nothing listens beyond its bridge, --observe counts over 
 ends as the record says, never in a hang. Needs root, /dev/fuse, ip, tc and MooseFS (scripts/setup installs it)."""
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -14,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from harness.storage import lab
@@ -332,16 +332,6 @@ with attached(load_profile(sys.argv[1]), Path(sys.argv[2])):
 """
 
 
-def children_named(pid: int, comm: str) -> list[int]:
-    out = []
-    for d in Path("/proc").iterdir():
-        with contextlib.suppress(OSError, IndexError):
-            stat = (d / "stat").read_text()
-            if d.name.isdigit() and stat.split(" (")[1].split(")")[0] == comm and int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(d.name))
-    return out
-
-
 @pytest.mark.slow
 @needs_lab
 @pytest.mark.parametrize("helper", ["helper alive", "helper gone"])
@@ -356,8 +346,8 @@ def test_sigkill_of_the_keeper_stops_servers_and_mount_and_the_next_run_clears_t
         assert holder.stdout.readline().strip() == "up"
         doc = lab.status(root)
         if helper == "helper gone":
-            (fusermount,) = children_named(doc["pids"]["mount"], "fusermount3")
-            os.kill(fusermount, signal.SIGKILL)
+            (helper_proc,) = [c for c in psutil.Process(doc["pids"]["mount"]).children() if c.name() == "fusermount3"]
+            helper_proc.kill()
         os.kill(doc["keeper"], signal.SIGKILL)
         servers = [doc["pids"][k] for k in ("master", "cs1", "cs2", "mount")]
         wait(lambda: not any(lab._running(pid) for pid in servers), 10, "the servers and mount ended")

@@ -98,12 +98,7 @@ def mount_options(params: dict) -> list[str]:
 def mounted(root: Path) -> bool:
     """Whether ``root`` is in this mount namespace's mount table. Never asks the mount itself: a MooseFS mount
     whose master is gone blocks a stat for as long as its retries last."""
-    target = os.path.realpath(root)
-    try:
-        return any(line.split()[1].replace("\\040", " ") == target
-                   for line in Path("/proc/mounts").read_text().splitlines() if len(line.split()) > 1)
-    except OSError:
-        return False
+    return bool(mount_device(root))
 
 
 def _unmount(root: Path) -> None:
@@ -147,12 +142,9 @@ def guard_main(argv: list[str]) -> None:
     root, mount_pid, device, fd = Path(argv[0]), int(argv[1]), argv[2], int(argv[3])
     while os.read(fd, 1):
         pass
-    deadline = time.time() + 10  # it gets SIGKILL with the keeper (PR_SET_PDEATHSIG)
-    while _running(mount_pid) and time.time() < deadline:
-        time.sleep(0.1)
-    if _running(mount_pid):
-        with contextlib.suppress(OSError):
-            os.kill(mount_pid, signal.SIGKILL)
+    deadline = time.time() + 10  # mfsmount gets SIGKILL with the keeper (PR_SET_PDEATHSIG); a stuck one is
+    while _running(mount_pid) and time.time() < deadline:  # left to the unmount below (no pid killed here: by
+        time.sleep(0.1)                                     # then it may be another process's)
     deadline = time.time() + 2  # the helper's turn
     while mount_device(root) == device and time.time() < deadline:
         time.sleep(0.1)

@@ -44,6 +44,11 @@ def test_fio_on_emulated_50_mb_s(tmp_path):
     assert set(result["jobs"]) == set(fio.JOBS) | set(fio.PROBES)
     assert result["jobs"]["jpeg_small_writes"]["files_per_s"] > 0
     assert result["jobs"]["checkpoint_write"]["write_bw_bytes_per_s"] > 50e6
+    # the packed probe's reads reach the storage (not the page cache its own writes filled): a 32 KiB file at
+    # 50 MB/s takes at least 0.66 ms, and costs more than a 16 KiB one
+    packed = result["jobs"]["small_files_packed"]["sizes"]
+    assert packed["32768"]["seconds_per_file"] >= 0.9 * 32768 / 50e6, packed
+    assert packed["32768"]["seconds_per_file"] > packed["16384"]["seconds_per_file"], packed
 
 
 @pytest.mark.slow
@@ -75,6 +80,35 @@ def test_the_parallel_write_phase_is_timed_on_the_servers_side_of_a_write_cache(
     r = fio.phase("write", tmp_path, {"start_at": 0, "runtime_s": 0.3})
     assert time.perf_counter() - t0 < 1.5 and r["write_bytes"] <= 16 * 2**20, r
     assert r["write_bw_bytes_per_s"] == pytest.approx(20 * 2**20, rel=0.3)
+
+
+def test_the_servers_read_rate_is_every_host_reading_as_much_at_once_over_the_time_it_took(tmp_path, monkeypatch):
+    """The write phase is timed, so hosts leave files of different sizes (12, 4 and 8 MiB on 80 Mbit/s chunk-server
+    links): each host then read its own, and the sum of their rates made the servers 31.6 MB/s where their links
+    carry 20 (a host that read 4 MiB in 0.3 s, while the others still read, had its rate counted for the whole
+    phase). Every host now reads the least any host wrote, and the rate is all bytes over the longest time."""
+    seen, wrote, took = {}, [12, 4, 8], [1.4, 0.3, 1.1]
+
+    def on_hosts(doc, argvs):
+        outs = []
+        for i, argv in enumerate(argvs):
+            phase, o = argv[4], json.loads(argv[6])
+            seen.setdefault(phase, []).append(o["size_mb"])
+            r = {"runtime_s": 1.0}
+            if phase == "write":
+                r = {"write_bytes": wrote[i] * 2**20, "write_bw_bytes_per_s": wrote[i] * 2**20 / 1.2, "runtime_s": 1.2}
+            elif phase == "read":
+                n = o["size_mb"] * 2**20
+                r = {"read_bytes": n, "read_bw_bytes_per_s": n / took[i], "runtime_s": took[i]}
+            outs.append(json.dumps(r))
+        return outs
+    monkeypatch.setattr(fio, "lab_on_hosts", on_hosts)
+    monkeypatch.setattr(fio, "lab_cpu", lambda doc: {})
+    monkeypatch.setattr(fio, "lab_cpu_used", lambda a, b: {"client": 0.0})
+    out = fio.parallel(tmp_path, {}, 3, 1.0, 64, 30, False)
+    assert seen["write"] == [64] * 3 and seen["read"] == [4] * 3
+    assert out["phases"]["read"]["read_bw_bytes_per_s"] == pytest.approx(3 * 4 * 2**20 / 1.4)
+    assert list(tmp_path.iterdir()) == []  # its scratch folder removed
 
 
 @pytest.mark.skipif(not shutil.which("fio"), reason="fio is not installed")

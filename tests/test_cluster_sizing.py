@@ -95,6 +95,36 @@ def test_a_small_file_costs_the_servers_its_bytes_at_their_bandwidth_and_a_fixed
     assert half["seconds"] == pytest.approx(100 * (0.000904 + 16384 / 8e6), rel=1e-6)
 
 
+def test_a_small_file_s_time_on_the_servers_is_measured_at_two_sizes():
+    """The parallel phase writes small files at 32 and 8 KiB: a fixed time a file and a time a byte, the line through
+    the two. Servers that take as many 8 KiB files a second as 32 KiB ones (200) spend a time a file, whatever its
+    bytes: 100 files of 16 KiB cost them 100 x 5 ms, of which their bytes at the write bandwidth (8 MB/s) are
+    2.048 ms each, so 2.952 ms a file beyond (before: 0.904 ms, the 32 KiB file's time less its own bytes, as if
+    the rest were bytes)."""
+    from harness.sizing import storage_costs
+
+    def doc(fps_8k):
+        return {"profile": "lab", "created_at": "20261204T000000", "jobs": {}, "parallel": {"hosts": 3, "phases": {
+            "write": {"write_bw_bytes_per_s": 8e6},
+            "small_writes": {"files_per_s": 200.0, "small_files": 300, "small_bytes": 300 * 32768},
+            "small_writes_8k": {"files_per_s": fps_8k, "small_files": 300, "small_bytes": 300 * 8192}}}}
+
+    per_file = storage_costs(doc(200.0))
+    assert per_file["server_small_file_fixed"]["value"] == pytest.approx(0.005)
+    assert per_file["server_small_file_per_byte"]["value"] == pytest.approx(0.0)
+    use = item_demands(small_file_stage(100, 16384), per_file, False)[0]["use"]
+    assert use["server_files"] == pytest.approx(100 * (0.005 - 16384 / 8e6))
+    # servers whose small files are their bytes (8 KiB files 4 times as many a second, less a fixed 0.2 ms): the
+    # fixed time a file is all that is left beyond the bytes
+    t32, t8 = 0.0002 + 32768 / 8e6, 0.0002 + 8192 / 8e6
+    by_bytes = storage_costs(doc(1 / t8) | {"parallel": {"hosts": 3, "phases": {
+        "write": {"write_bw_bytes_per_s": 8e6},
+        "small_writes": {"files_per_s": 1 / t32, "small_files": 300, "small_bytes": 300 * 32768},
+        "small_writes_8k": {"files_per_s": 1 / t8, "small_files": 300, "small_bytes": 300 * 8192}}}})
+    use = item_demands(small_file_stage(100, 16384), by_bytes, False)[0]["use"]
+    assert use["server_files"] == pytest.approx(100 * 0.0002)
+
+
 def test_the_lab_s_cpu_is_charged_per_kind_of_operation():
     # creates cost the lab 2 ms of CPU each, stats 0.1 ms; a stage's getattrs are charged at the stat's cost
     target = {"lab_cpu_per_create": fig(0.002), "lab_cpu_per_stat": fig(0.0001)}

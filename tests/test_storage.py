@@ -86,7 +86,8 @@ def test_the_servers_read_rate_is_every_host_reading_as_much_at_once_over_the_ti
     """The write phase is timed, so hosts leave files of different sizes (12, 4 and 8 MiB on 80 Mbit/s chunk-server
     links): each host then read its own, and the sum of their rates made the servers 31.6 MB/s where their links
     carry 20 (a host that read 4 MiB in 0.3 s, while the others still read, had its rate counted for the whole
-    phase). Every host now reads the least any host wrote, and the rate is all bytes over the longest time."""
+    phase). Every host now reads the least any host wrote, and the rate is all bytes over the longest time; so
+    in the mixed phase, whose reads and writes are timed over the same span."""
     seen, wrote, took = {}, [12, 4, 8], [1.4, 0.3, 1.1]
 
     def on_hosts(doc, argvs):
@@ -100,15 +101,34 @@ def test_the_servers_read_rate_is_every_host_reading_as_much_at_once_over_the_ti
             elif phase == "read":
                 n = o["size_mb"] * 2**20
                 r = {"read_bytes": n, "read_bw_bytes_per_s": n / took[i], "runtime_s": took[i]}
+            elif phase == "mixed":  # reads and writes at once, the writes stopped with the reads
+                n = o["size_mb"] * 2**20
+                r = {"mixed_read_bytes": n, "mixed_read_bw_bytes_per_s": n / took[i], "mixed_read_seconds": took[i],
+                     "mixed_write_bytes": 2**20, "mixed_write_bw_bytes_per_s": 2**20 / took[i],
+                     "mixed_write_seconds": took[i]}
             outs.append(json.dumps(r))
         return outs
     monkeypatch.setattr(fio, "lab_on_hosts", on_hosts)
     monkeypatch.setattr(fio, "lab_cpu", lambda doc: {})
     monkeypatch.setattr(fio, "lab_cpu_used", lambda a, b: {"client": 0.0})
     out = fio.parallel(tmp_path, {}, 3, 1.0, 64, 30, False)
-    assert seen["write"] == [64] * 3 and seen["read"] == [4] * 3
+    assert seen["write"] == [64] * 3 and seen["read"] == [4] * 3 and seen["mixed"] == [4] * 3
     assert out["phases"]["read"]["read_bw_bytes_per_s"] == pytest.approx(3 * 4 * 2**20 / 1.4)
+    assert out["phases"]["mixed"]["mixed_read_bw_bytes_per_s"] == pytest.approx(3 * 4 * 2**20 / 1.4)
+    assert out["phases"]["mixed"]["mixed_write_bw_bytes_per_s"] == pytest.approx(3 * 2**20 / 1.4)
     assert list(tmp_path.iterdir()) == []  # its scratch folder removed
+
+
+def test_the_mixed_phase_reads_its_file_once_and_its_writes_stop_with_its_reads(tmp_path):
+    """The mixed phase's reads began again at the file's end: a second pass the client's own buffers served, reads
+    "at" 1.04 to 1.52 of what the servers' links could add to the writes. Now once over the file (at most size_mb),
+    and the writes end with the reads."""
+    (tmp_path / "big").write_bytes(os.urandom(3 * 2**20))
+    r = fio.phase("mixed", tmp_path, {"start_at": 0, "runtime_s": 3.0, "size_mb": 16, "direct": False})
+    assert r["mixed_read_bytes"] == 3 * 2**20, r
+    assert r["mixed_write_seconds"] < 2.0, r  # stopped with the reads, not after the 3 s runtime
+    r = fio.phase("mixed", tmp_path, {"start_at": 0, "runtime_s": 3.0, "size_mb": 2, "direct": False})
+    assert r["mixed_read_bytes"] == 2 * 2**20, r
 
 
 @pytest.mark.skipif(not shutil.which("fio"), reason="fio is not installed")

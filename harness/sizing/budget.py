@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 
 from .contention import folder_shares, serialised_seconds
-from .costs import cost, pattern_seconds, server_bandwidth
+from .costs import cost, pattern_seconds, server_bandwidth, small_file_beyond
 from .demand import patterns
 from .feed_hosts import accelerators_on_hosts
 from .figures import NAMES, SECONDS_PER_DAY, SMALL_FILE_BYTES, SizingError, figure
@@ -117,12 +117,13 @@ def limits(f: dict, stage: str, costs: dict, hosts: int, workers: int, cores: fl
     p = patterns(prof)
     files, sbw = costs.get("server_small_files"), costs.get("server_write_bandwidth")
     if files and sbw and p["files_written"]:  # a small file's cost to the servers beyond its bytes, as cluster.py
-        beyond = 1.0 / files["value"] - (cost(costs, "server_small_file_bytes") or SMALL_FILE_BYTES) / sbw["value"]
-        if beyond > 0:
+        beyond = small_file_beyond(costs, p["file_bytes"])
+        if beyond:
+            how = costs.get("server_small_file_fixed") or files
             put("server_files", 1.0 / (beyond * p["files_written"]),
-                f"{files['source']} ({files['value']:,.0f} files/s), less their bytes at the targets' write "
-                f"bandwidth: {beyond * 1e3:.3g} ms of the servers' time a file beyond its bytes, x "
-                f"{p['files_written']:,.1f} files written whole in {per}")
+                f"{how['source']}, less their bytes at the targets' write bandwidth: {beyond * 1e3:.3g} ms of the "
+                f"servers' time a {p['file_bytes']:,.0f} B file beyond its bytes, x {p['files_written']:,.1f} files "
+                f"written whole in {per}")
     md, missing = 0.0, []
     for op in METADATA_OPS:
         n = ((prof["ops"].get(op) or {}).get("count") or 0) + (

@@ -38,7 +38,7 @@ from __future__ import annotations
 import os
 import time
 
-from .costs import cost, pattern_seconds, server_bandwidth
+from .costs import cost, pattern_seconds, server_bandwidth, small_file_beyond
 from .demand import patterns
 from .figures import SMALL_FILE_BYTES, SizingError
 
@@ -114,13 +114,11 @@ LAB_CPU_OF = {"getattr": "stat"}  # a stage's getattrs cost the lab what the sta
 
 def small_file_seconds(p: dict, target: dict) -> float:
     """The servers' time the small files of ``p`` take beyond their bytes (which the targets' write bandwidth
-    carries): a small file written whole costs the servers 1 / (small files/s) of which its bytes are
-    (its size / write bandwidth); the rest is per file, whatever its size (as ``budget`` counts it)."""
-    files, fa, wa = p["files_written"], cost(target, "server_small_files"), cost(target, "server_write_bandwidth")
-    if not files or not fa or p["bytes_written"] / files > 2 * SMALL_FILE_BYTES:
+    carries): ``costs.small_file_beyond`` a file, at the stage's file size (as ``budget`` counts it)."""
+    files = p["files_written"]
+    if not files or p["bytes_written"] / files > 2 * SMALL_FILE_BYTES:
         return 0.0
-    size = cost(target, "server_small_file_bytes") or SMALL_FILE_BYTES
-    return files * max(0.0, 1.0 / fa - (size / wa if wa else 0.0))
+    return files * (small_file_beyond(target, p["file_bytes"]) or 0.0)
 
 
 def _shares(items, column: str) -> list[float]:

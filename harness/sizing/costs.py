@@ -125,6 +125,16 @@ def server_costs(fio_doc: dict, when: str) -> dict:
     if sw.get("small_files"):
         out["server_small_file_bytes"] = figure(sw["small_bytes"] / sw["small_files"], "B per file",
                                                 f"{src}, the small files' size")
+    s8 = ph.get("small_writes_8k") or {}
+    if sw.get("files_per_s") and s8.get("files_per_s") and sw.get("small_files") and s8.get("small_files"):
+        # the servers' time a file at two sizes: a fixed time a file and a time a byte, the line through the two
+        (b0, t0), (b1, t1) = sorted(((x["small_bytes"] / x["small_files"], 1.0 / x["files_per_s"]) for x in (s8, sw)))
+        if b1 > b0:
+            per_byte = max(0.0, (t1 - t0) / (b1 - b0))
+            line = (f"{src}: small files written whole at two sizes, {1 / t0:,.0f} files/s of {b0 / 1024:.0f} KiB and "
+                    f"{1 / t1:,.0f} of {b1 / 1024:.0f} KiB")
+            out["server_small_file_fixed"] = figure(max(0.0, t1 - b1 * per_byte), "s of the servers' time a file", line)
+            out["server_small_file_per_byte"] = figure(per_byte, "s of the servers' time a B", line)
     for op in PROBED_OPS:
         v = (ph.get(op) or {}).get(f"{op}_per_s")
         if v:
@@ -151,6 +161,21 @@ def server_costs(fio_doc: dict, when: str) -> dict:
                 sw["small_files"]
             out["lab_cpu_per_file"] = figure(max(per_file, 0.0), "CPU s per file written", lab)
     return out
+
+
+def small_file_beyond(costs: dict, file_bytes: float | None = None) -> float | None:
+    """The servers' time a small file written whole takes beyond its bytes at the storage targets' write bandwidth
+    (which carries them with the stage's other bytes), for files of ``file_bytes``: from the parallel phase's two
+    sizes (a fixed time a file and a time a byte) where both ran, else from its 32 KiB files alone (the same time a
+    file beyond its bytes, whatever its size); None without the phase. At least 0."""
+    wa = cost(costs, "server_write_bandwidth")
+    fixed, per_byte = cost(costs, "server_small_file_fixed"), cost(costs, "server_small_file_per_byte")
+    size = cost(costs, "server_small_file_bytes") or SMALL_FILE_BYTES
+    if fixed is not None and per_byte is not None:
+        b = size if file_bytes is None else file_bytes
+        return max(0.0, fixed + b * per_byte - (b / wa if wa else 0.0))
+    fa = cost(costs, "server_small_files")
+    return None if not fa else max(0.0, 1.0 / fa - (size / wa if wa else 0.0))
 
 
 def cost(costs: dict, key: str) -> float | None:

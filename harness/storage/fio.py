@@ -314,7 +314,8 @@ METADATA_PHASES = ("create", "stat", "open", "rename", "unlink")  # one phase ea
 # servers far less than a create)
 # "idle" first: the hosts mount, wait for the common start and end: what a phase costs the lab before any work
 # (each host's mount starting, the master registering it), subtracted from every phase's CPU in the costs
-PHASES = ("idle", "write", "read", "mixed", "small_writes", *METADATA_PHASES)
+PHASES = ("idle", "write", "read", "mixed", "small_writes", "small_writes_8k", *METADATA_PHASES)
+SMALL_WRITE_KIB = {"small_writes": 32, "small_writes_8k": 8}  # two sizes: the servers' time a file and a byte
 
 
 def _clients(doc: dict) -> list[dict]:
@@ -362,7 +363,7 @@ def parallel(root: Path, doc: dict, hosts: int, runtime_s: float, size_mb: int, 
         for phase in PHASES:
             start_at = time.time() + 4.0  # every host mounted and ready by then
             mib = size_mb
-            if phase == "read":  # every host reads as much (the least any host wrote): they read at once throughout
+            if phase in ("read", "mixed"):  # every host reads as much (the least any host wrote): at once throughout
                 mib = min(size_mb, *(h["write_bytes"] // 2**20 for h in out["phases"]["write"]["per_host"]))
             argvs = [[sys.executable, "-m", "harness.storage.fio", "phase", phase, str(work / f"h{i}"),
                       json.dumps({"runtime_s": runtime_s, "size_mb": mib, "files": small_files, "direct": direct,
@@ -372,10 +373,15 @@ def parallel(root: Path, doc: dict, hosts: int, runtime_s: float, size_mb: int, 
             cpu = lab_cpu_used(cpu0, lab_cpu(doc))
             cpu["client"] += sum(h.get("mount_cpu_seconds", 0.0) for h in per_host)
             summed = {k: sum(h[k] for h in per_host) for k in per_host[0] if k.endswith("_per_s")}
-            if phase == "read":  # the bytes over the span they took, not the sum of rates over unequal times (a
-                # host that read its 4 MiB in 0.3 s at 14.7 MB/s had made 80 Mbit/s chunk-server links 31.6 MB/s)
+            # the bytes over the span they took, not the sum of rates over unequal times (a host that read its
+            # 4 MiB in 0.3 s at 14.7 MB/s had made 80 Mbit/s chunk-server links 31.6 MB/s)
+            if phase == "read":
                 summed["read_bw_bytes_per_s"] = sum(h["read_bytes"] for h in per_host) / max(
                     h["runtime_s"] for h in per_host)
+            if phase == "mixed" and "mixed_read_seconds" in per_host[0]:
+                for side in ("read", "write"):
+                    summed[f"mixed_{side}_bw_bytes_per_s"] = sum(h[f"mixed_{side}_bytes"] for h in per_host) / max(
+                        h[f"mixed_{side}_seconds"] for h in per_host)
             totals = {k: sum(h[k] for h in per_host) for k in per_host[0]
                       if k.endswith(("_bytes", "_files", "_operations"))}
             out["phases"][phase] = {**summed, **totals, "per_host": per_host,
@@ -450,14 +456,21 @@ def phase(name: str, folder: Path, o: dict) -> dict:
     if name == "mixed":  # reads of the read phase's file and new writes at once: do they share the servers' links?
         import threading
 
-        res = {}
-        t = threading.Thread(target=lambda: res.update(_write_for(folder / "mixed", o["runtime_s"])))
+        # the reads go over the file once (at most the runtime) and the writes stop with them: both rates over the
+        # same time. Before, the reads began again at the file's end, and a second pass came from the client's own
+        # buffers: reads "at" 1.04 to 1.52 of what the servers' links could add to the writes, from day to day
+        res, stop = {}, threading.Event()
+        t = threading.Thread(target=lambda: res.update(_write_for(folder / "mixed", o["runtime_s"], stop=stop)))
         t.start()
-        res.update(_read_for(big, o["runtime_s"]))
-        t.join()
+        try:
+            res.update(_read_for(big, o["runtime_s"], o["size_mb"] * 2**20))
+        finally:
+            stop.set()
+            t.join()
         return {"mixed_read_bw_bytes_per_s": res["read_bytes"] / res["read_seconds"],
                 "mixed_write_bw_bytes_per_s": res["write_bytes"] / res["write_seconds"],
-                "mixed_read_bytes": res["read_bytes"], "mixed_write_bytes": res["write_bytes"]}
+                "mixed_read_bytes": res["read_bytes"], "mixed_write_bytes": res["write_bytes"],
+                "mixed_read_seconds": res["read_seconds"], "mixed_write_seconds": res["write_seconds"]}
     if name == "write":  # new 1 MiB blocks for the runtime, every byte on the servers when timed
         r = _write_for(big, o["runtime_s"], at_least=4)
         return {"write_bw_bytes_per_s": r["write_bytes"] / r["write_seconds"], "write_bytes": r["write_bytes"],
@@ -480,13 +493,13 @@ def phase(name: str, folder: Path, o: dict) -> dict:
             raise FioError(f"fio read failed in {folder}: {(r.stderr or r.stdout).strip()[-500:]}")
         d = json.loads(r.stdout[r.stdout.find("{"):])["jobs"][0]["read"]
         return {"read_bw_bytes_per_s": d["bw_bytes"], "read_bytes": d["io_bytes"], "runtime_s": d["runtime"] / 1000}
-    if name == "small_writes":
-        data = os.urandom(32 * 1024)
+    if name in SMALL_WRITE_KIB:
+        data = os.urandom(SMALL_WRITE_KIB[name] * 1024)
         n = max(1, o["files"] // SMALL_FILE_STREAMS)
 
         def write(sub):
             for i in range(n):
-                with open(sub / f"s{i}.jpg", "wb") as f:
+                with open(sub / f"{name}-{i}.jpg", "wb") as f:
                     f.write(data)
         t0 = time.perf_counter()
         _streams(folder, write)
@@ -510,15 +523,15 @@ def phase(name: str, folder: Path, o: dict) -> dict:
 SYNC_EVERY = 4  # MiB written between fsyncs: the time is checked on the servers' side of a client's write cache
 
 
-def _write_for(path: Path, seconds: float, at_least: int = 2) -> dict:
-    """New 1 MiB blocks (never the same region twice: a client's write cache would merge rewrites) for ``seconds``,
-    through fsync every SYNC_EVERY MiB and at the end. Synced as it goes, not once at the end: a client's write
-    cache takes blocks far faster than a narrow link carries them, and a loop timed on the cache's side wrote 513
-    MiB in a second that a 16 Mbit/s link then took 300 s to carry."""
+def _write_for(path: Path, seconds: float, at_least: int = 2, stop=None) -> dict:
+    """New 1 MiB blocks (never the same region twice: a client's write cache would merge rewrites) for ``seconds``
+    or until ``stop`` (an event) is set, through fsync every SYNC_EVERY MiB and at the end. Synced as it goes, not
+    once at the end: a client's write cache takes blocks far faster than a narrow link carries them, and a loop
+    timed on the cache's side wrote 513 MiB in a second that a 16 Mbit/s link then took 300 s to carry."""
     block = os.urandom(2**20)
     n, t0 = 0, time.perf_counter()
     with open(path, "wb") as f:
-        while time.perf_counter() - t0 < seconds or n < at_least:
+        while (time.perf_counter() - t0 < seconds and not (stop and stop.is_set())) or n < at_least:
             f.write(block)
             n += 1
             if n % SYNC_EVERY == 0:
@@ -529,9 +542,9 @@ def _write_for(path: Path, seconds: float, at_least: int = 2) -> dict:
     return {"write_bytes": n * 2**20, "write_seconds": time.perf_counter() - t0}
 
 
-def _read_for(path: Path, seconds: float) -> dict:
-    """1 MiB reads of ``path`` (from its start again at its end) for ``seconds``, O_DIRECT where the file system
-    allows it (no page cache)."""
+def _read_for(path: Path, seconds: float, limit: int) -> dict:
+    """1 MiB reads of ``path``, once over it, at most ``limit`` bytes and ``seconds``, O_DIRECT where the file system allows it, the
+    file dropped from the page cache first: every byte from the storage, none a second time from a cache."""
     flags = os.O_RDONLY | getattr(os, "O_DIRECT", 0)
     try:
         fd = os.open(path, flags)
@@ -542,11 +555,12 @@ def _read_for(path: Path, seconds: float) -> dict:
     buf = mmap.mmap(-1, 2**20)  # page-aligned, as O_DIRECT wants
     n, t0 = 0, time.perf_counter()
     try:
-        while time.perf_counter() - t0 < seconds:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < seconds and n < limit:
             got = os.readv(fd, [buf])
             if got <= 0:
-                os.lseek(fd, 0, os.SEEK_SET)
-                continue
+                break
             n += got
     finally:
         os.close(fd)

@@ -72,9 +72,9 @@ def test_the_parallel_write_phase_is_timed_on_the_servers_side_of_a_write_cache(
     pending = {}
 
     def fsync(fd):
-        pos = os.lseek(fd, 0, os.SEEK_CUR)
-        time.sleep((pos - pending.get(fd, 0)) / (20 * 2**20))
-        pending[fd] = pos
+        pos, ino = os.lseek(fd, 0, os.SEEK_CUR), os.fstat(fd).st_ino
+        time.sleep((pos - pending.get(ino, 0)) / (20 * 2**20))
+        pending[ino] = pos
     monkeypatch.setattr(fio.os, "fsync", fsync)
     t0 = time.perf_counter()
     r = fio.phase("write", tmp_path, {"start_at": 0, "runtime_s": 0.3})
@@ -123,7 +123,7 @@ def test_the_mixed_phase_reads_its_file_once_and_its_writes_stop_with_its_reads(
     """The mixed phase's reads began again at the file's end: a second pass the client's own buffers served, reads
     "at" 1.04 to 1.52 of what the servers' links could add to the writes. Now once over the file (at most size_mb),
     and the writes end with the reads."""
-    (tmp_path / "big").write_bytes(os.urandom(3 * 2**20))
+    fio._bigs(tmp_path)[0].write_bytes(os.urandom(3 * 2**20))
     r = fio.phase("mixed", tmp_path, {"start_at": 0, "runtime_s": 3.0, "size_mb": 16, "direct": False})
     assert r["mixed_read_bytes"] == 3 * 2**20, r
     assert r["mixed_write_seconds"] < 2.0, r  # stopped with the reads, not after the 3 s runtime
@@ -131,17 +131,31 @@ def test_the_mixed_phase_reads_its_file_once_and_its_writes_stop_with_its_reads(
     assert r["mixed_read_bytes"] == 2 * 2**20, r
 
 
-@pytest.mark.skipif(not shutil.which("fio"), reason="fio is not installed")
 def test_the_parallel_read_phase_reads_what_the_write_phase_wrote_and_writes_nothing(tmp_path):
-    """On a slow storage the write phase leaves less than size_mb a host: the read phase reads that file as it is
-    (before: fio laid it out to size_mb first, inside the phase: writes the servers carried while the other hosts
-    read, and whose CPU counted as the reads')."""
-    (tmp_path / "big").write_bytes(os.urandom(3 * 2**20))
+    """On a slow storage the write phase leaves less than size_mb a host: the read phase reads its files as they are
+    (before: fio laid them out to size_mb first, inside the phase: writes the servers carried while the other hosts
+    read, and whose CPU counted as the reads'), in order, each once."""
+    sizes = [2**20, 2 * 2**20, 0, 2**20]
+    for f, n in zip(fio._bigs(tmp_path), sizes):
+        f.write_bytes(os.urandom(n))
     r = fio.phase("read", tmp_path, {"start_at": 0, "runtime_s": 5.0, "size_mb": 16, "direct": False})
-    assert (tmp_path / "big").stat().st_size == 3 * 2**20 and r["read_bytes"] == 3 * 2**20, r
-    (tmp_path / "big").write_bytes(b"x" * 1000)  # nothing of the write phase to read: said, not laid out
-    with pytest.raises(fio.FioError, match="no file of at least 1 MiB from the write phase"):
+    assert [f.stat().st_size for f in fio._bigs(tmp_path)] == sizes and r["read_bytes"] == 4 * 2**20, r
+    r = fio.phase("read", tmp_path, {"start_at": 0, "runtime_s": 5.0, "size_mb": 2, "direct": False})
+    assert r["read_bytes"] == 2 * 2**20, r  # at most size_mb: every host reads the least any host wrote
+    for f in fio._bigs(tmp_path):
+        f.write_bytes(b"x" * 1000)  # nothing of the write phase to read: said, not laid out
+    with pytest.raises(fio.FioError, match="no files of at least 1 MiB from the write phase"):
         fio.phase("read", tmp_path, {"start_at": 0, "runtime_s": 1.0, "size_mb": 16, "direct": False})
+
+
+def test_the_write_phase_writes_a_file_a_draw_of_the_storage_targets(tmp_path):
+    """A file on one storage target (a MooseFS chunk on one chunk server): one file a host left the servers' read
+    rate to one draw of the targets (10.1 MB/s, then 19.1, on 2 chunk servers at 80 Mbit/s). The write phase
+    writes BIG_FILES files one after another, the read phase reads them back in order."""
+    r = fio.phase("write", tmp_path, {"start_at": 0, "runtime_s": 0.2})
+    files = fio._bigs(tmp_path)
+    assert len(files) >= 4 and all(f.stat().st_size >= 2**20 for f in files)
+    assert r["write_bytes"] == sum(f.stat().st_size for f in files), r
 
 
 def test_fio_missing_says_how_to_install(tmp_path, monkeypatch):

@@ -444,26 +444,35 @@ def _streams(folder: Path, work) -> list:
     return out
 
 
+BIG_FILES = 4  # files a host writes one after the other and reads back in order: on a file system that keeps a
+# file on one storage target (MooseFS: a chunk of up to 64 MiB on one chunk server) each file is a new draw of the
+# targets, as a stage's items are; one file a host left the servers' rate to one draw (3 hosts on 2 chunk servers
+# at 80 Mbit/s: 10.1 MB/s, all three on one server, then 19.1)
+
+
+def _bigs(folder: Path) -> list[Path]:
+    return [folder / f"big.{j}" for j in range(BIG_FILES)]
+
+
 def phase(name: str, folder: Path, o: dict) -> dict:
     """One phase of ``parallel`` on this host, from ``o['start_at']`` (Unix seconds)."""
     folder.mkdir(parents=True, exist_ok=True)
-    big = folder / "big"  # written by the write phase, read by the read phase (on the same host)
     delay = o["start_at"] - time.time()
     if delay > 0:
         time.sleep(delay)
     if name == "idle":
         return {"runtime_s": 0.0}
-    if name == "mixed":  # reads of the read phase's file and new writes at once: do they share the servers' links?
+    if name == "mixed":  # reads of the read phase's files and new writes at once: do they share the servers' links?
         import threading
 
-        # the reads go over the file once (at most the runtime) and the writes stop with them: both rates over the
+        # the reads go over the files once (at most the runtime) and the writes stop with them: both rates over the
         # same time. Before, the reads began again at the file's end, and a second pass came from the client's own
         # buffers: reads "at" 1.04 to 1.52 of what the servers' links could add to the writes, from day to day
         res, stop = {}, threading.Event()
         t = threading.Thread(target=lambda: res.update(_write_for(folder / "mixed", o["runtime_s"], stop=stop)))
         t.start()
         try:
-            res.update(_read_for(big, o["runtime_s"], o["size_mb"] * 2**20))
+            res.update(_read_files(_bigs(folder), o["runtime_s"], o["size_mb"] * 2**20))
         finally:
             stop.set()
             t.join()
@@ -471,28 +480,21 @@ def phase(name: str, folder: Path, o: dict) -> dict:
                 "mixed_write_bw_bytes_per_s": res["write_bytes"] / res["write_seconds"],
                 "mixed_read_bytes": res["read_bytes"], "mixed_write_bytes": res["write_bytes"],
                 "mixed_read_seconds": res["read_seconds"], "mixed_write_seconds": res["write_seconds"]}
-    if name == "write":  # new 1 MiB blocks for the runtime, every byte on the servers when timed
-        r = _write_for(big, o["runtime_s"], at_least=4)
-        return {"write_bw_bytes_per_s": r["write_bytes"] / r["write_seconds"], "write_bytes": r["write_bytes"],
-                "runtime_s": r["write_seconds"]}
+    if name == "write":  # new 1 MiB blocks for the runtime, BIG_FILES files, every byte on the servers when timed
+        n, secs = 0, 0.0
+        for f in _bigs(folder):
+            r = _write_for(f, o["runtime_s"] / BIG_FILES, at_least=1)
+            n, secs = n + r["write_bytes"], secs + r["write_seconds"]
+        return {"write_bw_bytes_per_s": n / secs, "write_bytes": n, "runtime_s": secs}
     if name == "read":
-        fio = shutil.which("fio")
-        if not fio:
-            raise FioError("fio is not installed: apt-get install fio")
-        # what the write phase wrote, at most size_mb: a size beyond the file has fio lay it out first, inside the
-        # phase (on 80 Mbit/s chunk-server links the write phase left 8 MiB a host, and fio wrote 56 MiB more, which
-        # other hosts' reads met and whose CPU counted as the reads': 13x the CPU a byte read of unshaped links)
-        mib = min(o["size_mb"], big.stat().st_size // 2**20) if big.is_file() else 0
-        if mib < 1:
-            raise FioError(f"the read phase found no file of at least 1 MiB from the write phase at {big}")
-        args = [fio, "--output-format=json", "--name=read", f"--filename={big}", "--rw=read", "--bs=1M",
-                f"--size={mib}M", "--ioengine=psync", f"--direct={int(o['direct'])}",
-                f"--runtime={round(o['runtime_s'] * 1000)}ms", "--invalidate=1"]  # once over the file, at most that
-        r = subprocess.run(args, capture_output=True, text=True)
-        if r.returncode != 0:
-            raise FioError(f"fio read failed in {folder}: {(r.stderr or r.stdout).strip()[-500:]}")
-        d = json.loads(r.stdout[r.stdout.find("{"):])["jobs"][0]["read"]
-        return {"read_bw_bytes_per_s": d["bw_bytes"], "read_bytes": d["io_bytes"], "runtime_s": d["runtime"] / 1000}
+        # what the write phase wrote, at most size_mb, once (a size beyond the files had fio lay them out first,
+        # inside the phase: on 80 Mbit/s chunk-server links 56 MiB a host of writes, which other hosts' reads met)
+        have = sum(f.stat().st_size for f in _bigs(folder) if f.is_file())
+        if have < 2**20:
+            raise FioError(f"the read phase found no files of at least 1 MiB from the write phase in {folder}")
+        r = _read_files(_bigs(folder), o["runtime_s"], min(o["size_mb"] * 2**20, have))
+        return {"read_bw_bytes_per_s": r["read_bytes"] / r["read_seconds"], "read_bytes": r["read_bytes"],
+                "runtime_s": r["read_seconds"]}
     if name in SMALL_WRITE_KIB:
         data = os.urandom(SMALL_WRITE_KIB[name] * 1024)
         n = max(1, o["files"] // SMALL_FILE_STREAMS)
@@ -540,6 +542,18 @@ def _write_for(path: Path, seconds: float, at_least: int = 2, stop=None) -> dict
         f.flush()
         os.fsync(f.fileno())
     return {"write_bytes": n * 2**20, "write_seconds": time.perf_counter() - t0}
+
+
+def _read_files(files: list[Path], seconds: float, limit: int) -> dict:
+    """``_read_for`` over ``files`` in order, once each, at most ``limit`` bytes in all and ``seconds``."""
+    n, t0 = 0, time.perf_counter()
+    for f in files:
+        left = seconds - (time.perf_counter() - t0)
+        if left <= 0 or n >= limit:
+            break
+        if f.is_file():
+            n += _read_for(f, left, limit - n)["read_bytes"]
+    return {"read_bytes": n, "read_seconds": time.perf_counter() - t0}
 
 
 def _read_for(path: Path, seconds: float, limit: int) -> dict:

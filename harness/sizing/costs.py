@@ -66,16 +66,26 @@ def packed_costs(probe: dict | None, when: str) -> dict:
     where the links are the servers' (80 Mbit/s: 2.9 ms an 18 KB file, against 1.3 ms read alone and 2.0 ms
     written alone), not where the client's link carries them in its other direction (40 Mbit/s client links: 4.5
     against 3.8 and 4.0)."""
-    rows = sorted(((r["file_bytes"], r["seconds_per_file"]) for r in ((probe or {}).get("sizes") or {}).values()),
-                  key=lambda r: r[0])
-    if len(rows) < 2 or rows[-1][0] == rows[0][0]:
+    rows = [(r["file_bytes"], r["seconds_per_file"]) for r in ((probe or {}).get("sizes") or {}).values()]
+    fit = line(rows)
+    if not fit:
         return {}
-    (b0, t0), (b1, t1) = rows[0], rows[-1]
-    per_byte = max(0.0, (t1 - t0) / (b1 - b0))
+    (b0, t0), (b1, t1) = sorted(rows)[0], sorted(rows)[-1]
     src = (f"{when}: small_files_packed (wsibench: files read whole, their bytes appended to one stream), "
            f"{t0 * 1e3:.2f} ms a {b0 // 1024} KiB file, {t1 * 1e3:.2f} ms a {b1 // 1024} KiB file")
-    return {"packed_fixed": figure(max(0.0, t1 - b1 * per_byte), "s per file", src),
-            "packed_per_byte": figure(per_byte, "s per B", src)}
+    return {"packed_fixed": figure(fit[0], "s per file", src), "packed_per_byte": figure(fit[1], "s per B", src)}
+
+
+def line(points: list[tuple[float, float]]) -> tuple[float, float] | None:
+    """(seconds a file, seconds a byte) of the line through the smallest and largest of (bytes, seconds) ``points``,
+    neither below 0; None without two sizes."""
+    if len(points) < 2:
+        return None
+    (b0, t0), (b1, t1) = sorted(points)[0], sorted(points)[-1]
+    if b1 <= b0:
+        return None
+    per_byte = max(0.0, (t1 - t0) / (b1 - b0))
+    return max(0.0, t1 - b1 * per_byte), per_byte
 
 
 CLIENT_BOUND = 0.9  # a parallel phase's hosts each at this share of one host's own rate: their links bound it
@@ -128,13 +138,13 @@ def server_costs(fio_doc: dict, when: str) -> dict:
     s8 = ph.get("small_writes_8k") or {}
     if sw.get("files_per_s") and s8.get("files_per_s") and sw.get("small_files") and s8.get("small_files"):
         # the servers' time a file at two sizes: a fixed time a file and a time a byte, the line through the two
-        (b0, t0), (b1, t1) = sorted(((x["small_bytes"] / x["small_files"], 1.0 / x["files_per_s"]) for x in (s8, sw)))
-        if b1 > b0:
-            per_byte = max(0.0, (t1 - t0) / (b1 - b0))
-            line = (f"{src}: small files written whole at two sizes, {1 / t0:,.0f} files/s of {b0 / 1024:.0f} KiB and "
-                    f"{1 / t1:,.0f} of {b1 / 1024:.0f} KiB")
-            out["server_small_file_fixed"] = figure(max(0.0, t1 - b1 * per_byte), "s of the servers' time a file", line)
-            out["server_small_file_per_byte"] = figure(per_byte, "s of the servers' time a B", line)
+        points = [(x["small_bytes"] / x["small_files"], 1.0 / x["files_per_s"]) for x in (s8, sw)]
+        fit = line(points)
+        if fit:
+            how = f"{src}: small files written whole at two sizes, " + " and ".join(
+                f"{1 / t:,.0f} files/s of {b / 1024:.0f} KiB" for b, t in sorted(points))
+            out["server_small_file_fixed"] = figure(fit[0], "s of the servers' time a file", how)
+            out["server_small_file_per_byte"] = figure(fit[1], "s of the servers' time a B", how)
     for op in PROBED_OPS:
         v = (ph.get(op) or {}).get(f"{op}_per_s")
         if v:

@@ -266,7 +266,7 @@ def run(root: Path, size_mb: int = 256, runtime_s: float = 5.0, small_files: int
             raise FioError(f"fio failed on {root}: {(r.stderr or r.stdout).strip()[-800:]}")
         text = r.stdout[r.stdout.find("{"):]  # fio may print notes before its JSON
         doc = json.loads(text)
-        probes = metadata_probe(work, small_files) | packed_probe(work, small_files)
+        probes = metadata_probe(work, small_files) | packed_probe(work, max(20, small_files // 2))
     finally:
         remove(work, root)
         remove(jobs, root)
@@ -354,9 +354,10 @@ def lab_on_hosts(doc: dict, argvs: list[list[str]]) -> list[str]:
 def parallel(root: Path, doc: dict, hosts: int, runtime_s: float, size_mb: int, small_files: int,
              direct: bool) -> dict:
     """Each phase on ``hosts`` client hosts at once, started together (a common start time): large sequential
-    writes then reads (1 MiB, time-based, a file per host), small files written whole, and the metadata operations,
-    a phase for each kind (creates, stats, opens, renames, unlinks). Per phase the sum over hosts (what the servers delivered to all of them)
-    and each host's own figure."""
+    writes (1 MiB, time-based, BIG_FILES files a host) then reads of them (as many bytes on every host), both at once,
+    small files written whole (at two sizes), and the metadata operations, a phase for each kind (creates, stats,
+    opens, renames, unlinks). Per phase the sum over hosts (what the servers delivered to all of them; a rate, all
+    bytes over the longest host's time) and each host's own figure."""
     out = {"hosts": hosts, "runtime_s": runtime_s, "direct": direct, "phases": {}}
     work = Path(tempfile.mkdtemp(prefix=".wsibench-fio-parallel-", dir=root))
     try:

@@ -613,6 +613,20 @@ def test_a_feed_on_one_host_sized_for_two_scales_by_the_bytes_read_a_consumed_sa
     assert au_on_hosts(f, 4, 2, 1.5 * 2**20)["au"] == pytest.approx(min(1.0, 0.95 * rf[2] / rf[4]) * 0.75)
 
 
+def test_more_hosts_feed_at_least_what_the_feed_measured_on_fewer():
+    """Each rank reading 10,000 B an epoch on into the next pass weighs more at 2 ranks than at 1: scaled from the
+    one-rank probe, 2 accelerators on 8 hosts come to AU 0.73, yet one host measured 0.95 with 2, and 8 hosts can run
+    those 2 ranks as that host did (before: 8 hosts "fed 1 GPU" from a host that fed 2)."""
+    from harness.sizing.feed_hosts import accelerators_on_hosts, au_on_hosts
+
+    f = one_host_feed()
+    for pr in f["probes"]:
+        pr["runs"][0]["bytes_read"] = 19_900 + 10_000 * pr["accelerators"]
+    assert au_on_hosts(f, 2, 8)["au"] < 0.9
+    got = accelerators_on_hosts(f, 8, 0.9)
+    assert (got["accelerators"], got["at_least"]) == (2, True) and "measured with 2 accelerators" in got["how"]
+
+
 def test_wsibench_size_scales_a_one_host_feed_to_the_hosts_asked():
     """A valid MLPerf-mode feed on one client host answers for one host (measured) and, scaled, for two."""
     from harness.sizing import budget

@@ -96,6 +96,21 @@ def accelerators_on_hosts(feed: dict, hosts: int, threshold: float,
             capped = False
             break
         best, last = n, a
+    # on more hosts than the feed's, its ranks can run as they did, on as many of them: what it measured holds
+    # (before: 8 hosts scaled to 1 GPU from a host that fed 2, each rank's read-on weighing more at 2 ranks on 2
+    # hosts than the one-host probe at 2 had measured)
+    held = 0
+    if hosts >= fed_hosts:
+        for p in sorted(feed["probes"], key=lambda p: p["accelerators"]):
+            if p.get("au_median") is None or p["au_median"] < threshold:
+                break
+            held = p["accelerators"]
+    if held > best:
+        probe = next(p for p in feed["probes"] if p["accelerators"] == held)
+        return {"accelerators": held, "at_least": True, "au": probe["au_median"],
+                "how": f"AU {probe['au_median']:.3f} measured with {held} accelerators on {fed_hosts} host"
+                       f"{'s' * (fed_hosts != 1)}, which {hosts} hosts can run as they ran (more than the bytes read "
+                       "a consumed sample scaled to them gave: at least this many)"}
     if not best:
         return None
     return {"accelerators": best, "at_least": capped, "how": last["how"], "au": last["au"]}

@@ -103,24 +103,20 @@ def test_a_small_file_s_time_on_the_servers_is_measured_at_two_sizes():
     the rest were bytes)."""
     from harness.sizing import storage_costs
 
-    def doc(fps_8k):
+    def doc(fps_32k, fps_8k):
         return {"profile": "lab", "created_at": "20261204T000000", "jobs": {}, "parallel": {"hosts": 3, "phases": {
             "write": {"write_bw_bytes_per_s": 8e6},
-            "small_writes": {"files_per_s": 200.0, "small_files": 300, "small_bytes": 300 * 32768},
+            "small_writes": {"files_per_s": fps_32k, "small_files": 300, "small_bytes": 300 * 32768},
             "small_writes_8k": {"files_per_s": fps_8k, "small_files": 300, "small_bytes": 300 * 8192}}}}
 
-    per_file = storage_costs(doc(200.0))
+    per_file = storage_costs(doc(200.0, 200.0))
     assert per_file["server_small_file_fixed"]["value"] == pytest.approx(0.005)
     assert per_file["server_small_file_per_byte"]["value"] == pytest.approx(0.0)
     use = item_demands(small_file_stage(100, 16384), per_file, False)[0]["use"]
     assert use["server_files"] == pytest.approx(100 * (0.005 - 16384 / 8e6))
     # servers whose small files are their bytes (8 KiB files 4 times as many a second, less a fixed 0.2 ms): the
     # fixed time a file is all that is left beyond the bytes
-    t32, t8 = 0.0002 + 32768 / 8e6, 0.0002 + 8192 / 8e6
-    by_bytes = storage_costs(doc(1 / t8) | {"parallel": {"hosts": 3, "phases": {
-        "write": {"write_bw_bytes_per_s": 8e6},
-        "small_writes": {"files_per_s": 1 / t32, "small_files": 300, "small_bytes": 300 * 32768},
-        "small_writes_8k": {"files_per_s": 1 / t8, "small_files": 300, "small_bytes": 300 * 8192}}}})
+    by_bytes = storage_costs(doc(1 / (0.0002 + 32768 / 8e6), 1 / (0.0002 + 8192 / 8e6)))
     use = item_demands(small_file_stage(100, 16384), by_bytes, False)[0]["use"]
     assert use["server_files"] == pytest.approx(100 * 0.0002)
 

@@ -84,17 +84,16 @@ def test_small_files_read_into_a_stream_cost_what_the_packed_probe_measured():
     p = sizing.patterns(prof)
     s = sizing.pattern_seconds(p, costs)
     assert s["packed"] == pytest.approx(90 * (costs["packed_fixed"]["value"] + 20_000 * per_byte))
-    alone = sizing.pattern_seconds(p, sizing.storage_costs(fio_doc(
-        0.002, 0.0012, 0.0004, 0.0101, 0.0002, 0.0101, 0.0005, 0.0003, 20 * MiB)))
-    assert alone["packed"] == 0.0 and alone["files_read"] > 0 and alone["extra_writes"] > 0
-    # the 10 files no record was written for: read alone (their open, and their share of the further reads)
-    assert s["files_read"] == pytest.approx(alone["files_read"] / 10)
-    assert s["extra_reads"] == pytest.approx(alone["extra_reads"] / 10)
-    assert s["extra_writes"] == 0.0 and s["files_written"] == alone["files_written"]
-    # a large file read in parts while a stream is written is no packing: as before
+    # the 10 files no record was written for, by hand: read alone, 1.2 ms a 32 KiB file less 12,768 B at the read
+    # stream's 1 MiB in 9.7 ms, and one further read each at the 0.4 ms a request
+    assert s["files_read"] == pytest.approx(10 * (0.0012 - 12_768 / (MiB / 0.0097)))
+    assert s["extra_reads"] == pytest.approx(10 * 0.0004)
+    assert s["extra_writes"] == 0.0
+    # a large file read in parts while a stream is written is no packing: as without the probe
+    without = sizing.storage_costs(fio_doc(0.002, 0.0012, 0.0004, 0.0101, 0.0002, 0.0101, 0.0005, 0.0003, 20 * MiB))
     big = dict(p, bytes_read=100 * 4 * MiB)
-    assert sizing.pattern_seconds(big, costs) == sizing.pattern_seconds(big, sizing.storage_costs(
-        fio_doc(0.002, 0.0012, 0.0004, 0.0101, 0.0002, 0.0101, 0.0005, 0.0003, 20 * MiB)))
+    assert sizing.pattern_seconds(big, costs) == sizing.pattern_seconds(big, without)
+    assert sizing.pattern_seconds(p, without)["packed"] == 0.0
 
 
 def test_items_are_scheduled_as_the_engines_do():
@@ -622,9 +621,11 @@ def test_more_hosts_feed_at_least_what_the_feed_measured_on_fewer():
     f = one_host_feed()
     for pr in f["probes"]:
         pr["runs"][0]["bytes_read"] = 19_900 + 10_000 * pr["accelerators"]
-    assert au_on_hosts(f, 2, 8)["au"] < 0.9
+    rf = {n: (19_900 + 10_000 * n) / (c * 100) for n, c in ((1, 196), (2, 192))}  # by hand, as the test above
+    assert 1.0 * rf[1] / rf[2] < 0.9                                 # the 1-rank pace scaled: AU 0.73 at 2
+    assert au_on_hosts(f, 2, 8)["au"] == 0.95                         # the 2 ranks as one host ran them
     got = accelerators_on_hosts(f, 8, 0.9)
-    assert (got["accelerators"], got["at_least"]) == (2, True) and "measured with 2 accelerators" in got["how"]
+    assert (got["accelerators"], got["at_least"]) == (2, False) and "measured with 2 accelerators" in got["how"]
 
 
 def test_wsibench_size_scales_a_one_host_feed_to_the_hosts_asked():

@@ -57,10 +57,17 @@ def au_on_hosts(feed: dict, n: int, hosts: int, server_bandwidth: float | None =
     feed probed no count with as many ranks a host."""
     fed_hosts = feed.get("hosts") or 1
     per_host = math.ceil(n / hosts)
-    probe = {p["accelerators"]: p for p in feed["probes"]}.get(per_host * fed_hosts)
+    probes = {p["accelerators"]: p for p in feed["probes"]}
+    probe = probes.get(per_host * fed_hosts)
     records, batch, b = feed["dataset"]["shard_records"], feed["batch"], record_bytes(feed)
+    # on at least the feed's hosts, n ranks can also run as the feed ran them: its AU at n is one placement's
+    # (before: 8 hosts scaled to 1 GPU from a host that fed 2, each rank's read-on weighing more at 2 ranks on 2
+    # hosts than the one-host probe at 2 had measured)
+    ran = probes.get(n) if hosts >= fed_hosts and probes.get(n, {}).get("au_median") is not None else None
+    measured = ran and {"au": ran["au_median"], "probe": n, "how": f"AU {ran['au_median']:.3f} measured with {n} "
+                        f"accelerators on {fed_hosts} host{'s' * (fed_hosts != 1)}, which {hosts} can run as they ran"}
     if probe is None:
-        return None
+        return measured or None
     e = overread(feed["probes"], records, b)
     there = read_factor(probe["accelerators"], records, batch, b, e)
     here = read_factor(n, records, batch, b, e)
@@ -77,6 +84,8 @@ def au_on_hosts(feed: dict, n: int, hosts: int, server_bandwidth: float | None =
         if total > server_bandwidth:
             au *= server_bandwidth / total
             how += f"; the storage targets bind: {total / 1e6:.1f} MB/s asked, {server_bandwidth / 1e6:.1f} MB/s"
+    if measured and measured["au"] > au:
+        return measured
     return {"au": au, "how": how, "probe": probe["accelerators"]}
 
 
@@ -96,21 +105,6 @@ def accelerators_on_hosts(feed: dict, hosts: int, threshold: float,
             capped = False
             break
         best, last = n, a
-    # on more hosts than the feed's, its ranks can run as they did, on as many of them: what it measured holds
-    # (before: 8 hosts scaled to 1 GPU from a host that fed 2, each rank's read-on weighing more at 2 ranks on 2
-    # hosts than the one-host probe at 2 had measured)
-    held = 0
-    if hosts >= fed_hosts:
-        for p in sorted(feed["probes"], key=lambda p: p["accelerators"]):
-            if p.get("au_median") is None or p["au_median"] < threshold:
-                break
-            held = p["accelerators"]
-    if held > best:
-        probe = next(p for p in feed["probes"] if p["accelerators"] == held)
-        return {"accelerators": held, "at_least": True, "au": probe["au_median"],
-                "how": f"AU {probe['au_median']:.3f} measured with {held} accelerators on {fed_hosts} host"
-                       f"{'s' * (fed_hosts != 1)}, which {hosts} hosts can run as they ran (more than the bytes read "
-                       "a consumed sample scaled to them gave: at least this many)"}
     if not best:
         return None
     return {"accelerators": best, "at_least": capped, "how": last["how"], "au": last["au"]}

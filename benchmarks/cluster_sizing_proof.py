@@ -1,10 +1,11 @@
 """The cluster sizing model against a real parallel file system with several client hosts (the MooseFS lab).
 
-For each lab shape (unshaped; chunk-server links at 80 Mbit/s; client links narrower than the servers'), the lab runs
-with 3 client hosts (namespace hosts, each its own mount, one Dask worker each). Per shape: ``wsibench fio --hosts 3``
-(one client's view, then the servers' with three clients at once), then the patch stage and the TFRecord stage,
-measured on 1, 2 and 3 client hosts (``engine.address = "lab"``, ``nodes`` 1..3; ``--hosts`` and ``--stages`` choose
-others), ``--repetitions`` times. The
+For each lab shape (unshaped; chunk-server links at 80 Mbit/s; client links narrower than the servers'), the patch
+stage and the TFRecord stage are measured on 1, 2 and 3 client hosts (namespace hosts, each its own mount, one Dask
+worker each; ``engine.address = "lab"``; ``--hosts`` and ``--stages`` choose others), ``--repetitions`` times, N
+hosts on a lab of N client hosts (a lab's idle client hosts share the machine's cores with the ones a run uses).
+One client's view of the storage (``wsibench fio``) is measured on the lab of one client host, the servers' with
+three clients at once (``wsibench fio --hosts 3``) on the lab of three. The
 predictions use nothing measured on the lab but the fio characterisation: the stages' demand comes from one run of
 the same workload on ``local`` storage, observed (every request counted), with each item's CPU time.
 
@@ -118,54 +119,98 @@ def local_demand(out: Path, slides: int, size: int, progress=print, stages: tupl
 def collect(out: Path, slides: int, size: int, repetitions: int, fio: dict, progress=print,
             hosts: tuple[int, ...] = HOSTS, stages: tuple[str, ...] = STAGES) -> dict:
     """Run everything (each shape of SHAPES on ``hosts`` client hosts, the ``stages``); the runs' records stay under
-    out/results."""
+    out/results. N client hosts are measured on a lab of N client hosts (``lab_sizes``), the topology under test:
+    the lab's hosts share this machine's cores, and a client host a run does not use still runs its mount and its
+    Dask worker beside the ones it does (2 idle client hosts made the unshaped patch stage on one host 8.4-9.0 s
+    against 7.8-8.2 s on a lab of one, and one client's fio costs 4-35% more). So one client's view of the storage
+    (``wsibench fio``'s jobs) is measured on a lab of one client host, and the servers' (``--hosts``, the parallel
+    phases) on a lab of the most."""
     from harness import pipeline
     from harness.config import load_profile
-    from harness.storage import attached, fio as fio_mod, lab
+    from harness.storage import attached, lab
 
     res = out / "results"
     os.environ["WSIBENCH_LOCAL_ROOT"] = str(out / "local")
     doc = {"slides": slides, "size": size, "repetitions": repetitions, "shapes": {}, "load": [],
-           "hosts": list(hosts), "stages": list(stages)}
-    clients = max(hosts)
+           "hosts": list(hosts), "stages": list(stages), "lab_client_hosts": "as many as the run's hosts"}
     cg = own_cgroup()
     doc["local"] = local_demand(out, slides, size, progress, stages)
     try:
         for shape in SHAPES:
-            prof = profile_file(out, shape, clients)
-            with attached(load_profile(str(prof)), res) as st:
-                progress(f"[proof] {shape}: lab up ({st.record['lab']['network']}); preparing the slides and masks")
-                pipeline.run(workload(slides, size, nodes=clients), storage=str(prof), results_dir=res,
-                             stages=["masks"])
-                progress(f"[proof] {shape}: wsibench fio --hosts {clients}")
-                path, _ = fio_mod.characterise(str(prof), res, hosts=clients, progress=progress, **fio)
-                entry = {"fio": path.name, "runs": []}
-                for rep in range(repetitions):
-                    for n in hosts:
+            entry = {"runs": []}
+            for clients in lab_sizes(hosts):
+                prof = profile_file(out, shape, clients)
+                with attached(load_profile(str(prof)), res) as st:
+                    progress(f"[proof] {shape}: lab of {clients} client host(s) up ({st.record['lab']['network']}); "
+                             "preparing the slides and masks")
+                    pipeline.run(workload(slides, size, nodes=clients), storage=str(prof), results_dir=res,
+                                 stages=["masks"])
+                    characterise_shape(out, shape, clients, max(hosts), entry, fio, progress)
+                    if clients not in hosts:
+                        continue
+                    for rep in range(repetitions):
                         cpu0, t0, m0 = lab.cpu_by_process(lab.status(st.real_root)), time.time(), cpu_now(cg)
-                        s = pipeline.run(workload(slides, size, nodes=n), storage=str(prof), results_dir=res,
+                        s = pipeline.run(workload(slides, size, nodes=clients), storage=str(prof), results_dir=res,
                                          stages=list(stages), fresh=True)
                         cpu1, m1 = lab.cpu_by_process(lab.status(st.real_root)), cpu_now(cg)
-                        entry["runs"].append({"hosts": n, "repetition": rep, "run_id": s["run_id"], "status": s["status"],
+                        entry["runs"].append({"hosts": clients, "repetition": rep, "run_id": s["run_id"],
+                                              "status": s["status"], "lab_client_hosts": clients,
                                               "work_seconds": {k: s["stages"][k]["work_seconds"] for k in stages},
                                               "lab_cpu_seconds": lab.cpu_used(cpu0, cpu1),
                                               "wall_seconds": time.time() - t0, "load": os.getloadavg()[0],
                                               "free_cores": free_cores(m0, m1, time.time() - t0)})
-                        progress(f"[proof] {shape} hosts {n} rep {rep}: " + ", ".join(
+                        progress(f"[proof] {shape} hosts {clients} rep {rep}: " + ", ".join(
                             f"{k} {v:.2f} s" for k, v in entry["runs"][-1]["work_seconds"].items()))
-                doc["shapes"][shape] = entry
+            doc["shapes"][shape] = entry
             (out / "measured.json").write_text(json.dumps(doc, indent=1))
     finally:
         release(cg)
     return doc
 
 
+def lab_sizes(hosts: tuple[int, ...]) -> list[int]:
+    """The labs a shape is measured on: one of each host count, and one of a single client host (one client's
+    view of the storage is measured there) if no run uses it."""
+    return sorted({1, *hosts})
+
+
+def characterise_shape(out: Path, shape: str, clients: int, most: int, entry: dict, fio: dict, progress) -> None:
+    """On the lab of one client host, one client's view (``wsibench fio``, entry["fio_one_client"]); on the lab of
+    ``most``, the servers' (``wsibench fio --hosts most``, entry["fio"])."""
+    from harness.storage import fio as fio_mod
+
+    prof = str(profile_file(out, shape, clients))
+    for key, want in (("fio_one_client", 1), ("fio", most)):
+        if clients == want:
+            if key in entry:
+                entry.setdefault(f"earlier_{key}", []).append(entry[key])
+            progress(f"[proof] {shape}: wsibench fio" + (f" --hosts {want}" if want > 1 else "")
+                     + f" on a lab of {clients} client host(s)")
+            path, _ = fio_mod.characterise(prof, out / "results", hosts=want, progress=progress, **fio)
+            entry[key] = path.name
+
+
+def shape_costs(res: Path, entry: dict) -> dict:
+    """The shape's pattern costs: one client's (its fio jobs) as measured on a lab of one client host, the servers'
+    (the parallel phases) on the lab of the most (``collect``); a proof measured before it kept them apart has
+    both from its ``fio --hosts``."""
+    from harness.sizing import storage_costs
+
+    doc = json.loads((res / "fio" / entry["fio"]).read_text())
+    if entry.get("fio_one_client"):
+        one = json.loads((res / "fio" / entry["fio_one_client"]).read_text())
+        doc = dict(doc, jobs=one["jobs"], client_host=one.get("client_host"),
+                   created_at=f"{one.get('created_at')} (one client host), {doc.get('created_at')} (the servers)")
+    return storage_costs(doc)
+
+
 def recharacterise(out: Path, fio: dict, progress=print) -> None:
     """The prediction's inputs measured again, the lab runs kept: the local run (the demand) and each measured
-    shape's servers (its lab up again, ``wsibench fio --hosts 3``); out/measured.json then points at the new ones
-    (the model of what they measure changed, or the first ones were made on a busy machine)."""
+    shape's fio (one client's view on a lab of one client host, the servers' on a lab of the most: ``collect``);
+    out/measured.json then points at the new ones (the model of what they measure changed, or the first ones were
+    made on a busy machine)."""
     from harness.config import load_profile
-    from harness.storage import attached, fio as fio_mod
+    from harness.storage import attached
 
     doc, res = json.loads((out / "measured.json").read_text()), out / "results"
     doc.setdefault("earlier_local", []).append(doc["local"])
@@ -173,19 +218,16 @@ def recharacterise(out: Path, fio: dict, progress=print) -> None:
     doc["local"] = local_demand(out, doc["slides"], doc["size"], progress, stages)
     (out / "measured.json").write_text(json.dumps(doc, indent=1))
     for shape, entry in doc["shapes"].items():
-        prof = profile_file(out, shape, max(hosts))
-        with attached(load_profile(str(prof)), res):
-            progress(f"[proof] {shape}: wsibench fio --hosts {max(hosts)} again")
-            path, _ = fio_mod.characterise(str(prof), res, hosts=max(hosts), progress=progress, **fio)
-        entry.setdefault("earlier_fio", []).append(entry["fio"])
-        entry["fio"] = path.name
-        (out / "measured.json").write_text(json.dumps(doc, indent=1))
+        for clients in sorted({1, max(hosts)}):
+            with attached(load_profile(str(profile_file(out, shape, clients))), res):
+                characterise_shape(out, shape, clients, max(hosts), entry, fio, progress)
+            (out / "measured.json").write_text(json.dumps(doc, indent=1))
 
 
 def predict(out: Path, progress=print) -> dict:
     """Predicted against measured, per shape, stage and host count, from out/measured.json and the stored runs."""
     from harness.results import load
-    from harness.sizing import stage_demand, storage_costs
+    from harness.sizing import stage_demand
     from harness.sizing.cluster import predict as predict_cluster
 
     doc = json.loads((out / "measured.json").read_text())
@@ -193,7 +235,7 @@ def predict(out: Path, progress=print) -> dict:
     local = load(res / doc["local"])
     rows = []
     for shape, entry in doc["shapes"].items():
-        costs = storage_costs(json.loads((res / "fio" / entry["fio"]).read_text()))
+        costs = shape_costs(res, entry)
         ones = [r for r in entry["runs"] if r["hosts"] == 1 and r["status"] == "ok"]
         for stage in doc.get("stages", STAGES):
             demand = stage_demand(local, stage, res / doc["local"])
@@ -261,14 +303,13 @@ def feed_collect(out: Path, slides: int, size: int, repetitions: int, hosts: tup
     bound is ``per_host`` accelerators (mid-way between two counts, not on a rounding edge)."""
     from harness import feed as F, pipeline
     from harness.config import load_profile
-    from harness.sizing import storage_costs
     from harness.sizing.budget import gpus_fed
     from harness.sizing.figures import figure
     from harness.storage import attached, lab
 
     res = out / "results"
     doc = json.loads((out / "measured.json").read_text())
-    costs = storage_costs(json.loads((res / "fio" / doc["shapes"][shape]["fio"]).read_text()))
+    costs = shape_costs(res, doc["shapes"][shape])
     prof = profile_file(out, shape, max(doc.get("hosts", HOSTS)))
     wl = feed_workload(slides, size)
     threshold, batch = 0.9, wl.train.batch_size
@@ -358,13 +399,12 @@ def feed_predict(out: Path, progress=print, epochs: int = 1) -> list[dict]:
     min and max. Two predictions: from the shape's fio alone (``budget.gpus_fed``'s bound: the supply over what the
     accelerators ask, at most 1), and, for more hosts than one, from the feed measured on one host
     (``feed_hosts``: wsibench size's answer where a feed ran on one host of the storage it sizes)."""
-    from harness.sizing import storage_costs
     from harness.sizing.costs import server_bandwidth
     from harness.sizing.feed_hosts import accelerators_on_hosts, au_on_hosts
 
     doc = json.loads(feed_file(out, epochs).read_text())
     stage_doc = json.loads((out / "measured.json").read_text())
-    costs = storage_costs(json.loads((out / "results" / "fio" / stage_doc["shapes"][doc["shape"]]["fio"]).read_text()))
+    costs = shape_costs(out / "results", stage_doc["shapes"][doc["shape"]])
     one = feed_from_rows(doc, "1") if "shard_records" in doc else None
     out_rows = []
     for n_hosts, h in doc["hosts"].items():

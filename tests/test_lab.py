@@ -588,7 +588,15 @@ def test_a_small_cluster_proof_measures_the_servers_and_predicts_one_and_two_cli
     # the proof's own cpuacct group is gone, though this process's helpers started in it still run (it was left)
     assert not (Path("/sys/fs/cgroup/cpuacct") / f"wsibench-proof-{os.getpid()}").exists()
 
+    # N client hosts measured on a lab of N (a lab's idle client hosts share the cores with the ones a run uses),
+    # one client's view of the storage on a lab of one, the servers' on the lab of the most
+    labs = [len(json.loads((tmp_path / "results" / run["run_id"] / "summary.json").read_text())["storage"]["lab"]
+                ["client_hosts"]) for run in entry["runs"]]
+    assert labs == [run["hosts"] for run in entry["runs"]] == [1, 2], labs
+    one = json.loads((tmp_path / "results" / "fio" / entry["fio_one_client"]).read_text())
+    assert len(one["storage"]["lab"]["client_hosts"]) == 1
     c = json.loads((tmp_path / "results" / "fio" / entry["fio"]).read_text())
+    assert len(c["storage"]["lab"]["client_hosts"]) == 2
     ph = c["parallel"]["phases"]
     assert c["parallel"]["hosts"] == 2 and set(ph) == set(fio.PHASES)
     for name, p in ph.items():

@@ -132,7 +132,7 @@ def collect(out: Path, slides: int, size: int, repetitions: int, fio: dict, prog
     res = out / "results"
     os.environ["WSIBENCH_LOCAL_ROOT"] = str(out / "local")
     doc = {"slides": slides, "size": size, "repetitions": repetitions, "shapes": {}, "load": [],
-           "hosts": list(hosts), "stages": list(stages), "lab_client_hosts": "as many as the run's hosts"}
+           "hosts": list(hosts), "stages": list(stages)}
     cg = own_cgroup()
     doc["local"] = local_demand(out, slides, size, progress, stages)
     try:
@@ -141,20 +141,20 @@ def collect(out: Path, slides: int, size: int, repetitions: int, fio: dict, prog
             for clients in lab_sizes(hosts):
                 prof = profile_file(out, shape, clients)
                 with attached(load_profile(str(prof)), res) as st:
-                    progress(f"[proof] {shape}: lab of {clients} client host(s) up ({st.record['lab']['network']}); "
-                             "preparing the slides and masks")
+                    progress(f"[proof] {shape}: lab of {clients} client host(s) up ({st.record['lab']['network']})")
+                    characterise_shape(out, shape, clients, max(hosts), entry, fio, progress)
+                    if clients not in hosts:  # a lab for one client's fio only
+                        continue
+                    progress(f"[proof] {shape}: preparing the slides and masks")
                     pipeline.run(workload(slides, size, nodes=clients), storage=str(prof), results_dir=res,
                                  stages=["masks"])
-                    characterise_shape(out, shape, clients, max(hosts), entry, fio, progress)
-                    if clients not in hosts:
-                        continue
                     for rep in range(repetitions):
                         cpu0, t0, m0 = lab.cpu_by_process(lab.status(st.real_root)), time.time(), cpu_now(cg)
                         s = pipeline.run(workload(slides, size, nodes=clients), storage=str(prof), results_dir=res,
                                          stages=list(stages), fresh=True)
                         cpu1, m1 = lab.cpu_by_process(lab.status(st.real_root)), cpu_now(cg)
                         entry["runs"].append({"hosts": clients, "repetition": rep, "run_id": s["run_id"],
-                                              "status": s["status"], "lab_client_hosts": clients,
+                                              "status": s["status"],
                                               "work_seconds": {k: s["stages"][k]["work_seconds"] for k in stages},
                                               "lab_cpu_seconds": lab.cpu_used(cpu0, cpu1),
                                               "wall_seconds": time.time() - t0, "load": os.getloadavg()[0],

@@ -175,6 +175,27 @@ def test_workers_queue_at_the_servers_between_their_own_work():
     assert p["seconds"] == pytest.approx(4 * 0.55 * (1 / 0.55) / (2 / (0.45 + 0.55 * 1.55)))
 
 
+def test_a_request_alone_at_the_servers_goes_no_faster_than_its_clients_link():
+    """8 items measured on the target, 1 s each, 4.4 MB read; two client hosts of one worker, each host's link
+    5 MB/s, the servers 8 MB/s between them. By hand: alone an item reads at its link (0.88 s) and thinks 0.12 s;
+    two at once share the servers (4 MB/s each, 1.1 s), so the pair cycles in 1.22 s: 4 x 1.1 + 3 x 0.12 = 4.76 s.
+    The fluid (4.4 s) leaves out the thinking; a queue served at the servers' whole 8 MB/s one request at a time
+    (a lone read at 8 MB/s: 0.55 s, thinking 0.45) made the second host wait for the first: 5.21 s (CI's
+    40 Mbit/s client links: 1.21 of what two hosts measured, where the fluid had been exact)."""
+    import pandas as pd
+
+    from harness.sizing.cluster import predict
+
+    demand = {"stage": "patches", "source": "test", "item_table": pd.DataFrame(
+        {"item": list("abcdefgh"), "seconds": [1.0] * 8, "cpu_seconds": [0.1] * 8, "bytes_read": [4.4e6] * 8}),
+        "io_profile": {"ops": {"read": {"count": 8}}, "bytes_read": 8 * 4.4e6, "bytes_written": 0,
+                       "request_sizes": {}}}
+    target = {"read_bandwidth": fig(5e6), "server_read_bandwidth": fig(8e6)}
+    p = predict(demand, target, 2, 1, lab=False, cores_per_host=4.0, on_target=True)
+    assert p["fluid_seconds"] == pytest.approx(4.4) and p["binding"] == "server_read"
+    assert p["seconds"] == pytest.approx(4.76, rel=0.01)
+
+
 def test_a_stage_predicted_from_a_run_on_the_target_takes_its_measured_items_wire_bytes_and_machine_cpu():
     """A one-host run on the storage itself: each item's chain is its measured time, what it costs the servers the
     bytes the lab's clients received and sent for it (the client's read-ahead included), its load on the cores its

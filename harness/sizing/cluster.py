@@ -240,7 +240,8 @@ def predict(demand: dict, target: dict, hosts: int, workers_per_host: int, lab: 
     binding = max(busy, key=busy.get) if busy else "chain"
     # the resource the fluid finds full, where all hosts' workers share it, is a queue they reach between their
     # own work: how much slower than the fluid's steady pace it goes (``queueing``)
-    queued = queueing(items, hosts * workers_per_host, cap, binding) if binding in QUEUES else None
+    queued = queueing(items, hosts * workers_per_host, cap, binding, _alone(cap, binding)) \
+        if binding in QUEUES else None
     seconds = sim["seconds"]
     if queued and queued["stretch"] > 1.0 + 1e-9:  # a queue, not the fluid's full resource, sets the pace
         seconds, binding = seconds * queued["stretch"], queued["station"]
@@ -254,31 +255,45 @@ def predict(demand: dict, target: dict, hosts: int, workers_per_host: int, lab: 
 QUEUES = ("server_read", "server_write", "server_files", "server_io", "metadata", "cores")  # shared by all hosts
 
 
-def queueing(items: list[dict], customers: int, cap: dict, station: str) -> dict | None:
+def _alone(cap: dict, station: str) -> float:
+    """The share of the storage targets' ``station`` bandwidth one request alone gets: no more than its client
+    host's link carries (a host's link at 40 Mbit/s draws 5 MB/s from servers that give two hosts 9)."""
+    side = {"server_read": "read", "server_write": "write"}.get(station)
+    link = cap.get((f"link_{side}", 0)) if side else None
+    return min(1.0, link / cap[station]) if link and cap.get(station) else 1.0
+
+
+def queueing(items: list[dict], customers: int, cap: dict, station: str, alone: float = 1.0) -> dict | None:
     """How much slower than the fluid's steady pace a stage goes whose ``customers`` workers queue at the shared
     resource ``station`` (``stretch``: the fluid's items a second over the queue's), by mean value analysis of the
     closed network (the machine-repairman model): each worker takes an item, spends its think time (its chain less
-    its time at the resource) then waits in the resource's queue, served one request at a time at the capacity
-    ``cap`` gives. The fluid lets a few workers keep a resource full; a queue is not full while its workers think,
-    and a request waits behind the others' (the MooseFS lab's chunk-server links at 80 Mbit/s: 2 client hosts at
-    0.78 of the fluid's pace, where the items were measured on one host there). The lab's cores (one machine's,
+    its time at the resource) then waits at the resource, which ``cap`` gives its capacity. The fluid lets a few
+    workers keep a resource full; a queue is not full while its workers think, and a request waits behind the
+    others' (the MooseFS lab's chunk-server links at 80 Mbit/s: 2 client hosts at 0.78 of the fluid's pace, where
+    the items were measured on one host there). ``alone``: the share of the resource one request gets by itself
+    (``_alone``: its client's link over the servers'); j requests at once get min(j x alone, 1) of it between
+    them, a load-dependent station (exact MVA with marginal queue-length probabilities): where one client's link is
+    half the servers', two requests from two hosts do not wait for each other. The lab's cores (one machine's,
     which every host shares) are one queue served at their number's speed; a host's own cores, on a real cluster,
     only its own workers share, so ``cores`` per host stays the fluid's. None where the items ask it nothing."""
     if not items or customers < 1 or not cap.get(station):
         return None
     n_items = len(items)
     chain = sum(d["chain"] for d in items) / n_items
-    demand = sum(d["use"].get(station, 0.0) for d in items) / n_items / cap[station]
+    demand = sum(d["use"].get(station, 0.0) for d in items) / n_items / cap[station]  # at the whole resource
     if demand <= 0:
         return None
-    think, queue = max(0.0, chain - demand), 0.0
+    alone = min(1.0, max(alone, 1e-9))
+    think = max(0.0, chain - demand / alone)  # a lone request holds the resource at its own share
+    p = [1.0]  # p[j]: the probability j requests are at the resource, with n - 1 customers
     for n in range(1, customers + 1):
-        resp = demand * (1.0 + queue)
+        resp = sum(j * demand / min(j * alone, 1.0) * p[j - 1] for j in range(1, n + 1))
         rate = n / (think + resp)  # items a second
-        queue = rate * resp
+        q = [rate * demand / min(j * alone, 1.0) * p[j - 1] for j in range(1, n + 1)]
+        p = [max(0.0, 1.0 - sum(q))] + q
     fluid = min(customers / chain if chain > 0 else float("inf"), 1.0 / demand)  # the fluid's steady pace
     return {"stretch": max(1.0, fluid / rate), "station": station, "think_seconds": think, "items_per_s": rate,
-            "fluid_items_per_s": fluid, "utilisation": rate * demand, "customers": customers}
+            "fluid_items_per_s": fluid, "utilisation": rate * demand, "customers": customers, "alone": alone}
 
 
 def _spin(seconds: float) -> None:

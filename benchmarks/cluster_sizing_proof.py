@@ -295,7 +295,8 @@ def feed_file(out: Path, epochs: int) -> Path:
 def feed_collect(out: Path, slides: int, size: int, repetitions: int, hosts: tuple[int, ...] = (1, 2),
                  shape: str = FEED_SHAPE, per_host: float = 3.5, epochs: int = 1, counts: list[int] | None = None,
                  progress=print) -> dict:
-    """``wsibench feed --mlperf``'s probe on 1 and 2 client hosts of the lab's ``shape``: per host count, the AU of
+    """``wsibench feed --mlperf``'s probe on 1 and 2 client hosts of the lab's ``shape`` (N hosts on a lab of N
+    client hosts, as the stages are measured): per host count, the AU of
     the accelerator counts around the predicted largest one, ``repetitions`` times (one epoch a run, no warm-up: as
     the DLIO comparison runs it). The prediction (``budget.gpus_fed``'s bound: min(N x a host's link, the storage
     targets') / a sample's bytes / (samples/s an accelerator asks x AU 0.9)) uses the shape's ``wsibench fio --hosts``
@@ -310,35 +311,38 @@ def feed_collect(out: Path, slides: int, size: int, repetitions: int, hosts: tup
     res = out / "results"
     doc = json.loads((out / "measured.json").read_text())
     costs = shape_costs(res, doc["shapes"][shape])
-    prof = profile_file(out, shape, max(doc.get("hosts", HOSTS)))
     wl = feed_workload(slides, size)
     threshold, batch = 0.9, wl.train.batch_size
-    with attached(load_profile(str(prof)), res) as st:
-        progress(f"[proof] feed on {shape}: preparing the shards")
-        pipeline.run(wl, storage=str(prof), results_dir=res, stages=["masks", "patches", "tfrecords"])
-        tfr = st.root / wl.name / "tfrecords"
-        shards = sorted(json.loads((tfr / "splits.json").read_text())["splits"]["train"]["shards"],
-                        key=lambda s: s["path"])
-        files, records = [str(tfr / s["path"]) for s in shards], [s["records"] for s in shards]
-        record_bytes = sum(Path(f).stat().st_size for f in files) / sum(records)
-        train = {"bytes_per_sample": figure(record_bytes, "B", "the shards' bytes over their records")}
+    entry = None
+    for n_hosts in hosts:  # N client hosts on a lab of N (a lab's idle client hosts share the machine's cores)
+        with attached(load_profile(str(profile_file(out, shape, n_hosts))), res) as st:
+            tfr = st.root / wl.name / "tfrecords"
+            if not (tfr / "splits.json").is_file():  # every lab of the shape shares one root: prepared once
+                progress(f"[proof] feed on {shape}: preparing the shards")
+                pipeline.run(wl, storage=str(profile_file(out, shape, n_hosts)), results_dir=res,
+                             stages=["masks", "patches", "tfrecords"])
+            shards = sorted(json.loads((tfr / "splits.json").read_text())["splits"]["train"]["shards"],
+                            key=lambda s: s["path"])
+            files, records = [str(tfr / s["path"]) for s in shards], [s["records"] for s in shards]
+            record_bytes = sum(Path(f).stat().st_size for f in files) / sum(records)
+            train = {"bytes_per_sample": figure(record_bytes, "B", "the shards' bytes over their records")}
 
-        def bound(n, step):  # wsibench size's answer (its "exact": the GPUs before whole ones are taken)
-            acc = {"name": "emulated", "step_s": step, "batch": batch, "images_per_s": batch / step}
-            return gpus_fed(None, {}, shape, costs, n, acc, threshold, train)
+            def bound(n, step):  # wsibench size's answer (its "exact": the GPUs before whole ones are taken)
+                acc = {"name": "emulated", "step_s": step, "batch": batch, "images_per_s": batch / step}
+                return gpus_fed(None, {}, shape, costs, n, acc, threshold, train)
 
-        step = round(per_host / bound(1, 1.0)["exact"], 3)  # accelerators grow with the step: one host's, per_host
-        counter, _ = F.delivered_counter(st, files)
-        cfg = wl.train.model_copy(update={"step_time_s": step, "augment": False})
-        m = F.MLPerf(epochs=epochs, runs=1, warmup=False)
-        entry = {"shape": shape, "step_s": step, "batch": batch, "record_bytes": record_bytes, "shards": len(files),
-                 "records": sum(records), "shard_records": records, "threshold": threshold, "epochs": epochs,
-                 "hosts": {}}
-        if feed_file(out, epochs).is_file():  # what was measured before with the same step is kept
-            old = json.loads(feed_file(out, epochs).read_text())
-            if old.get("step_s") == step and old.get("shape") == shape:
-                entry["hosts"] = old["hosts"]
-        for n_hosts in hosts:
+            step = round(per_host / bound(1, 1.0)["exact"], 3)  # accelerators grow with the step: one host's
+            counter, _ = F.delivered_counter(st, files)
+            cfg = wl.train.model_copy(update={"step_time_s": step, "augment": False})
+            m = F.MLPerf(epochs=epochs, runs=1, warmup=False)
+            if entry is None:
+                entry = {"shape": shape, "step_s": step, "batch": batch, "record_bytes": record_bytes,
+                         "shards": len(files), "records": sum(records), "shard_records": records,
+                         "threshold": threshold, "epochs": epochs, "hosts": {}}
+                if feed_file(out, epochs).is_file():  # what was measured before with the same step is kept
+                    old = json.loads(feed_file(out, epochs).read_text())
+                    if old.get("step_s") == step and old.get("shape") == shape:
+                        entry["hosts"] = old["hosts"]
             placement = lab.client_prefixes(lab.status(st.real_root), n_hosts)
             predicted = bound(n_hosts, step)
             best = int(predicted["value"])

@@ -3,9 +3,6 @@
   slide_seq_read    large sequential reads of a slide file (1 MiB; the file once, at most the runtime)
   slide_tile_read   random tile-sized reads of a slide (64 KiB)
   jpeg_small_writes many small files created and written (32 KiB each): the patch stage's metadata path
-  jpeg_small_writes_8k the same at 8 KiB a file: with the 32 KiB job, a fixed cost a file and a cost a byte (a
-                    file written whole is flushed at its close: its bytes go at the servers' pace, not at the
-                    client's buffered write stream's)
   jpeg_small_reads  those files opened and read whole, one after the other: the TFRecord stage's input path
   tfrecord_stream   TFRecord streaming: 1 MiB sequential reads by several jobs at once (each file once, at most
                     the runtime)
@@ -45,11 +42,10 @@ from ..fsutil import remove
 from .attach import attached
 from .characterisations import save
 
-JOBS = ("slide_seq_read", "slide_tile_read", "jpeg_small_writes", "jpeg_small_writes_8k", "jpeg_small_reads",
-        "tfrecord_stream",
+JOBS = ("slide_seq_read", "slide_tile_read", "jpeg_small_writes", "jpeg_small_reads", "tfrecord_stream",
         "checkpoint_write",
         "read_latency", "write_latency", "file_create", "file_stat", "file_delete")
-PROBES = ("file_open", "file_rename", "small_files_packed", "read_wire")  # timed by wsibench itself: fio has no engine for them
+PROBES = ("file_open", "file_rename", "small_files_packed")  # timed by wsibench itself: fio has no engine for them
 PACKED_SIZES = (32768, 16384)  # bytes a file of the packed probe: two sizes, a fixed cost a file and one a byte
 
 
@@ -95,19 +91,6 @@ create_on_open=1
 file_service_type=sequential
 direct=0
 filename_format=jpeg/$jobnum.$filenum.jpg
-
-[jpeg_small_writes_8k]
-stonewall
-rw=write
-bs=8k
-filesize=8k
-nrfiles={small_files}
-size={small_files * 8}k
-openfiles=1
-create_on_open=1
-file_service_type=sequential
-direct=0
-filename_format=jpeg8/$jobnum.$filenum.jpg
 
 [jpeg_small_reads]
 stonewall
@@ -197,7 +180,7 @@ def summarise(doc: dict, small_files: int) -> dict:
                         f"{side}_p50_latency_s": p50 / 1e9 if p50 else None,
                         f"{side}_p99_latency_s": p99 / 1e9 if p99 else None, f"{side}_bytes": d["io_bytes"],
                         f"{side}_requests": d.get("total_ios")})
-        if name in ("jpeg_small_writes", "jpeg_small_writes_8k", "jpeg_small_reads") and rec["runtime_s"]:
+        if name in ("jpeg_small_writes", "jpeg_small_reads") and rec["runtime_s"]:
             rec["files_per_s"] = small_files / rec["runtime_s"]
         if name.startswith("file_"):  # fio reports these calls on the read side: one "request" per file
             rec = {"runtime_s": rec["runtime_s"], "caller_cpu_seconds": rec.get("caller_cpu_seconds"),
@@ -266,60 +249,6 @@ def packed_probe(work: Path, files: int) -> dict:
                                    "appended to one stream file (buffered writes), to the stream's close"}}
 
 
-WIRE_SIZES = (16384, 65536)  # bytes a read of the wire probe: two sizes, the bytes a request and a byte
-WIRE_REGIONS = 32  # reads a size, each in its own 256 KiB region of a fresh file: no two share a block
-
-
-def received_bytes() -> int | None:
-    """Bytes this network namespace's interfaces (not loopback) have received: /proc/self/net/dev. A lab's client
-    host has its own link; on a real host it is the host's NICs, other traffic included. None where unreadable."""
-    try:
-        rows = Path("/proc/self/net/dev").read_text().splitlines()[2:]
-    except OSError:
-        return None
-    return sum(int(r.split(":", 1)[1].split()[0]) for r in rows if r.split(":", 1)[0].strip() != "lo")
-
-
-def wire_probe(work: Path, seed: int = 7) -> dict:
-    """What a file's reads cost the client's link, beyond their bytes: a fresh file written (region after region),
-    dropped from the page cache, then WIRE_REGIONS reads at each size of WIRE_SIZES, each at a random place in its
-    own 256 KiB region, in random order (no read finds a block an earlier one fetched), the bytes the host's
-    interfaces received counted around each size's reads. A network file system's client fetches whole blocks
-    and reads ahead (MooseFS: a slide's tile reads carried 2.3 times their bytes over the lab's links); local
-    storage receives nothing. Per size: the reads' bytes and the bytes received."""
-    import random
-
-    region = 2**18
-    rng = random.Random(seed)
-    path = work / "wire.bin"
-    with open(path, "wb") as f:
-        for _ in range(WIRE_REGIONS * len(WIRE_SIZES)):
-            f.write(os.urandom(region))
-        f.flush()
-        os.fsync(f.fileno())
-    fd = os.open(path, os.O_RDONLY)
-    rows = {}
-    try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        regions = list(range(WIRE_REGIONS * len(WIRE_SIZES)))
-        rng.shuffle(regions)
-        for k, size in enumerate(WIRE_SIZES):
-            mine = regions[k * WIRE_REGIONS:(k + 1) * WIRE_REGIONS]
-            offsets = [r * region + rng.randrange(region // size) * size for r in mine]
-            rx0, t0, n = received_bytes(), time.perf_counter(), 0
-            for off in offsets:
-                n += len(os.pread(fd, size, off))
-            wall, rx1 = time.perf_counter() - t0, received_bytes()
-            rows[str(size)] = {"requests": len(offsets), "request_bytes": size, "read_bytes": n,
-                               "received_bytes": None if rx0 is None or rx1 is None else rx1 - rx0,
-                               "runtime_s": wall}
-    finally:
-        os.close(fd)
-        path.unlink()
-    return {"read_wire": {"sizes": rows, "tool": "wsibench: reads in random 256 KiB regions of a fresh file, the "
-                          "bytes the host's interfaces received around them (/proc/self/net/dev)"}}
-
-
 def run(root: Path, size_mb: int = 256, runtime_s: float = 5.0, small_files: int = 2000, streams: int = 4,
         direct: bool = False) -> dict:
     """Run the job suite in a scratch folder under root; return the characterisation."""
@@ -330,7 +259,6 @@ def run(root: Path, size_mb: int = 256, runtime_s: float = 5.0, small_files: int
     jobs = work.parent / f"{work.name}.fio"
     try:
         (work / "jpeg").mkdir()
-        (work / "jpeg8").mkdir()
         (work / "meta").mkdir()
         jobs.write_text(job_file(work, size_mb, runtime_s, small_files, streams, direct))
         r = subprocess.run([fio, "--output-format=json", str(jobs)], capture_output=True, text=True)
@@ -338,8 +266,7 @@ def run(root: Path, size_mb: int = 256, runtime_s: float = 5.0, small_files: int
             raise FioError(f"fio failed on {root}: {(r.stderr or r.stdout).strip()[-800:]}")
         text = r.stdout[r.stdout.find("{"):]  # fio may print notes before its JSON
         doc = json.loads(text)
-        probes = metadata_probe(work, small_files) | packed_probe(work, max(20, small_files // 2)) \
-            | wire_probe(work)
+        probes = metadata_probe(work, small_files) | packed_probe(work, max(20, small_files // 2))
     finally:
         remove(work, root)
         remove(jobs, root)

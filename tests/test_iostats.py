@@ -70,6 +70,33 @@ def test_the_throttled_passthrough_counts_what_it_throttles(tmp_path):
     assert not sock.exists()  # gone with the server
 
 
+@needs_fuse
+def test_the_passthrough_counts_how_reads_follow_one_another_in_a_file(tmp_path):
+    """Reads through the mount, by hand: 16 KiB at 0, at 16 KiB (the run goes on), at 100 KiB (a jump of
+    67,584 B past the last read's end), at 10 KiB (back); the file closed and opened again, a read at 0 (a first
+    read again, not a jump back). 4 runs of 5 reads; the jump in the 64-128 KiB bucket."""
+    with mounted(tmp_path / "b", tmp_path / "m", {"name": "t"}):
+        f = tmp_path / "m" / "slide.bin"
+        f.write_bytes(os.urandom(2**20))
+        s0 = iostats.snapshot(tmp_path / "m")
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            for off in (0, 16384, 102400, 10240):
+                assert len(os.pread(fd, 16384, off)) == 16384
+        finally:
+            os.close(fd)
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            os.pread(fd, 16384, 0)
+        finally:
+            os.close(fd)
+        p = iostats.profile(iostats.delta(s0, iostats.snapshot(tmp_path / "m")))
+    r = p["read_runs"]
+    assert (r["runs"], r["continued"], r["forward_jumps"], r["backward_jumps"]) == (4, 1, 1, 1)
+    assert r["forward_jump_bytes"] == 102400 - 32768 and r["forward_jump_histogram"] == {"65536": 1}
+    assert r["reads_a_run"] == pytest.approx(5 / 4)
+
+
 @pytest.mark.slow
 @needs_fuse
 def test_observe_profiles_every_stage_and_leaves_nothing_mounted(dataset, tmp_path):

@@ -151,6 +151,8 @@ def _operations(backing: str, p: dict, counters: iostats.Counters | None = None)
         def read(self, path, size, offset, fi):
             data = os.pread(fi.fh, size, offset)
             data_op(read_bw, len(data))
+            if counters is not None:
+                counters.read_at(fi.fh, offset, len(data))
             return data
 
         def write(self, path, data, offset, fi):
@@ -174,6 +176,8 @@ def _operations(backing: str, p: dict, counters: iostats.Counters | None = None)
             return 0
 
         def release(self, path, fi):
+            if counters is not None:
+                counters.forget(fi.fh)
             os.close(fi.fh)
             return 0
 

@@ -71,6 +71,10 @@ class Counters:
         self.bytes = {"read": 0, "written": 0}
         self.timeline: dict[int, list[int]] = {}
         self.folders: dict[str, int] = {}  # folder -> namespace operations in it
+        # where each read began against where the last read of the same open file ended (``read_at``)
+        self.reads = {"first": 0, "continued": 0, "forward": 0, "forward_bytes": 0, "backward": 0}
+        self.gaps: dict[int, int] = {}  # forward jumps: size bucket -> jumps
+        self._ends: dict[int, int] = {}  # open file handle -> where its last read ended
 
     def record(self, op: str, seconds: float, nbytes: int | None = None, error: bool = False,
                folder: str | None = None) -> None:
@@ -107,6 +111,30 @@ class Counters:
                     folder = OTHER_FOLDERS
                 self.folders[folder] = self.folders.get(folder, 0) + 1
 
+    def read_at(self, fh: int, offset: int, nbytes: int) -> None:
+        """A read of ``nbytes`` at ``offset`` of the open file ``fh``: the first of that file, one that begins where
+        the last ended (a run goes on: a client's read-ahead has its bytes), a jump forward (by how much: the bytes
+        a read-ahead may have fetched for nothing) or back."""
+        with self._lock:
+            end = self._ends.get(fh)
+            if end is None:
+                self.reads["first"] += 1
+            elif offset == end:
+                self.reads["continued"] += 1
+            elif offset > end:
+                self.reads["forward"] += 1
+                self.reads["forward_bytes"] += offset - end
+                k = size_bucket(offset - end)
+                self.gaps[k] = self.gaps.get(k, 0) + 1
+            else:
+                self.reads["backward"] += 1
+            self._ends[fh] = offset + nbytes
+
+    def forget(self, fh: int) -> None:
+        """The file ``fh`` closed: its next opening starts afresh."""
+        with self._lock:
+            self._ends.pop(fh, None)
+
     def snapshot(self) -> dict:
         with self._lock:
             return {"mode": self.mode, "params": self.params, "pid": os.getpid(), "started_at": self.started_at,
@@ -114,7 +142,8 @@ class Counters:
                     "server_runqueue_seconds": _runqueue_seconds(),
                     "ops": {k: dict(v, latency=dict(v["latency"])) for k, v in self.ops.items()},
                     "sizes": {k: dict(v) for k, v in self.sizes.items()}, "bytes": dict(self.bytes),
-                    "timeline": {k: list(v) for k, v in self.timeline.items()}, "folders": dict(self.folders)}
+                    "timeline": {k: list(v) for k, v in self.timeline.items()}, "folders": dict(self.folders),
+                    "reads": dict(self.reads), "gaps": dict(self.gaps)}
 
 
 def _runqueue_seconds() -> float:
@@ -210,7 +239,10 @@ def delta(before: dict | None, after: dict | None) -> dict | None:
             "ops": ops, "sizes": sizes,
             "bytes": {k: after["bytes"][k] - before["bytes"].get(k, 0) for k in after["bytes"]},
             "timeline": dict(sorted(timeline.items())),
-            "folders": _sub(after.get("folders", {}), before.get("folders", {}))}
+            "folders": _sub(after.get("folders", {}), before.get("folders", {})),
+            "reads": {k: v - (before.get("reads") or {}).get(k, 0) for k, v in (after.get("reads") or {}).items()},
+            "gaps": _sub({int(k): v for k, v in (after.get("gaps") or {}).items()},
+                         {int(k): v for k, v in (before.get("gaps") or {}).items()})}
 
 
 def percentile(hist: dict[int, int], q: float) -> float | None:
@@ -267,7 +299,20 @@ def profile(d: dict | None) -> dict | None:
             "peak_read_bytes_per_s": max((t[0] for t in tl), default=0),
             "peak_write_bytes_per_s": max((t[1] for t in tl), default=0),
             "peak_operations_per_s": max((t[2] for t in tl), default=0),
-            "ops": ops, "request_sizes": sizes, **_folders(d.get("folders") or {})}
+            "ops": ops, "request_sizes": sizes, **_read_runs(d), **_folders(d.get("folders") or {})}
+
+
+def _read_runs(d: dict) -> dict:
+    """``read_runs``: how the stage's reads followed one another in each open file (``Counters.read_at``)."""
+    r = d.get("reads")
+    if not r or not sum(r.values()) - r.get("forward_bytes", 0):
+        return {}
+    runs = r["first"] + r["forward"] + r["backward"]  # a run: reads each beginning where the last ended
+    return {"read_runs": {"runs": runs, "continued": r["continued"], "forward_jumps": r["forward"],
+                          "forward_jump_bytes": r["forward_bytes"], "backward_jumps": r["backward"],
+                          "reads_a_run": (runs + r["continued"]) / runs if runs else None,
+                          "forward_jump_histogram": {str(size_bounds(i)[0]): c
+                                                     for i, c in sorted((d.get("gaps") or {}).items())}}}
 
 
 def _folders(folders: dict[str, int]) -> dict:

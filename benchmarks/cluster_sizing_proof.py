@@ -315,27 +315,26 @@ def feed_collect(out: Path, slides: int, size: int, repetitions: int, hosts: tup
     threshold, batch = 0.9, wl.train.batch_size
     entry = None
     for n_hosts in hosts:  # N client hosts on a lab of N (a lab's idle client hosts share the machine's cores)
-        with attached(load_profile(str(profile_file(out, shape, n_hosts))), res) as st:
-            tfr = st.root / wl.name / "tfrecords"
-            if not (tfr / "splits.json").is_file():  # every lab of the shape shares one root: prepared once
-                progress(f"[proof] feed on {shape}: preparing the shards")
-                pipeline.run(wl, storage=str(profile_file(out, shape, n_hosts)), results_dir=res,
-                             stages=["masks", "patches", "tfrecords"])
-            shards = sorted(json.loads((tfr / "splits.json").read_text())["splits"]["train"]["shards"],
-                            key=lambda s: s["path"])
-            files, records = [str(tfr / s["path"]) for s in shards], [s["records"] for s in shards]
-            record_bytes = sum(Path(f).stat().st_size for f in files) / sum(records)
-            train = {"bytes_per_sample": figure(record_bytes, "B", "the shards' bytes over their records")}
+        prof = profile_file(out, shape, n_hosts)
+        with attached(load_profile(str(prof)), res) as st:
+            if entry is None:  # the shards, the step: once (every lab of the shape shares one root)
+                tfr = st.root / wl.name / "tfrecords"
+                if not (tfr / "splits.json").is_file():
+                    progress(f"[proof] feed on {shape}: preparing the shards")
+                    pipeline.run(wl, storage=str(prof), results_dir=res, stages=["masks", "patches", "tfrecords"])
+                shards = sorted(json.loads((tfr / "splits.json").read_text())["splits"]["train"]["shards"],
+                                key=lambda s: s["path"])
+                files, records = [str(tfr / s["path"]) for s in shards], [s["records"] for s in shards]
+                record_bytes = sum(Path(f).stat().st_size for f in files) / sum(records)
+                train = {"bytes_per_sample": figure(record_bytes, "B", "the shards' bytes over their records")}
 
-            def bound(n, step):  # wsibench size's answer (its "exact": the GPUs before whole ones are taken)
-                acc = {"name": "emulated", "step_s": step, "batch": batch, "images_per_s": batch / step}
-                return gpus_fed(None, {}, shape, costs, n, acc, threshold, train)
+                def bound(n, step):  # wsibench size's answer (its "exact": the GPUs before whole ones are taken)
+                    acc = {"name": "emulated", "step_s": step, "batch": batch, "images_per_s": batch / step}
+                    return gpus_fed(None, {}, shape, costs, n, acc, threshold, train)
 
-            step = round(per_host / bound(1, 1.0)["exact"], 3)  # accelerators grow with the step: one host's
-            counter, _ = F.delivered_counter(st, files)
-            cfg = wl.train.model_copy(update={"step_time_s": step, "augment": False})
-            m = F.MLPerf(epochs=epochs, runs=1, warmup=False)
-            if entry is None:
+                step = round(per_host / bound(1, 1.0)["exact"], 3)  # accelerators grow with the step: one host's
+                cfg = wl.train.model_copy(update={"step_time_s": step, "augment": False})
+                m = F.MLPerf(epochs=epochs, runs=1, warmup=False)
                 entry = {"shape": shape, "step_s": step, "batch": batch, "record_bytes": record_bytes,
                          "shards": len(files), "records": sum(records), "shard_records": records,
                          "threshold": threshold, "epochs": epochs, "hosts": {}}
@@ -343,6 +342,7 @@ def feed_collect(out: Path, slides: int, size: int, repetitions: int, hosts: tup
                     old = json.loads(feed_file(out, epochs).read_text())
                     if old.get("step_s") == step and old.get("shape") == shape:
                         entry["hosts"] = old["hosts"]
+            counter, _ = F.delivered_counter(st, files)  # this lab's mount
             placement = lab.client_prefixes(lab.status(st.real_root), n_hosts)
             predicted = bound(n_hosts, step)
             best = int(predicted["value"])

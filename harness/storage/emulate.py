@@ -77,8 +77,11 @@ def _counted(counters: iostats.Counters, op: str, sized: bool = False):
             except OSError:
                 counters.record(op, time.perf_counter() - t0, error=True, folder=folder)
                 raise
+            # a read's place in its open file (read(self, path, size, offset, fi)): how reads follow one another
             counters.record(op, time.perf_counter() - t0, (len(result) if op == "read" else result) if sized else None,
-                            folder=folder)
+                            folder=folder, at=(args[4].fh, args[3]) if op == "read" else None)
+            if op == "release":  # (self, path, fi): its handle's next opening starts afresh
+                counters.forget(args[2].fh)
             return result
         return inner
     return wrap
@@ -151,8 +154,6 @@ def _operations(backing: str, p: dict, counters: iostats.Counters | None = None)
         def read(self, path, size, offset, fi):
             data = os.pread(fi.fh, size, offset)
             data_op(read_bw, len(data))
-            if counters is not None:
-                counters.read_at(fi.fh, offset, len(data))
             return data
 
         def write(self, path, data, offset, fi):
@@ -176,8 +177,6 @@ def _operations(backing: str, p: dict, counters: iostats.Counters | None = None)
             return 0
 
         def release(self, path, fi):
-            if counters is not None:
-                counters.forget(fi.fh)
             os.close(fi.fh)
             return 0
 

@@ -71,13 +71,15 @@ class Counters:
         self.bytes = {"read": 0, "written": 0}
         self.timeline: dict[int, list[int]] = {}
         self.folders: dict[str, int] = {}  # folder -> namespace operations in it
-        # where each read began against where the last read of the same open file ended (``read_at``)
+        # where each read began against where the last read of the same open file ended (``_follows``)
         self.reads = {"first": 0, "continued": 0, "forward": 0, "forward_bytes": 0, "backward": 0}
         self.gaps: dict[int, int] = {}  # forward jumps: size bucket -> jumps
         self._ends: dict[int, int] = {}  # open file handle -> where its last read ended
 
     def record(self, op: str, seconds: float, nbytes: int | None = None, error: bool = False,
-               folder: str | None = None) -> None:
+               folder: str | None = None, at: tuple[int, int] | None = None) -> None:
+        """One call of ``op``; ``at``: a read's (open file handle, offset), placed against that file's last read
+        (``_follows``)."""
         now = int(time.time())
         b = latency_bucket(seconds)
         with self._lock:
@@ -101,6 +103,8 @@ class Counters:
                     if op == "read":
                         self.bytes["read"] += nbytes
                         t[0] += nbytes
+                        if at is not None:
+                            self._follows(*at, nbytes)
                     else:
                         self.bytes["written"] += nbytes
                         t[1] += nbytes
@@ -111,24 +115,23 @@ class Counters:
                     folder = OTHER_FOLDERS
                 self.folders[folder] = self.folders.get(folder, 0) + 1
 
-    def read_at(self, fh: int, offset: int, nbytes: int) -> None:
-        """A read of ``nbytes`` at ``offset`` of the open file ``fh``: the first of that file, one that begins where
-        the last ended (a run goes on: a client's read-ahead has its bytes), a jump forward (by how much: the bytes
-        a read-ahead may have fetched for nothing) or back."""
-        with self._lock:
-            end = self._ends.get(fh)
-            if end is None:
-                self.reads["first"] += 1
-            elif offset == end:
-                self.reads["continued"] += 1
-            elif offset > end:
-                self.reads["forward"] += 1
-                self.reads["forward_bytes"] += offset - end
-                k = size_bucket(offset - end)
-                self.gaps[k] = self.gaps.get(k, 0) + 1
-            else:
-                self.reads["backward"] += 1
-            self._ends[fh] = offset + nbytes
+    def _follows(self, fh: int, offset: int, nbytes: int) -> None:
+        """A read of ``nbytes`` at ``offset`` of the open file ``fh`` (the lock held): the first of that file, one
+        that begins where the last ended (a run goes on: a client's read-ahead has its bytes), a jump forward (by
+        how much: the bytes a read-ahead may have fetched for nothing) or back."""
+        end = self._ends.get(fh)
+        if end is None:
+            self.reads["first"] += 1
+        elif offset == end:
+            self.reads["continued"] += 1
+        elif offset > end:
+            self.reads["forward"] += 1
+            self.reads["forward_bytes"] += offset - end
+            k = size_bucket(offset - end)
+            self.gaps[k] = self.gaps.get(k, 0) + 1
+        else:
+            self.reads["backward"] += 1
+        self._ends[fh] = offset + nbytes
 
     def forget(self, fh: int) -> None:
         """The file ``fh`` closed: its next opening starts afresh."""
@@ -240,9 +243,8 @@ def delta(before: dict | None, after: dict | None) -> dict | None:
             "bytes": {k: after["bytes"][k] - before["bytes"].get(k, 0) for k in after["bytes"]},
             "timeline": dict(sorted(timeline.items())),
             "folders": _sub(after.get("folders", {}), before.get("folders", {})),
-            "reads": {k: v - (before.get("reads") or {}).get(k, 0) for k, v in (after.get("reads") or {}).items()},
-            "gaps": _sub({int(k): v for k, v in (after.get("gaps") or {}).items()},
-                         {int(k): v for k, v in (before.get("gaps") or {}).items()})}
+            "reads": {k: v - before["reads"][k] for k, v in after["reads"].items()},  # the same server: same keys
+            "gaps": _sub({int(k): v for k, v in after["gaps"].items()}, {int(k): v for k, v in before["gaps"].items()})}
 
 
 def percentile(hist: dict[int, int], q: float) -> float | None:
@@ -303,16 +305,15 @@ def profile(d: dict | None) -> dict | None:
 
 
 def _read_runs(d: dict) -> dict:
-    """``read_runs``: how the stage's reads followed one another in each open file (``Counters.read_at``)."""
-    r = d.get("reads")
-    if not r or not sum(r.values()) - r.get("forward_bytes", 0):
-        return {}
+    """``read_runs``: how the stage's reads followed one another in each open file (``Counters._follows``)."""
+    r = d["reads"]
     runs = r["first"] + r["forward"] + r["backward"]  # a run: reads each beginning where the last ended
+    if not runs:
+        return {}
     return {"read_runs": {"runs": runs, "continued": r["continued"], "forward_jumps": r["forward"],
                           "forward_jump_bytes": r["forward_bytes"], "backward_jumps": r["backward"],
-                          "reads_a_run": (runs + r["continued"]) / runs if runs else None,
-                          "forward_jump_histogram": {str(size_bounds(i)[0]): c
-                                                     for i, c in sorted((d.get("gaps") or {}).items())}}}
+                          "reads_a_run": (runs + r["continued"]) / runs,
+                          "forward_jump_histogram": {str(size_bounds(i)[0]): c for i, c in sorted(d["gaps"].items())}}}
 
 
 def _folders(folders: dict[str, int]) -> dict:

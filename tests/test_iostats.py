@@ -97,6 +97,30 @@ def test_the_passthrough_counts_how_reads_follow_one_another_in_a_file(tmp_path)
     assert r["reads_a_run"] == pytest.approx(5 / 4)
 
 
+def test_the_passthrough_counts_the_opens_that_read_from_a_files_start(tmp_path):
+    """By hand through the mount, a file of 1 MiB and one of 10 KiB: opened, 512 B read at 0 and 4 KiB from there
+    (a run from the start that went on: 1,043,968 B unread); opened, 4 KiB at 0 then 4 KiB at 512 KiB (alone:
+    1,040,384 B unread); opened, first read at 4 KiB (not from the start: not counted); the small file read whole
+    by one read (alone, nothing unread)."""
+    with mounted(tmp_path / "b", tmp_path / "m", {"name": "t"}):
+        big, small = tmp_path / "m" / "slide.bin", tmp_path / "m" / "patch.jpg"
+        big.write_bytes(os.urandom(2**20))
+        small.write_bytes(os.urandom(10240))
+        s0 = iostats.snapshot(tmp_path / "m")
+        for path, reads in ((big, ((512, 0), (4096, 512))), (big, ((4096, 0), (4096, 2**19))),
+                            (big, ((4096, 4096), (4096, 0))), (small, ((16384, 0),))):
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                for n, off in reads:
+                    os.pread(fd, n, off)
+            finally:
+                os.close(fd)
+        p = iostats.profile(iostats.delta(s0, iostats.snapshot(tmp_path / "m")))
+    starts = p["read_runs"]["from_start"]
+    assert starts["went_on"] == {"opens": 1, "unread_histogram": {"524288": 1}}  # 1,043,968 B: 512 KiB-1 MiB
+    assert starts["alone"] == {"opens": 2, "unread_histogram": {"0": 1, "524288": 1}}
+
+
 @pytest.mark.slow
 @needs_fuse
 def test_observe_profiles_every_stage_and_leaves_nothing_mounted(dataset, tmp_path):

@@ -79,12 +79,21 @@ def _counted(counters: iostats.Counters, op: str, sized: bool = False):
                 raise
             # a read's place in its open file (read(self, path, size, offset, fi)): how reads follow one another
             counters.record(op, time.perf_counter() - t0, (len(result) if op == "read" else result) if sized else None,
-                            folder=folder, at=(args[4].fh, args[3]) if op == "read" else None)
+                            folder=folder, at=_place(args[4].fh, args[3]) if op == "read" else None)
             if op == "release":  # (self, path, fi): its handle's next opening starts afresh
                 counters.forget(args[2].fh)
             return result
         return inner
     return wrap
+
+
+def _place(fh: int, offset: int) -> tuple[int, int, int | None]:
+    """A read's (open file, offset, and, where it began at the file's start, the file's size)."""
+    size = None
+    if offset == 0:
+        with contextlib.suppress(OSError):
+            size = os.fstat(fh).st_size
+    return fh, offset, size
 
 
 def _operations(backing: str, p: dict, counters: iostats.Counters | None = None):

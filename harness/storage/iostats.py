@@ -75,11 +75,15 @@ class Counters:
         self.reads = {"first": 0, "continued": 0, "forward": 0, "forward_bytes": 0, "backward": 0}
         self.gaps: dict[int, int] = {}  # forward jumps: size bucket -> jumps
         self._ends: dict[int, int] = {}  # open file handle -> where its last read ended
+        # opens whose first read began at the file's start (a client's read-ahead fetches from there): by whether
+        # the next read went on from it, size bucket of the file's bytes the open did not read -> opens (``forget``)
+        self.starts: dict[str, dict[int, int]] = {"alone": {}, "went_on": {}}
+        self._starts: dict[int, list] = {}  # open file handle -> [file size, bytes read, reads, went on]
 
     def record(self, op: str, seconds: float, nbytes: int | None = None, error: bool = False,
-               folder: str | None = None, at: tuple[int, int] | None = None) -> None:
-        """One call of ``op``; ``at``: a read's (open file handle, offset), placed against that file's last read
-        (``_follows``)."""
+               folder: str | None = None, at: tuple[int, int, int | None] | None = None) -> None:
+        """One call of ``op``; ``at``: a read's (open file handle, offset, the file's size where the read began at
+        its start), placed against that file's last read (``_follows``)."""
         now = int(time.time())
         b = latency_bucket(seconds)
         with self._lock:
@@ -104,7 +108,7 @@ class Counters:
                         self.bytes["read"] += nbytes
                         t[0] += nbytes
                         if at is not None:
-                            self._follows(*at, nbytes)
+                            self._follows(at[0], at[1], nbytes, at[2])
                     else:
                         self.bytes["written"] += nbytes
                         t[1] += nbytes
@@ -115,13 +119,21 @@ class Counters:
                     folder = OTHER_FOLDERS
                 self.folders[folder] = self.folders.get(folder, 0) + 1
 
-    def _follows(self, fh: int, offset: int, nbytes: int) -> None:
+    def _follows(self, fh: int, offset: int, nbytes: int, size: int | None = None) -> None:
         """A read of ``nbytes`` at ``offset`` of the open file ``fh`` (the lock held): the first of that file, one
         that begins where the last ended (a run goes on: a client's read-ahead has its bytes), a jump forward (by
-        how much: the bytes a read-ahead may have fetched for nothing) or back."""
+        how much: the bytes a read-ahead may have fetched for nothing) or back. An open whose first read began at
+        the file's start (of ``size`` bytes) is followed to its close: what it read of the file."""
         end = self._ends.get(fh)
+        start = self._starts.get(fh)
+        if start is not None:
+            start[1] += nbytes
+            start[3] = start[3] or (start[2] == 1 and offset == end)
+            start[2] += 1
         if end is None:
             self.reads["first"] += 1
+            if offset == 0 and size is not None:
+                self._starts[fh] = [size, nbytes, 1, False]
         elif offset == end:
             self.reads["continued"] += 1
         elif offset > end:
@@ -134,9 +146,16 @@ class Counters:
         self._ends[fh] = offset + nbytes
 
     def forget(self, fh: int) -> None:
-        """The file ``fh`` closed: its next opening starts afresh."""
+        """The file ``fh`` closed: its next opening starts afresh. If it was read from its start, the file's bytes
+        it did not read (what a read-ahead from the start may fetch for nothing), by whether its second read went on
+        from its first."""
         with self._lock:
             self._ends.pop(fh, None)
+            start = self._starts.pop(fh, None)
+            if start is not None:
+                kind = self.starts["went_on" if start[3] else "alone"]
+                k = size_bucket(max(0, start[0] - start[1]))
+                kind[k] = kind.get(k, 0) + 1
 
     def snapshot(self) -> dict:
         with self._lock:
@@ -146,7 +165,8 @@ class Counters:
                     "ops": {k: dict(v, latency=dict(v["latency"])) for k, v in self.ops.items()},
                     "sizes": {k: dict(v) for k, v in self.sizes.items()}, "bytes": dict(self.bytes),
                     "timeline": {k: list(v) for k, v in self.timeline.items()}, "folders": dict(self.folders),
-                    "reads": dict(self.reads), "gaps": dict(self.gaps)}
+                    "reads": dict(self.reads), "gaps": dict(self.gaps),
+                    "starts": {k: dict(v) for k, v in self.starts.items()}}
 
 
 def _runqueue_seconds() -> float:
@@ -244,7 +264,9 @@ def delta(before: dict | None, after: dict | None) -> dict | None:
             "timeline": dict(sorted(timeline.items())),
             "folders": _sub(after.get("folders", {}), before.get("folders", {})),
             "reads": {k: v - before["reads"][k] for k, v in after["reads"].items()},  # the same server: same keys
-            "gaps": _sub({int(k): v for k, v in after["gaps"].items()}, {int(k): v for k, v in before["gaps"].items()})}
+            "gaps": _sub({int(k): v for k, v in after["gaps"].items()}, {int(k): v for k, v in before["gaps"].items()}),
+            "starts": {kind: _sub({int(k): v for k, v in h.items()}, {int(k): v for k, v in before["starts"][kind].items()})
+                       for kind, h in after["starts"].items()}}
 
 
 def percentile(hist: dict[int, int], q: float) -> float | None:
@@ -313,7 +335,10 @@ def _read_runs(d: dict) -> dict:
     return {"read_runs": {"runs": runs, "continued": r["continued"], "forward_jumps": r["forward"],
                           "forward_jump_bytes": r["forward_bytes"], "backward_jumps": r["backward"],
                           "reads_a_run": (runs + r["continued"]) / runs,
-                          "forward_jump_histogram": {str(size_bounds(i)[0]): c for i, c in sorted(d["gaps"].items())}}}
+                          "forward_jump_histogram": {str(size_bounds(i)[0]): c for i, c in sorted(d["gaps"].items())},
+                          "from_start": {kind: {"opens": sum(h.values()),
+                                                "unread_histogram": {str(size_bounds(i)[0]): c for i, c in sorted(h.items())}}
+                                         for kind, h in d["starts"].items()}}}
 
 
 def _folders(folders: dict[str, int]) -> dict:

@@ -3,6 +3,9 @@
   slide_seq_read    large sequential reads of a slide file (1 MiB; the file once, at most the runtime)
   slide_tile_read   random tile-sized reads of a slide (64 KiB)
   jpeg_small_writes many small files created and written (32 KiB each): the patch stage's metadata path
+  jpeg_small_writes_8k the same at 8 KiB a file: with the 32 KiB job, a fixed cost a file and a cost a byte (a
+                    file written whole is flushed at its close: its bytes go at the servers' pace, not at the
+                    client's buffered write stream's)
   jpeg_small_reads  those files opened and read whole, one after the other: the TFRecord stage's input path
   tfrecord_stream   TFRecord streaming: 1 MiB sequential reads by several jobs at once (each file once, at most
                     the runtime)
@@ -19,7 +22,10 @@ files of its own in the same scratch folder. Nor does one fio job read small fil
 another file, the TFRecord stage's path (patches packed into a shard): ``packed_probe`` times it (at two file
 sizes), for a client's reads and its stream of writes may share a link direction and a server's egress, or not:
 on MooseFS with 80 Mbit/s chunk-server links an 18 KB file took 1.3 ms read alone, 2.0 ms written alone, 2.9 ms
-read and packed.
+read and packed. ``read_ahead_probe`` counts what an open reading from a file's start costs beyond its bytes (a
+client that drops a file's cache at its open reads ahead from there: OpenSlide reads a slide's header after each
+of its opens), and ``tiles_and_files_probe`` times the patch stage's own pair, a tile read and a patch written
+whole, alone and together (a client's reads and writes may travel apart, or not).
 
 fio's JSON (jobs[].read/write: bw_bytes, iops, clat_ns mean and percentiles, io_bytes, runtime) becomes a small
 characterisation: bandwidths, IOPS, mean, p50 and p99 latencies, files per second.
@@ -42,11 +48,13 @@ from ..fsutil import remove
 from .attach import attached
 from .characterisations import save
 
-JOBS = ("slide_seq_read", "slide_tile_read", "jpeg_small_writes", "jpeg_small_reads", "tfrecord_stream",
+JOBS = ("slide_seq_read", "slide_tile_read", "jpeg_small_writes", "jpeg_small_writes_8k", "jpeg_small_reads",
+        "tfrecord_stream",
         "checkpoint_write",
         "read_latency", "write_latency", "file_create", "file_stat", "file_delete")
-PROBES = ("file_open", "file_rename", "small_files_packed")  # timed by wsibench itself: fio has no engine for them
+PROBES = ("file_open", "file_rename", "small_files_packed", "read_ahead", "tiles_and_files")  # timed by wsibench itself: fio has no engine for them
 PACKED_SIZES = (32768, 16384)  # bytes a file of the packed probe: two sizes, a fixed cost a file and one a byte
+PACKED_STREAMS = 6  # streams the packed probe writes one after the other (as a stage writes its shards)
 
 
 class FioError(WsibenchError, RuntimeError):
@@ -91,6 +99,19 @@ create_on_open=1
 file_service_type=sequential
 direct=0
 filename_format=jpeg/$jobnum.$filenum.jpg
+
+[jpeg_small_writes_8k]
+stonewall
+rw=write
+bs=8k
+filesize=8k
+nrfiles={small_files}
+size={small_files * 8}k
+openfiles=1
+create_on_open=1
+file_service_type=sequential
+direct=0
+filename_format=jpeg8/$jobnum.$filenum.jpg
 
 [jpeg_small_reads]
 stonewall
@@ -180,7 +201,7 @@ def summarise(doc: dict, small_files: int) -> dict:
                         f"{side}_p50_latency_s": p50 / 1e9 if p50 else None,
                         f"{side}_p99_latency_s": p99 / 1e9 if p99 else None, f"{side}_bytes": d["io_bytes"],
                         f"{side}_requests": d.get("total_ios")})
-        if name in ("jpeg_small_writes", "jpeg_small_reads") and rec["runtime_s"]:
+        if name in ("jpeg_small_writes", "jpeg_small_writes_8k", "jpeg_small_reads") and rec["runtime_s"]:
             rec["files_per_s"] = small_files / rec["runtime_s"]
         if name.startswith("file_"):  # fio reports these calls on the read side: one "request" per file
             rec = {"runtime_s": rec["runtime_s"], "caller_cpu_seconds": rec.get("caller_cpu_seconds"),
@@ -219,10 +240,12 @@ def metadata_probe(work: Path, files: int) -> dict:
 
 
 def packed_probe(work: Path, files: int) -> dict:
-    """Small files read whole, one after the other, each file's bytes appended to one stream file as it is read
-    (the TFRecord stage: patches packed into a shard), timed from the first open to the stream's close, at each
-    size of PACKED_SIZES: ``files`` files a size, written first, then dropped from the page cache (fadvise) so the
-    reads reach the storage. Per size: seconds a file."""
+    """Small files read whole, one after the other, each file's bytes appended to a stream file as it is read
+    (the TFRecord stage: patches packed into shards, one shard after the other), timed from the first open to the
+    last stream's close, at each size of PACKED_SIZES: ``files`` files a size, written first, then dropped from the
+    page cache (fadvise) so the reads reach the storage; PACKED_STREAMS streams in turn, a share of the files each
+    (where a stream's servers are the reads' matters: on the MooseFS lab with 80 Mbit/s chunk servers one stream
+    gave 2.9 ms an 18 KB file in one run and 4.4 in another). Per size: seconds a file."""
     rows = {}
     for size in PACKED_SIZES:
         folder = work / f"packed{size}"
@@ -238,15 +261,122 @@ def packed_probe(work: Path, files: int) -> dict:
             finally:
                 os.close(fd)
         t0, c0 = time.perf_counter(), time.process_time()
-        with open(folder / "stream.bin", "wb") as stream:
-            for p in names:
-                with open(p, "rb") as f:
-                    stream.write(f.read())
+        for k in range(PACKED_STREAMS):
+            with open(folder / f"stream{k}.bin", "wb") as stream:
+                for p in names[k * len(names) // PACKED_STREAMS:(k + 1) * len(names) // PACKED_STREAMS]:
+                    with open(p, "rb") as f:
+                        stream.write(f.read())
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         rows[str(size)] = {"files": files, "file_bytes": size, "runtime_s": wall, "seconds_per_file": wall / files,
                            "caller_cpu_seconds": cpu}
     return {"small_files_packed": {"sizes": rows, "tool": "wsibench: small files read whole, each one's bytes "
                                    "appended to one stream file (buffered writes), to the stream's close"}}
+
+
+READ_AHEAD_OPENS = 32  # opens of each kind of the read-ahead probe
+TILE = (65536, 16 << 20)  # the read that follows each open's first reads: a tile, away from the file's start
+READ_AHEAD_KINDS = {  # an open's first reads, (bytes, offset) in order, before the tile; "elsewhere" is the
+    # baseline: a lone read away from the start, what an open and its reads cost without a read-ahead
+    "alone": ((4096, 0),), "went_on": ((512, 0), (4096, 512)), "elsewhere": ((4096, 8 << 20),)}
+
+
+def received_bytes() -> int | None:
+    """Bytes this network namespace's interfaces (not loopback) have received (/proc/self/net/dev): a lab's client
+    host has its own link; a real host's NICs carry other traffic too. None where unreadable."""
+    try:
+        rows = Path("/proc/self/net/dev").read_text().splitlines()[2:]
+    except OSError:
+        return None
+    return sum(int(r.split(":", 1)[1].split()[0]) for r in rows if r.split(":", 1)[0].strip() != "lo")
+
+
+def read_ahead_probe(work: Path) -> dict:
+    """What an open that reads from a file's start costs beyond its bytes: a 32 MiB file written and dropped from
+    the page cache, then READ_AHEAD_OPENS opens of each kind of READ_AHEAD_KINDS, each followed by a tile's read
+    (TILE), timed from the open to the tile's bytes (what a worker waits), the bytes the host's interfaces received
+    counted around each open, once they stop coming (the read-ahead's tail). A network file system's client that
+    drops a file's cache at its open reads ahead from the start (MooseFS's mfsmount: a TIFF reader's header reads
+    after each open carried 2.3 times the patch stage's bytes over the lab's links), and the tile's read may wait
+    behind it where one link carries both; lone reads elsewhere carry their bytes; local storage receives nothing.
+    Per kind: opens, the bytes read and received, the seconds to the tile's bytes."""
+    path = work / "read-ahead.bin"
+    with open(path, "wb") as f:
+        for _ in range(32):
+            f.write(os.urandom(2**20))
+        f.flush()
+        os.fsync(f.fileno())
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+    rows = {}
+    for kind, reads in READ_AHEAD_KINDS.items():
+        got, received, waited = 0, 0, 0.0
+        for _ in range(READ_AHEAD_OPENS):
+            rx0 = received_bytes()
+            t0 = time.perf_counter()
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                for n, off in (*reads, TILE):
+                    got += len(os.pread(fd, n, off))
+                waited += time.perf_counter() - t0
+            finally:
+                os.close(fd)
+            rx1 = _settled()
+            received = None if rx0 is None or rx1 is None or received is None else received + rx1 - rx0
+        rows[kind] = {"opens": READ_AHEAD_OPENS, "read_bytes": got, "received_bytes": received, "runtime_s": waited}
+    path.unlink()
+    return {"read_ahead": {"kinds": rows, "tool": "wsibench: opens of a 32 MiB file reading from its start (alone; "
+                           "then going on) or elsewhere, then a 64 KiB tile; the time to the tile's bytes, the bytes "
+                           "the host's interfaces received around each open (/proc/self/net/dev)"}}
+
+
+def tiles_and_files_probe(work: Path, files: int) -> dict:
+    """The patch stage's path: a 64 KiB tile read from a large file (at a random place, the file dropped from the
+    page cache first) then a 32 KiB file written whole (created, written, closed), ``files`` pairs one after the
+    other; and as many tiles alone, then as many files alone, each timed the same way. Where a client's reads and
+    its files' writes travel apart (a client link's two directions), a pair takes about the longer one's time; where
+    one path carries both, the sum. Per part: its pairs, tiles or files and seconds."""
+    import random
+
+    folder = work / "tiles"
+    folder.mkdir()
+    big = folder / "slide.bin"
+    with open(big, "wb") as f:
+        for _ in range(32):
+            f.write(os.urandom(2**20))
+        f.flush()
+        os.fsync(f.fileno())
+    rng = random.Random(11)
+    places = [rng.randrange(0, (32 << 20) - TILE[0]) for _ in range(3 * files)]
+    data = os.urandom(32768)
+    fd = os.open(big, os.O_RDONLY)
+    rows = {}
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        for part, (tiles, writes) in {"tiles": (True, False), "files": (False, True), "both": (True, True)}.items():
+            t0 = time.perf_counter()
+            for i in range(files):
+                if tiles:
+                    os.pread(fd, TILE[0], places.pop())
+                if writes:
+                    (folder / f"{part}{i}.jpg").write_bytes(data)
+            rows[part] = {"count": files, "runtime_s": time.perf_counter() - t0}
+    finally:
+        os.close(fd)
+    return {"tiles_and_files": {"parts": rows, "tile_bytes": TILE[0], "file_bytes": len(data),
+                                "tool": "wsibench: 64 KiB reads of a large file and 32 KiB files written whole, "
+                                        "each alone and in pairs, one after the other"}}
+
+
+def _settled(quiet: float = 0.02, limit: float = 5.0) -> int | None:
+    """The host's received bytes once they have stopped growing for ``quiet`` seconds (at most ``limit``)."""
+    last, t_end = received_bytes(), time.perf_counter() + limit
+    while last is not None and time.perf_counter() < t_end:
+        time.sleep(quiet)
+        now = received_bytes()
+        if now == last:
+            break
+        last = now
+    return last
 
 
 def run(root: Path, size_mb: int = 256, runtime_s: float = 5.0, small_files: int = 2000, streams: int = 4,
@@ -259,6 +389,7 @@ def run(root: Path, size_mb: int = 256, runtime_s: float = 5.0, small_files: int
     jobs = work.parent / f"{work.name}.fio"
     try:
         (work / "jpeg").mkdir()
+        (work / "jpeg8").mkdir()
         (work / "meta").mkdir()
         jobs.write_text(job_file(work, size_mb, runtime_s, small_files, streams, direct))
         r = subprocess.run([fio, "--output-format=json", str(jobs)], capture_output=True, text=True)
@@ -266,7 +397,8 @@ def run(root: Path, size_mb: int = 256, runtime_s: float = 5.0, small_files: int
             raise FioError(f"fio failed on {root}: {(r.stderr or r.stdout).strip()[-800:]}")
         text = r.stdout[r.stdout.find("{"):]  # fio may print notes before its JSON
         doc = json.loads(text)
-        probes = metadata_probe(work, small_files) | packed_probe(work, max(20, small_files // 2))
+        probes = metadata_probe(work, small_files) | packed_probe(work, max(20, small_files // 2)) \
+            | read_ahead_probe(work) | tiles_and_files_probe(work, max(20, small_files // 2))
     finally:
         remove(work, root)
         remove(jobs, root)

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from harness import accelerators, sizing
+from harness.sizing.cluster import item_demands
 from harness.storage import characterisations
 
 from conftest import FOREIGN_RECORDS, ROOT
@@ -40,6 +41,62 @@ def test_pattern_costs_from_fio():
     assert SLOW["read_stream"]["value"] == pytest.approx(MiB / 0.010)
     assert SLOW["write_stream"]["value"] == pytest.approx(MiB / 0.010)
     assert SLOW["read_bandwidth"]["value"] == 100 * MiB and SLOW["rename"]["value"] == 0.003
+
+
+def test_a_file_written_whole_costs_its_bytes_at_the_pace_fio_wrote_two_sizes():
+    """A patch of 14,800 B written whole where fio wrote 8 KiB files in 1.03 ms and 32 KiB ones in 3.49 ms (the
+    MooseFS lab's chunk-server links at 80 Mbit/s: its close flushes the bytes to them): by hand, 1.03 ms plus
+    6,608 B more at 2.46 ms a 24,576 B, 1.69 ms; not the 32 KiB file's time less 17,968 B at the client's
+    buffered write stream (100 MB/s here, 4 GB/s into mfsmount's cache: 3.3-3.5 ms)."""
+    doc = fio_doc(0.00349, 0.003, 0.001, 0.011, 0.002, 0.012, 0.003, 0.002, 100 * MiB)
+    doc["jobs"]["jpeg_small_writes_8k"] = {"files_per_s": 1 / 0.00103}
+    costs = sizing.storage_costs(doc)
+    p = sizing.patterns(dict(profile(create=10, write=10), request_sizes={"write": {"mean_bytes": 14800}}))
+    assert sizing.pattern_seconds(p, costs)["files_written"] == pytest.approx(10 * 1.6914e-3, rel=1e-3)
+    assert "jpeg_small_writes_8k" in costs["file_write_per_byte"]["source"]
+
+
+def test_the_opens_that_read_from_a_files_start_carry_the_clients_read_ahead():
+    """fio's read_ahead probe, 16 opens a kind: an open reading from the start alone received 200,000 B beyond its
+    bytes and took 1 ms more than one reading elsewhere (whose 500 B of headers an open are the baseline), one whose
+    run went on 1,000,000 B and 2 ms. A stage of 4 opens alone and 8 going on, each leaving 8 MiB+ of a slide
+    unread, 1 alone leaving 64 KiB+ and 2 reading a small file whole: by hand 4 x 200,000 + 8 x 1,000,000 +
+    65,536 = 8,865,536 B on the links beyond the 1 MB read, and 4 + 16 + 0.328 ms on the chain; none of it on
+    storage that received nothing beyond the bytes."""
+    doc = fio_doc(0.005, 0.003, 0.001, 0.011, 0.002, 0.012, 0.003, 0.002, 100 * MiB)
+    row = lambda read, extra, secs: {"opens": 16, "read_bytes": read, "received_bytes": read + 16 * (500 + extra),  # noqa: E731
+                                     "runtime_s": 16 * (0.0004 + secs)}
+    doc["jobs"]["read_ahead"] = {"kinds": {"alone": row(65536, 200_000, 0.001), "went_on": row(73728, 1_000_000, 0.002),
+                                           "elsewhere": row(65536, 0, 0.0)}}
+    costs = sizing.storage_costs(doc)
+    prof = dict(profile(open=15, read=30), bytes_read=1_000_000, read_runs={"from_start": {
+        "alone": {"opens": 7, "unread_histogram": {"8388608": 4, "65536": 1, "0": 2}},
+        "went_on": {"opens": 8, "unread_histogram": {"8388608": 8}}}})
+    p = sizing.patterns(prof)
+    assert sizing.pattern_seconds(p, costs)["read_ahead"] == pytest.approx(0.004 + 0.016 + 0.001 * 65536 / 200_000)
+    demand = {"source": "t", "io_profile": prof, "item_table": pd.DataFrame({"cpu_seconds": [1.0], "bytes_read": [1.0]})}
+    use = item_demands(demand, costs, lab_cores=False)[0]["use"]
+    assert use["link_read"] == pytest.approx(1_000_000 + 8_865_536) and use["server_read"] == use["link_read"]
+    local = dict(doc, jobs=dict(doc["jobs"], read_ahead={"kinds": {k: row(65536, 0, 0.0) for k in ("alone", "went_on", "elsewhere")}}))
+    assert item_demands(demand, sizing.storage_costs(local), lab_cores=False)[0]["use"]["link_read"] == 1_000_000
+
+
+def test_a_workers_reads_and_its_files_writes_overlap_as_far_as_the_probe_found_them_apart():
+    """fio's tiles_and_files probe on the lab's 40 Mbit/s client links: 13.6 ms a 64 KiB tile read, 7.0 ms a
+    32 KiB file written whole, 13.8 ms the two (the reads come in by the link's one direction, the writes leave by
+    the other): (13.6 + 7.0 - 13.8) / 7.0 = 0.971 of the shorter side hidden. A stage of 20 reads of 4 KiB (1 ms a
+    request and 4,096 B at 100 MiB/s: 20.78 ms) and 10 files of 32 KiB written whole (5 ms each: 50 ms): by hand
+    0.971 x 20.78 ms come off; nothing where the probe did not run."""
+    doc = fio_doc(0.005, 0.003, 0.001, 0.011, 0.002, 0.012, 0.003, 0.002, 100 * MiB)
+    doc["jobs"]["tiles_and_files"] = {"parts": {"tiles": {"count": 10, "runtime_s": 0.136},
+                                                "files": {"count": 10, "runtime_s": 0.070},
+                                                "both": {"count": 10, "runtime_s": 0.138}}}
+    p = sizing.patterns(profile(read=20, create=10, write=10))
+    reads = 20 * (0.001 + 4096 * 0.010 / MiB)
+    got = sizing.pattern_seconds(p, sizing.storage_costs(doc))
+    assert got["files_written"] == pytest.approx(0.050) and got["extra_reads"] == pytest.approx(reads)
+    assert got["reads_and_writes_at_once"] == pytest.approx(-(6.8 / 7.0) * reads)
+    assert sizing.pattern_seconds(p, SLOW)["reads_and_writes_at_once"] == 0.0
 
 
 def profile(**ops):

@@ -27,10 +27,10 @@ from __future__ import annotations
 import math
 
 from .contention import folder_shares, serialised_seconds
-from .costs import cost, pattern_seconds, server_bandwidth, small_file_beyond
-from .demand import patterns
+from .costs import cost, pattern_seconds, read_ahead, server_bandwidth, small_file_beyond
+from .demand import patterns, scale_starts
 from .feed_hosts import accelerators_on_hosts
-from .figures import NAMES, SECONDS_PER_DAY, SMALL_FILE_BYTES, SizingError, figure
+from .figures import NAMES, SECONDS_PER_DAY, SizingError, figure
 from .slides import STAGE_SCALE
 
 CLIENT = ("chain", "link_read", "link_write", "cores", "folder_locks")
@@ -82,6 +82,8 @@ def per_slide_profile(f: dict, stage: str) -> dict | None:
     for k in ("creates", "namespace_operations"):
         if prof.get(k) is not None:
             out[k] = prof[k] * per * (1.0 if "create" in fixed else x)
+    if prof.get("read_runs"):  # its opens from a file's start, as its opens
+        out["read_runs"] = scale_starts(prof, per * (1.0 if "open" in fixed else x))
     if prof.get("namespace_operations_by_folder"):
         scale = 1.0 if "create" in fixed else x
         out["namespace_operations_by_folder"] = {k: v * per * scale
@@ -95,6 +97,11 @@ def limits(f: dict, stage: str, costs: dict, hosts: int, workers: int, cores: fl
     out, notes = {}, []
     r, w = f["read_bytes"]["value"], f["write_bytes"]["value"]
     per = f"a target slide's {stage} demand"
+    prof = per_slide_profile(f, stage)
+    ahead = read_ahead(patterns(prof), costs) if prof else None
+    if ahead and ahead[0]:  # the client's read-ahead from the start of the files it opens: on the links too
+        r += ahead[0]
+        per += f" (its bytes read and {ahead[0]:,.0f} B the client reads ahead of its opens from a file's start)"
 
     def put(key, value, how):
         out[key] = figure(value, "slides/s", how)
@@ -109,7 +116,6 @@ def limits(f: dict, stage: str, costs: dict, hosts: int, workers: int, cores: fl
     if cores and cpu and cpu["value"]:
         put("cores", hosts * cores["value"] / cpu["value"],
             f"{hosts} hosts x {cores['value']:g} cores ({cores['source']}) / {cpu['value']:.3g} CPU s in {per}")
-    prof = per_slide_profile(f, stage)
     if prof is None:
         notes.append(f"{stage}: no operation counts (its run was not observed): the chains, the folder locks, small "
                      "files and the metadata server are not sized; bandwidth and CPU only")
@@ -187,6 +193,8 @@ def scaled_demand(f: dict, stage: str, slides: int) -> dict:
     for k in ("bytes_read", "bytes_written", "operations", "metadata_operations", "creates", "namespace_operations"):
         if whole.get(k) is not None:
             whole[k] = whole[k] * slides
+    if whole.get("read_runs"):
+        whole["read_runs"] = scale_starts(whole, slides)
     if whole.get("namespace_operations_by_folder"):
         whole["namespace_operations_by_folder"] = {k: v * slides for k, v in whole["namespace_operations_by_folder"].items()}
     return dict(d, io_profile=whole, item_table=rows, items=n, seconds=None,

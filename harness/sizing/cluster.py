@@ -7,9 +7,10 @@ can get is limited by:
 
 - **its own chain**: one worker does its CPU and its requests one after the other, so an item takes at least its
   CPU seconds plus what its I/O patterns cost one after the other on the target (``pattern_seconds``, with the
-  costs one client host measured);
+  costs one client host measured: the client's read-ahead at the opens that read from a file's start among them,
+  less what its reads and its files' writes hide of each other where they travel apart);
 - **its host's link**: the read and write bandwidth one client reaches (``wsibench fio``, one host), shared by that
-  host's workers;
+  host's workers; its reads carry their bytes and the client's read-ahead (``costs.read_ahead``);
 - **the servers**: the storage targets' aggregate read and write bandwidth, the small files they take per second
   and the metadata server's operations per second (``wsibench fio --hosts N``: several clients at once), shared by
   every worker of every host;
@@ -38,7 +39,7 @@ from __future__ import annotations
 import os
 import time
 
-from .costs import cost, pattern_seconds, server_bandwidth, small_file_beyond
+from .costs import cost, pattern_seconds, read_ahead, server_bandwidth, small_file_beyond
 from .demand import patterns
 from .figures import SMALL_FILE_BYTES, SizingError
 
@@ -73,18 +74,20 @@ def item_demands(demand: dict, target: dict, lab_cores: bool, on_target: bool = 
     for i, row in enumerate(items.itertuples(index=False)):
         rs, ws = read_share[i], write_share[i]
         mine = {k: v * (ws if k in ("files_written", "extra_writes", "renames", "unlinks", "bytes_written") else rs)
-                for k, v in p.items() if k not in ("file_bytes", "write_bytes", "read_bytes")}
-        mine.update(file_bytes=p["file_bytes"], write_bytes=p["write_bytes"], read_bytes=p["read_bytes"])
+                for k, v in p.items() if k not in ("file_bytes", "write_bytes", "read_bytes", "from_start")}
+        mine.update(file_bytes=p["file_bytes"], write_bytes=p["write_bytes"], read_bytes=p["read_bytes"],
+                    from_start=tuple((kind, unread, n * rs) for kind, unread, n in p["from_start"]))
         chain_io = sum(v or 0.0 for v in pattern_seconds(mine, target).values())
         cpu = float(getattr(row, "cpu_seconds") or 0.0)
-        read, written = mine["bytes_read"], mine["bytes_written"]
+        # the bytes on the links: those read, and what the client reads ahead of the opens from a file's start
+        read, written = mine["bytes_read"] + (read_ahead(mine, target) or (0.0, 0.0))[0], mine["bytes_written"]
         if on_target:
             read, written = _col(row, "wire_read_bytes", read), _col(row, "wire_written_bytes", written)
         meta = sum((ops.get(op, 0) * (rs if op == "open" else ws)) / cost(target, f"server_{op}")
                    for op in ("create", "open", "rename", "unlink") if cost(target, f"server_{op}"))
         lab_cpu = 0.0
         if lab_cores:
-            lab_cpu = (mine["bytes_read"] * (cost(target, "lab_cpu_per_byte_read") or 0.0)
+            lab_cpu = (read * (cost(target, "lab_cpu_per_byte_read") or 0.0)
                        + mine["bytes_written"] * (cost(target, "lab_cpu_per_byte_written") or 0.0)
                        + mine["files_written"] * (cost(target, "lab_cpu_per_file") or 0.0)
                        + sum(ops.get(op, 0) * (rs if op in ("open", "getattr") else ws)

@@ -26,6 +26,17 @@ def storage_costs(fio_doc: dict | None, reference: dict | None = None, name: str
             fps = get(job, "files_per_s")
             if fps:
                 out[key] = figure(1 / fps, "s per 32 KiB file", f"{when}: {job}, {fps:.0f} files/s one after the other")
+        f8 = get("jpeg_small_writes_8k", "files_per_s")
+        if f8 and get("jpeg_small_writes", "files_per_s"):  # a file written whole at two sizes: its close flushes
+            # its bytes to the servers, at their pace (80 Mbit/s chunk-server links: 1.1 ms a 8 KiB file, 3.5 ms a
+            # 32 KiB one), not at the client's buffered write stream's (4 GB/s into mfsmount's cache)
+            points = [(8192, 1 / f8), (SMALL_FILE_BYTES, out["file_write"]["value"])]
+            fit = line(points)
+            if fit:
+                how = f"{when}: jpeg_small_writes_8k and jpeg_small_writes, " + " and ".join(
+                    f"{t * 1e3:.2f} ms a {b // 1024} KiB file" for b, t in points)
+                out["file_write_fixed"] = figure(fit[0], "s per file written whole", how)
+                out["file_write_per_byte"] = figure(fit[1], "s per B of a file written whole", how)
         for side, fixed_job, bw_job in (("read", "read_latency", "slide_seq_read"),
                                         ("write", "write_latency", "checkpoint_write")):
             fixed = get(fixed_job, f"{side}_mean_latency_s")
@@ -48,6 +59,8 @@ def storage_costs(fio_doc: dict | None, reference: dict | None = None, name: str
             if v is not None:
                 out[key] = figure(v, "s", f"{when}: {job} ({(j.get(job) or {}).get('tool', 'fio')}), mean")
         out.update(packed_costs(j.get("small_files_packed"), when))
+        out.update(read_ahead_costs(j.get("read_ahead"), when))
+        out.update(overlap_cost(j.get("tiles_and_files"), when))
         out.update(server_costs(fio_doc, when))
     for key, unit_key in (("read_bandwidth", "read"), ("write_bandwidth", "write")):
         if key not in out and reference:
@@ -74,6 +87,69 @@ def packed_costs(probe: dict | None, when: str) -> dict:
     src = (f"{when}: small_files_packed (wsibench: files read whole, their bytes appended to one stream), "
            f"{t0 * 1e3:.2f} ms a {b0 // 1024} KiB file, {t1 * 1e3:.2f} ms a {b1 // 1024} KiB file")
     return {"packed_fixed": figure(fit[0], "s per file", src), "packed_per_byte": figure(fit[1], "s per B", src)}
+
+
+def overlap_cost(probe: dict | None, when: str) -> dict:
+    """How much of one client's reads and its files' writes go on at once (``read_write_overlap``, 0-1), from the
+    ``tiles_and_files`` probe: 64 KiB tiles read, 32 KiB files written whole, each alone and in pairs. 1 where a
+    pair takes the longer one's time (the reads and the writes travel apart: a client link's two directions; on the
+    lab's 40 Mbit/s client links 13.6 ms a tile, 7.0 a file, 13.8 a pair), 0 where it takes the sum (one path, or
+    the cores, carry both)."""
+    parts = (probe or {}).get("parts") or {}
+    t = {k: v["runtime_s"] / v["count"] for k, v in parts.items() if v.get("count")}
+    if not all(t.get(k) for k in ("tiles", "files", "both")):
+        return {}
+    f = max(0.0, min(1.0, (t["tiles"] + t["files"] - t["both"]) / min(t["tiles"], t["files"])))
+    return {"read_write_overlap": figure(f, "share of the shorter side hidden", (
+        f"{when}: tiles_and_files (wsibench: {t['tiles'] * 1e3:.2f} ms a 64 KiB tile read, {t['files'] * 1e3:.2f} ms "
+        f"a 32 KiB file written whole, {t['both'] * 1e3:.2f} ms the two one after the other)"))}
+
+
+def read_ahead_costs(probe: dict | None, when: str) -> dict:
+    """What an open reading from a file's start costs beyond its bytes (``read_ahead``: opens reading from the start
+    of a 32 MiB file against as many reading elsewhere in it), per kind of open (its first read alone; a run from the
+    start going on): the bytes the client host received beyond those read, and the seconds, each less the
+    baseline's (an open reading elsewhere). MooseFS's mfsmount drops a file's cache at its open and reads ahead
+    from its start (the lab: 0.2 MB an open alone, 1.1 MB one going on, unshaped links); local storage: none."""
+    kinds = (probe or {}).get("kinds") or {}
+    base = kinds.get("elsewhere") or {}
+    if base.get("received_bytes") is None or not base.get("opens"):
+        return {}
+    out = {}
+    for kind in READ_AHEAD_KINDS:
+        k = kinds.get(kind) or {}
+        if k.get("received_bytes") is None or not k.get("opens"):
+            continue
+        extra = (k["received_bytes"] - k["read_bytes"]) / k["opens"] \
+            - (base["received_bytes"] - base["read_bytes"]) / base["opens"]
+        secs = k["runtime_s"] / k["opens"] - base["runtime_s"] / base["opens"]
+        how = (f"{when}: read_ahead (wsibench: {k['opens']} opens reading from a 32 MiB file's start, "
+               f"{kind.replace('_', ' ')}, against {base['opens']} reading elsewhere; the bytes the client host's "
+               f"interfaces received beyond those read, {extra / 1e6:.3g} MB an open)")
+        out[f"read_ahead_{kind}"] = figure(max(0.0, extra), "B per open from a file's start", how)
+        out[f"read_ahead_{kind}_seconds"] = figure(max(0.0, secs), "s per open from a file's start", how)
+    return out
+
+
+READ_AHEAD_KINDS = ("alone", "went_on")  # opens from a file's start: their first read alone, or a run going on
+
+
+def read_ahead(p: dict, costs: dict) -> tuple[float, float] | None:
+    """The bytes and seconds the read-ahead of ``p``'s opens from a file's start (``patterns``' ``from_start``)
+    costs on a storage of these ``costs`` (``read_ahead_costs``): an open's figure where the file had at least
+    that much unread beyond what the open read, else the unread share of it. (0, 0) where ``p`` has no such opens;
+    None where it has some and the characterisation lacks the probe."""
+    nbytes = seconds = 0.0
+    for kind, unread, opens in p.get("from_start") or ():
+        if not unread:  # the open read the whole file: nothing ahead of it
+            continue
+        r, t = cost(costs, f"read_ahead_{kind}"), cost(costs, f"read_ahead_{kind}_seconds")
+        if r is None or t is None:
+            return None
+        share = min(1.0, unread / r) if r else 0.0
+        nbytes += opens * r * share
+        seconds += opens * t * share
+    return nbytes, seconds
 
 
 def line(points: list[tuple[float, float]]) -> tuple[float, float] | None:
@@ -217,6 +293,7 @@ def pattern_seconds(p: dict, costs: dict) -> dict:
 
     w_stream, r_stream = cost(costs, "write_stream"), cost(costs, "read_stream")
     fw, fr = cost(costs, "file_write"), cost(costs, "file_read")
+    wf, wb = cost(costs, "file_write_fixed"), cost(costs, "file_write_per_byte")
     small = small_files_read(p)
     file_bytes = p["bytes_read"] / p["files_read"] if p["files_read"] else 0.0  # a file read's bytes
     pf, pb = cost(costs, "packed_fixed"), cost(costs, "packed_per_byte")
@@ -227,12 +304,15 @@ def pattern_seconds(p: dict, costs: dict) -> dict:
         packed = min(p["files_read"], p["extra_writes"])
         p = dict(p, files_read=p["files_read"] - packed, extra_writes=p["extra_writes"] - packed,
                  extra_reads=max(0.0, p["extra_reads"] * (1.0 - packed / p["files_read"])))
-    return {
+    ahead = read_ahead(p, costs)
+    out = {
         # small files read whole, each one's bytes appended to a stream being written (its further reads and the
         # stream's writes in the probe's time)
         "packed": packed * (pf + file_bytes * pb) if packed else 0.0,
-        # a file written whole: the 32 KiB pattern, its bytes adjusted at the write stream's speed
-        "files_written": None if fw is None or not w_stream else
+        # a file written whole: where fio wrote them at two sizes, a fixed cost and a cost a byte (its close flushes
+        # its bytes); else the 32 KiB pattern, its bytes adjusted at the write stream's speed
+        "files_written": p["files_written"] * (wf + p["file_bytes"] * wb) if wf is not None and wb is not None
+        else None if fw is None or not w_stream else
         p["files_written"] * max(0.0, fw + (p["file_bytes"] - SMALL_FILE_BYTES) / w_stream),
         # a small file read whole: the 32 KiB pattern, its bytes adjusted at the read stream's speed (patches of
         # 18 KB cost a link-bound client about half a 32 KiB file's time)
@@ -244,8 +324,16 @@ def pattern_seconds(p: dict, costs: dict) -> dict:
         p["extra_reads"] * (cost(costs, "read_fixed") if small else request("read", p["read_bytes"])),
         "extra_writes": None if request("write", p["write_bytes"]) is None else p["extra_writes"] * request("write", p["write_bytes"]),
         "renames": None if cost(costs, "rename") is None else p["renames"] * cost(costs, "rename"),
+        # an open reading from a file's start: the client's read-ahead from there (``read_ahead``)
+        "read_ahead": None if ahead is None else ahead[1],
         "unlinks": None if cost(costs, "unlink") is None else p["unlinks"] * cost(costs, "unlink"),
     }
+    # a worker's reads and its files' writes at once, as far as they travel apart (``overlap_cost``): the shorter
+    # side's hidden share comes off
+    reads = sum(out[k] or 0.0 for k in ("files_read", "extra_reads", "read_ahead"))
+    writes = sum(out[k] or 0.0 for k in ("files_written", "extra_writes"))
+    out["reads_and_writes_at_once"] = -(cost(costs, "read_write_overlap") or 0.0) * min(reads, writes)
+    return out
 
 
 def extra_seconds(p: dict, measured_on: dict, target: dict) -> dict:

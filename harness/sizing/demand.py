@@ -55,10 +55,20 @@ def with_machine_columns(items: pd.DataFrame, rec: dict) -> pd.DataFrame:
     return items
 
 
+def scale_starts(prof: dict, scale: float) -> dict:
+    """``prof``'s ``read_runs`` with its opens from a file's start x ``scale`` (a profile scaled to other slides)."""
+    runs = prof.get("read_runs")
+    if not runs or not runs.get("from_start"):
+        return runs
+    return dict(runs, from_start={kind: {"opens": h["opens"] * scale, "unread_histogram": {
+        lo: n * scale for lo, n in h["unread_histogram"].items()}} for kind, h in runs["from_start"].items()})
+
+
 def patterns(prof: dict) -> dict:
     """A stage's FUSE operations as the I/O patterns whose costs fio measures: small files written whole
     (creates, with the bytes each carried), files opened and read (opens), further read and write requests,
-    renames and unlinks. Lookups, flushes and releases are part of the file patterns."""
+    renames and unlinks, and the opens that read from a file's start (``from_start``; ``read_ahead``: those with bytes of the file left unread).
+    Lookups, flushes and releases are part of the file patterns."""
     ops = {k: (v or {}).get("count", 0) for k, v in prof["ops"].items()}
     sizes = prof.get("request_sizes") or {}
     creates = ops.get("create", 0) + ops.get("mkdir", 0)
@@ -71,7 +81,16 @@ def patterns(prof: dict) -> dict:
     return {"files_written": creates, "file_bytes": mean_w, "files_read": opens, "extra_writes": extra_writes,
             "write_bytes": mean_w, "extra_reads": extra_reads, "read_bytes": mean_r,
             "renames": ops.get("rename", 0), "unlinks": ops.get("unlink", 0) + ops.get("rmdir", 0),
-            "bytes_read": prof.get("bytes_read", 0), "bytes_written": prof.get("bytes_written", 0)}
+            "bytes_read": prof.get("bytes_read", 0), "bytes_written": prof.get("bytes_written", 0),
+            "from_start": from_start(prof), "read_ahead": sum(n for _, unread, n in from_start(prof) if unread)}
+
+
+def from_start(prof: dict) -> tuple[tuple[str, float, float], ...]:
+    """The opens that read from a file's start (``read_runs.from_start``), as (kind, bytes of the file they did
+    not read: their bucket's lower bound, opens); empty where the run did not count them."""
+    starts = (prof.get("read_runs") or {}).get("from_start") or {}
+    return tuple((kind, float(lo), n) for kind, h in sorted(starts.items())
+                 for lo, n in sorted((h.get("unread_histogram") or {}).items(), key=lambda kv: int(kv[0])))
 
 
 def feed_demand(summary: dict) -> dict:

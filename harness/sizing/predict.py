@@ -7,7 +7,7 @@ import math
 import pandas as pd
 
 from .contention import folder_contention, folder_shares, makespan, serialised_seconds
-from .costs import cost, extra_seconds, sources
+from .costs import cost, extra_seconds, read_ahead, sources
 from .demand import patterns
 from .figures import MiB, SizingError
 
@@ -50,10 +50,11 @@ def predict_stage(demand: dict, measured_on: dict, target: dict, workers: int | 
     lock = {"folders": len(folders) if folders else None, "serialised_seconds": serial,
             "factor_measured_on": f_measured, "factor_target": f_target}
     bounds = {}
+    ahead = read_ahead(p, target) or (0.0, 0.0)  # the client's read-ahead from the start of the files it opens
     for side, key in (("read", "bytes_read"), ("write", "bytes_written")):
         bw = cost(target, f"{side}_bandwidth")
         if bw and p[key]:
-            bounds[f"{side}_bandwidth"] = p[key] / bw
+            bounds[f"{side}_bandwidth"] = (p[key] + (ahead[0] if side == "read" else 0.0)) / bw
     seconds = max([chain, *bounds.values()])
     binding = "per-worker latency chain (CPU + I/O one after the other)" if seconds == chain else \
         max(bounds, key=bounds.get)

@@ -121,6 +121,41 @@ def test_the_passthrough_counts_the_opens_that_read_from_a_files_start(tmp_path)
     assert starts["alone"] == {"opens": 2, "unread_histogram": {"0": 1, "524288": 1}}
 
 
+def test_a_handle_closed_and_taken_by_a_new_open_at_once_keeps_the_new_opens_reads(tmp_path, monkeypatch):
+    """The passthrough's operations called as its request threads may interleave them: open A reads 4 KiB from the
+    file's start; A's release closes its descriptor, and that moment another thread opens the file (the same
+    descriptor number) and reads at 4 KiB; then the new open reads at 0. By hand: one open from the start (A), two
+    first reads; the new open's read at 0 goes back in it, no open from the start (the handle forgotten after its
+    close had forgotten the new open's first read, and counted its read at 0 as another open from the start)."""
+    from types import SimpleNamespace
+
+    from harness.storage import emulate
+
+    (tmp_path / "f").write_bytes(os.urandom(2**20))
+    counters = iostats.Counters("observe", {})
+    ops = emulate._operations(str(tmp_path), {}, counters)
+    a, b = SimpleNamespace(flags=os.O_RDONLY, fh=0), SimpleNamespace(flags=os.O_RDONLY, fh=0)
+    ops.open("/f", a)
+    ops.read("/f", 4096, 0, a)
+    real_close = os.close
+
+    def close_then_another_opens(fd):
+        real_close(fd)
+        if not b.fh:
+            ops.open("/f", b)
+            assert b.fh == fd
+            ops.read("/f", 4096, 4096, b)
+
+    monkeypatch.setattr(os, "close", close_then_another_opens)
+    ops.release("/f", a)
+    monkeypatch.undo()
+    ops.read("/f", 4096, 0, b)
+    ops.release("/f", b)
+    snap = counters.snapshot()
+    assert snap["reads"]["first"] == 2 and snap["reads"]["backward"] == 1
+    assert snap["starts"] == {"alone": {iostats.size_bucket(2**20 - 4096): 1}, "went_on": {}}
+
+
 @pytest.mark.slow
 @needs_fuse
 def test_observe_profiles_every_stage_and_leaves_nothing_mounted(dataset, tmp_path):

@@ -71,6 +71,9 @@ def _counted(counters: iostats.Counters, op: str, sized: bool = False):
         @functools.wraps(fn)
         def inner(*args):
             folder = os.path.dirname(args[1]) if namespace else None
+            if op == "release":  # (self, path, fi): its handle's next opening starts afresh; before the handle is
+                # closed, for once closed its number may be a new open's, whose reads would be forgotten
+                counters.forget(args[2].fh)
             t0 = time.perf_counter()
             try:
                 result = fn(*args)
@@ -80,8 +83,6 @@ def _counted(counters: iostats.Counters, op: str, sized: bool = False):
             # a read's place in its open file (read(self, path, size, offset, fi)): how reads follow one another
             counters.record(op, time.perf_counter() - t0, (len(result) if op == "read" else result) if sized else None,
                             folder=folder, at=_place(args[4].fh, args[3]) if op == "read" else None)
-            if op == "release":  # (self, path, fi): its handle's next opening starts afresh
-                counters.forget(args[2].fh)
             return result
         return inner
     return wrap

@@ -110,7 +110,7 @@ def read_ahead_costs(probe: dict | None, when: str) -> dict:
     of a 32 MiB file against as many reading elsewhere in it), per kind of open (its first read alone; a run from the
     start going on): the bytes the client host received beyond those read, and the seconds, each less the
     baseline's (an open reading elsewhere). MooseFS's mfsmount drops a file's cache at its open and reads ahead
-    from its start (the lab: 0.2 MB an open alone, 1.1 MB one going on, unshaped links); local storage: none."""
+    from its start (the lab, unshaped links: 0.2-0.5 MB an open alone, 1.1-1.4 MB one going on); local storage: none."""
     kinds = (probe or {}).get("kinds") or {}
     base = kinds.get("elsewhere") or {}
     if base.get("received_bytes") is None or not base.get("opens"):

@@ -61,6 +61,14 @@ class FioError(WsibenchError, RuntimeError):
     pass
 
 
+def small_files_job(name: str, rw: str, kib: int, folder: str, files: int) -> str:
+    """A job of ``files`` small files of ``kib`` KiB each, one after the other, written whole (created as opened)
+    or read whole, in ``folder``."""
+    return (f"[{name}]\nstonewall\nrw={rw}\nbs={kib}k\nfilesize={kib}k\nnrfiles={files}\nsize={files * kib}k\n"
+            f"openfiles=1\n" + ("create_on_open=1\n" if rw == "write" else "")
+            + f"file_service_type=sequential\ndirect=0\nfilename_format={folder}/$jobnum.$filenum.jpg\n")
+
+
 def job_file(directory: Path, size_mb: int, runtime_s: float, small_files: int, streams: int, direct: bool) -> str:
     g = (f"[global]\nioengine=psync\ndirectory={directory}\ninvalidate=1\ndirect={int(direct)}\n"
          f"group_reporting=1\n")
@@ -87,44 +95,9 @@ bs=64k
 size={size_mb}M
 filename=slide.bin
 {t}
-[jpeg_small_writes]
-stonewall
-rw=write
-bs=32k
-filesize=32k
-nrfiles={small_files}
-size={small_files * 32}k
-openfiles=1
-create_on_open=1
-file_service_type=sequential
-direct=0
-filename_format=jpeg/$jobnum.$filenum.jpg
-
-[jpeg_small_writes_8k]
-stonewall
-rw=write
-bs=8k
-filesize=8k
-nrfiles={small_files}
-size={small_files * 8}k
-openfiles=1
-create_on_open=1
-file_service_type=sequential
-direct=0
-filename_format=jpeg8/$jobnum.$filenum.jpg
-
-[jpeg_small_reads]
-stonewall
-rw=read
-bs=32k
-filesize=32k
-nrfiles={small_files}
-size={small_files * 32}k
-openfiles=1
-file_service_type=sequential
-direct=0
-filename_format=jpeg/$jobnum.$filenum.jpg
-
+{small_files_job("jpeg_small_writes", "write", 32, "jpeg", small_files)}
+{small_files_job("jpeg_small_writes_8k", "write", 8, "jpeg8", small_files)}
+{small_files_job("jpeg_small_reads", "read", 32, "jpeg", small_files)}
 [tfrecord_stream]
 stonewall
 rw=read
@@ -273,7 +246,7 @@ def packed_probe(work: Path, files: int) -> dict:
                                    "appended to one stream file (buffered writes), to the stream's close"}}
 
 
-READ_AHEAD_OPENS = 32  # opens of each kind of the read-ahead probe
+READ_AHEAD_OPENS = 24  # opens of each kind of the read-ahead probe
 TILE = (65536, 16 << 20)  # the read that follows each open's first reads: a tile, away from the file's start
 READ_AHEAD_KINDS = {  # an open's first reads, (bytes, offset) in order, before the tile; "elsewhere" is the
     # baseline: a lone read away from the start, what an open and its reads cost without a read-ahead
@@ -320,7 +293,7 @@ def read_ahead_probe(work: Path) -> dict:
                 waited += time.perf_counter() - t0
             finally:
                 os.close(fd)
-            rx1 = _settled()
+            rx1 = _settled(rx0)
             received = None if rx0 is None or rx1 is None or received is None else received + rx1 - rx0
         rows[kind] = {"opens": READ_AHEAD_OPENS, "read_bytes": got, "received_bytes": received, "runtime_s": waited}
     path.unlink()
@@ -367,10 +340,11 @@ def tiles_and_files_probe(work: Path, files: int) -> dict:
                                         "each alone and in pairs, one after the other"}}
 
 
-def _settled(quiet: float = 0.02, limit: float = 5.0) -> int | None:
-    """The host's received bytes once they have stopped growing for ``quiet`` seconds (at most ``limit``)."""
+def _settled(since: int | None, quiet: float = 0.02, limit: float = 5.0) -> int | None:
+    """The host's received bytes once they have stopped growing for ``quiet`` seconds (at most ``limit``); at once
+    where nothing came since ``since`` (local storage)."""
     last, t_end = received_bytes(), time.perf_counter() + limit
-    while last is not None and time.perf_counter() < t_end:
+    while last is not None and last != since and time.perf_counter() < t_end:
         time.sleep(quiet)
         now = received_bytes()
         if now == last:
@@ -398,7 +372,7 @@ def run(root: Path, size_mb: int = 256, runtime_s: float = 5.0, small_files: int
         text = r.stdout[r.stdout.find("{"):]  # fio may print notes before its JSON
         doc = json.loads(text)
         probes = metadata_probe(work, small_files) | packed_probe(work, max(20, small_files // 2)) \
-            | read_ahead_probe(work) | tiles_and_files_probe(work, max(20, small_files // 2))
+            | read_ahead_probe(work) | tiles_and_files_probe(work, max(20, small_files // 4))
     finally:
         remove(work, root)
         remove(jobs, root)

@@ -70,9 +70,13 @@ def test_quickstart_summary_has_every_figure(quickstart):
     for st in s["stages"].values():
         assert st["seconds"] > 0 and st["items"] > 0 and not st["errors"]
     cores = s["environment"]["cpu_count"]
+    # /proc/stat counts each core's busy time in clock ticks: read at a stage's start and end, up to a tick a core
+    # either side (a TFRecord stage of 38 ms on 2 cores read 0.08 CPU s, 8 ticks, over a bound of 0.0795)
+    ticks = 2 * cores / os.sysconf("SC_CLK_TCK")
     for name in ("masks", "patches", "tfrecords", "infer"):  # the machine's CPU over each timed map of items: at
         st = s["stages"][name]  # least its workers' own, at most every core for its work_seconds (start-up apart)
-        assert 0.9 * st["cpu_seconds"] <= st["machine_cpu_seconds"] <= cores * st["work_seconds"] * 1.05, (name, st)
+        assert 0.9 * st["cpu_seconds"] - ticks <= st["machine_cpu_seconds"] <= cores * st["work_seconds"] * 1.05 + ticks, \
+            (name, st)
     assert "machine_cpu_seconds" not in s["stages"]["train"] and "lab" not in s["stages"]["patches"]
     steps = pd.read_parquet(run_dir / "train_steps.parquet")
     assert list(steps.columns[:6]) == ["step", "epoch", "wait_seconds", "compute_seconds", "batch_size", "record_bytes"]

@@ -263,6 +263,17 @@ def received_bytes() -> int | None:
     return sum(int(r.split(":", 1)[1].split()[0]) for r in rows if r.split(":", 1)[0].strip() != "lo")
 
 
+def _large_file(path: Path, mib: int = 32) -> Path:
+    """A file of ``mib`` MiB of random bytes at ``path``, on the storage (fsync'd) and dropped from the page cache."""
+    with open(path, "wb") as f:
+        for _ in range(mib):
+            f.write(os.urandom(2**20))
+        f.flush()
+        os.fsync(f.fileno())
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+    return path
+
+
 def read_ahead_probe(work: Path) -> dict:
     """What an open that reads from a file's start costs beyond its bytes: a 32 MiB file written and dropped from
     the page cache, then READ_AHEAD_OPENS opens of each kind of READ_AHEAD_KINDS, each followed by a tile's read
@@ -272,13 +283,7 @@ def read_ahead_probe(work: Path) -> dict:
     after each open carried 2.3 times the patch stage's bytes over the lab's links), and the tile's read may wait
     behind it where one link carries both; lone reads elsewhere carry their bytes; local storage receives nothing.
     Per kind: opens, the bytes read and received, the seconds to the tile's bytes."""
-    path = work / "read-ahead.bin"
-    with open(path, "wb") as f:
-        for _ in range(32):
-            f.write(os.urandom(2**20))
-        f.flush()
-        os.fsync(f.fileno())
-        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+    path = _large_file(work / "read-ahead.bin")
     rows = {}
     for kind, reads in READ_AHEAD_KINDS.items():
         got, received, waited = 0, 0, 0.0
@@ -312,12 +317,7 @@ def tiles_and_files_probe(work: Path, files: int) -> dict:
 
     folder = work / "tiles"
     folder.mkdir()
-    big = folder / "slide.bin"
-    with open(big, "wb") as f:
-        for _ in range(32):
-            f.write(os.urandom(2**20))
-        f.flush()
-        os.fsync(f.fileno())
+    big = _large_file(folder / "slide.bin")
     rng = random.Random(11)
     places = [rng.randrange(0, (32 << 20) - TILE[0]) for _ in range(3 * files)]
     data = os.urandom(32768)

@@ -98,20 +98,22 @@ def limits(f: dict, stage: str, costs: dict, hosts: int, workers: int, cores: fl
     r, w = f["read_bytes"]["value"], f["write_bytes"]["value"]
     per = f"a target slide's {stage} demand"
     prof = per_slide_profile(f, stage)
-    ahead = read_ahead(patterns(prof), costs) if prof else None
+    p = patterns(prof) if prof else None
+    ahead = read_ahead(p, costs) if p else None
+    per_read = per
     if ahead and ahead[0]:  # the client's read-ahead from the start of the files it opens: on the links too
         r += ahead[0]
-        per += f" (its bytes read and {ahead[0]:,.0f} B the client reads ahead of its opens from a file's start)"
+        per_read += f" (its bytes read and {ahead[0]:,.0f} B the client reads ahead of its opens from a file's start)"
 
     def put(key, value, how):
         out[key] = figure(value, "slides/s", how)
 
-    for side, b in (("read", r), ("write", w)):
+    for side, b, what in (("read", r, per_read), ("write", w, per)):
         bw, sbw = bandwidths(costs, side)
         if bw and b:
-            put(f"link_{side}", hosts * bw["value"] / b, f"{hosts} hosts x {bw['source']} / {b:,.0f} B {side} in {per}")
+            put(f"link_{side}", hosts * bw["value"] / b, f"{hosts} hosts x {bw['source']} / {b:,.0f} B {side} in {what}")
         if sbw and b:
-            put(f"server_{side}", sbw["value"] / b, f"{sbw['source']} / {b:,.0f} B {side} in {per}")
+            put(f"server_{side}", sbw["value"] / b, f"{sbw['source']} / {b:,.0f} B {side} in {what}")
     cpu = f.get("cpu_seconds")
     if cores and cpu and cpu["value"]:
         put("cores", hosts * cores["value"] / cpu["value"],
@@ -120,7 +122,6 @@ def limits(f: dict, stage: str, costs: dict, hosts: int, workers: int, cores: fl
         notes.append(f"{stage}: no operation counts (its run was not observed): the chains, the folder locks, small "
                      "files and the metadata server are not sized; bandwidth and CPU only")
         return out, notes
-    p = patterns(prof)
     files, sbw = costs.get("server_small_files"), costs.get("server_write_bandwidth")
     if files and sbw and p["files_written"]:  # a small file's cost to the servers beyond its bytes, as cluster.py
         beyond = small_file_beyond(costs, p["file_bytes"])

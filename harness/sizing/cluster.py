@@ -70,6 +70,8 @@ def item_demands(demand: dict, target: dict, lab_cores: bool, on_target: bool = 
     read_share = _shares(items, "bytes_read")
     write_share = _shares(items, "bytes_written")
     ops = {k: (v or {}).get("count", 0) for k, v in prof["ops"].items()}
+    # what the client reads ahead of the stage's opens from a file's start: on the links with its bytes read
+    ahead = (read_ahead(p, target) or (0.0, 0.0))[0]
     out = []
     for i, row in enumerate(items.itertuples(index=False)):
         rs, ws = read_share[i], write_share[i]
@@ -79,8 +81,7 @@ def item_demands(demand: dict, target: dict, lab_cores: bool, on_target: bool = 
                     from_start=tuple((kind, unread, n * rs) for kind, unread, n in p["from_start"]))
         chain_io = sum(v or 0.0 for v in pattern_seconds(mine, target).values())
         cpu = float(getattr(row, "cpu_seconds") or 0.0)
-        # the bytes on the links: those read, and what the client reads ahead of the opens from a file's start
-        read, written = mine["bytes_read"] + (read_ahead(mine, target) or (0.0, 0.0))[0], mine["bytes_written"]
+        read, written = mine["bytes_read"] + ahead * rs, mine["bytes_written"]
         if on_target:
             read, written = _col(row, "wire_read_bytes", read), _col(row, "wire_written_bytes", written)
         meta = sum((ops.get(op, 0) * (rs if op == "open" else ws)) / cost(target, f"server_{op}")

@@ -67,8 +67,8 @@ def scale_starts(prof: dict, scale: float) -> dict:
 def patterns(prof: dict) -> dict:
     """A stage's FUSE operations as the I/O patterns whose costs fio measures: small files written whole
     (creates, with the bytes each carried), files opened and read (opens), further read and write requests,
-    renames and unlinks, and the opens that read from a file's start (``from_start``; ``read_ahead``: those with bytes of the file left unread).
-    Lookups, flushes and releases are part of the file patterns."""
+    renames and unlinks, and the opens that read from a file's start (``from_start``; ``read_ahead``: those that
+    left bytes of the file unread). Lookups, flushes and releases are part of the file patterns."""
     ops = {k: (v or {}).get("count", 0) for k, v in prof["ops"].items()}
     sizes = prof.get("request_sizes") or {}
     creates = ops.get("create", 0) + ops.get("mkdir", 0)
@@ -78,11 +78,12 @@ def patterns(prof: dict) -> dict:
     extra_reads = max(0, reads - opens)
     mean_w = (sizes.get("write") or {}).get("mean_bytes") or 0.0
     mean_r = (sizes.get("read") or {}).get("mean_bytes") or 0.0
+    starts = from_start(prof)
     return {"files_written": creates, "file_bytes": mean_w, "files_read": opens, "extra_writes": extra_writes,
             "write_bytes": mean_w, "extra_reads": extra_reads, "read_bytes": mean_r,
             "renames": ops.get("rename", 0), "unlinks": ops.get("unlink", 0) + ops.get("rmdir", 0),
             "bytes_read": prof.get("bytes_read", 0), "bytes_written": prof.get("bytes_written", 0),
-            "from_start": from_start(prof), "read_ahead": sum(n for _, unread, n in from_start(prof) if unread)}
+            "from_start": starts, "read_ahead": sum(n for _, unread, n in starts if unread)}
 
 
 def from_start(prof: dict) -> tuple[tuple[str, float, float], ...]:

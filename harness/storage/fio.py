@@ -319,7 +319,7 @@ def tiles_and_files_probe(work: Path, files: int) -> dict:
     folder.mkdir()
     big = _large_file(folder / "slide.bin")
     rng = random.Random(11)
-    places = [rng.randrange(0, (32 << 20) - TILE[0]) for _ in range(3 * files)]
+    places = [rng.randrange(0, (32 << 20) - TILE[0]) for _ in range(2 * files)]  # the tiles alone, and in pairs
     data = os.urandom(32768)
     fd = os.open(big, os.O_RDONLY)
     rows = {}
@@ -340,9 +340,10 @@ def tiles_and_files_probe(work: Path, files: int) -> dict:
                                         "each alone and in pairs, one after the other"}}
 
 
-def _settled(since: int | None, quiet: float = 0.02, limit: float = 5.0) -> int | None:
-    """The host's received bytes once they have stopped growing for ``quiet`` seconds (at most ``limit``); at once
-    where nothing came since ``since`` (local storage)."""
+def _settled(since: int | None, quiet: float = 0.02, limit: float = 1.0) -> int | None:
+    """The host's received bytes once they have stopped growing for ``quiet`` seconds (at most ``limit``: a real
+    host's NICs may never go quiet, other traffic; a read-ahead of 1.4 MB takes 0.3 s at 40 Mbit/s); at once where
+    nothing came since ``since`` (local storage)."""
     last, t_end = received_bytes(), time.perf_counter() + limit
     while last is not None and last != since and time.perf_counter() < t_end:
         time.sleep(quiet)

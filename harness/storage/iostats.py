@@ -78,7 +78,7 @@ class Counters:
         # opens whose first read began at the file's start (a client's read-ahead fetches from there): by whether
         # the next read went on from it, size bucket of the file's bytes the open did not read -> opens (``forget``)
         self.starts: dict[str, dict[int, int]] = {"alone": {}, "went_on": {}}
-        self._starts: dict[int, list] = {}  # open file handle -> [file size, bytes read, reads, went on]
+        self._starts: dict[int, list] = {}  # open file handle -> [file size, bytes read, went on (None: one read)]
 
     def record(self, op: str, seconds: float, nbytes: int | None = None, error: bool = False,
                folder: str | None = None, at: tuple[int, int, int | None] | None = None) -> None:
@@ -128,12 +128,12 @@ class Counters:
         start = self._starts.get(fh)
         if start is not None:
             start[1] += nbytes
-            start[3] = start[3] or (start[2] == 1 and offset == end)
-            start[2] += 1
+            if start[2] is None:  # its second read: did it go on from the first?
+                start[2] = offset == end
         if end is None:
             self.reads["first"] += 1
             if offset == 0 and size is not None:
-                self._starts[fh] = [size, nbytes, 1, False]
+                self._starts[fh] = [size, nbytes, None]
         elif offset == end:
             self.reads["continued"] += 1
         elif offset > end:
@@ -153,7 +153,7 @@ class Counters:
             self._ends.pop(fh, None)
             start = self._starts.pop(fh, None)
             if start is not None:
-                kind = self.starts["went_on" if start[3] else "alone"]
+                kind = self.starts["went_on" if start[2] else "alone"]
                 k = size_bucket(max(0, start[0] - start[1]))
                 kind[k] = kind.get(k, 0) + 1
 

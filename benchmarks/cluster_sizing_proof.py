@@ -175,8 +175,9 @@ def lab_sizes(hosts: tuple[int, ...]) -> list[int]:
 
 
 def characterise_shape(out: Path, shape: str, clients: int, most: int, entry: dict, fio: dict, progress) -> None:
-    """On the lab of one client host, one client's view (``wsibench fio``, entry["fio_one_client"]); on the lab of
-    ``most``, the servers' (``wsibench fio --hosts most``, entry["fio"])."""
+    """On the lab of one client host, one client's view (``wsibench fio``'s jobs on the client host,
+    entry["fio_one_client"]); on the lab of ``most``, the servers' (the parallel phases of ``wsibench fio --hosts
+    most``, entry["fio"], its jobs those of one client's view, not run again)."""
     from harness.storage import fio as fio_mod
 
     prof = str(profile_file(out, shape, clients))
@@ -184,10 +185,15 @@ def characterise_shape(out: Path, shape: str, clients: int, most: int, entry: di
         if clients == want:
             if key in entry:
                 entry.setdefault(f"earlier_{key}", []).append(entry[key])
-            progress(f"[proof] {shape}: wsibench fio" + (f" --hosts {want}" if want > 1 else "")
+            progress(f"[proof] {shape}: wsibench fio" + (f" --hosts {want}, its parallel phases," if want > 1 else "")
                      + f" on a lab of {clients} client host(s)")
-            path, _ = fio_mod.characterise(prof, out / "results", hosts=want, progress=progress, **fio)
+            one = entry.get("fio_one_client") if want > 1 else None
+            path, _ = fio_mod.characterise(prof, out / "results", hosts=want, parallel_phases=want > 1,
+                                           jobs_from=out / "results" / "fio" / one if one else None,
+                                           progress=progress, **fio)
             entry[key] = path.name
+    if most == 1:  # no parallel phases: one client's view is all there is
+        entry["fio"] = entry["fio_one_client"]
 
 
 def shape_costs(res: Path, entry: dict) -> dict:

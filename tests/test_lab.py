@@ -566,7 +566,7 @@ def test_a_small_cluster_proof_measures_the_servers_and_predicts_one_and_two_cli
     client hosts, predicted from an observed run on local storage and `wsibench fio --hosts 2` alone, within 20% of
     what it measured on the lab (the full proof: docs/sizing.md).
 
-    On the way, `wsibench fio --hosts 2`: each parallel phase ran on both client hosts at once (each host's own
+    On the way, `wsibench fio --hosts 2` (its jobs kept from one client's, measured on a lab of one): each parallel phase ran on both client hosts at once (each host's own
     figures, their sum the servers'), the small files and metadata operations on the streams the phase says, and
     the lab's CPU by role over the phase: none negative (a phase's own client mount ends with it; subtracting it
     as a process seen before but not after made the clients' CPU negative), the clients' including those mounts;
@@ -594,9 +594,10 @@ def test_a_small_cluster_proof_measures_the_servers_and_predicts_one_and_two_cli
                 ["client_hosts"]) for run in entry["runs"]]
     assert labs == [run["hosts"] for run in entry["runs"]] == [1, 2], labs
     one = json.loads((tmp_path / "results" / "fio" / entry["fio_one_client"]).read_text())
-    assert len(one["storage"]["lab"]["client_hosts"]) == 1
+    assert len(one["storage"]["lab"]["client_hosts"]) == 1 and "parallel" not in one  # its jobs only
     c = json.loads((tmp_path / "results" / "fio" / entry["fio"]).read_text())
     assert len(c["storage"]["lab"]["client_hosts"]) == 2
+    assert c["jobs"] == one["jobs"] and c["jobs_from"].startswith(entry["fio_one_client"])  # kept, not run again
     ph = c["parallel"]["phases"]
     assert c["parallel"]["hosts"] == 2 and set(ph) == set(fio.PHASES)
     for name, p in ph.items():

@@ -383,12 +383,16 @@ def run(root: Path, size_mb: int = 256, runtime_s: float = 5.0, small_files: int
 
 def characterise(profile_name: str, results_dir: Path, size_mib: int = 256, runtime: float = 5.0,
                  small_files: int = 2000, streams: int = 4, direct: bool | None = None, strict: bool = False,
-                 observe: bool = False, hosts: int | None = None, progress=print) -> tuple[Path, dict]:
+                 observe: bool = False, hosts: int | None = None, parallel_phases: bool = True,
+                 jobs_from: Path | None = None, progress=print) -> tuple[Path, dict]:
     """``wsibench fio``: attach the profile's storage, run the jobs on its root and store the characterisation under
     <results>/fio/ (later runs on the profile carry it). ``direct`` defaults to on for real roots, off for emulated
     or observed ones (a FUSE passthrough that never caches). ``hosts`` (a lab profile with client hosts): the jobs
     run on the lab's first client host, as one client sees the storage, and then ``parallel`` phases run on that
-    many client hosts at once: what the servers deliver to several clients. Returns (its file, the result)."""
+    many client hosts at once: what the servers deliver to several clients (not with ``parallel_phases`` off).
+    ``jobs_from``: an earlier characterisation of this storage whose jobs are kept, not run again (one client's
+    view measured on a lab of one client host, where idle client hosts do not share its cores; the cluster proof).
+    Returns (its file, the result)."""
     profile = load_profile(profile_name)
     with attached(profile, Path(results_dir), strict, observe) as st:
         observed = "observe" in st.record
@@ -400,16 +404,22 @@ def characterise(profile_name: str, results_dir: Path, size_mib: int = 256, runt
         progress(f"[fio] {profile.name}: {st.root} ({st.record['fstype']}{', emulated' if profile.emulated else ''}"
                  f"{', observed through the counting passthrough' if observed else ''}){where}, "
                  f"{len(JOBS)} jobs of about {runtime:g}s")
-        if hosts:
+        if jobs_from:
+            kept = json.loads(Path(jobs_from).read_text())
+            result = {k: v for k, v in kept.items()
+                      if k not in ("profile", "created_at", "observed", "storage", "parallel", "jobs_from")}
+            result["jobs_from"] = f"{Path(jobs_from).name} (created {kept.get('created_at')})"
+        elif hosts:
             argv = [sys.executable, "-m", "harness.storage.fio", "suite", str(st.root), json.dumps(
                 {"size_mb": size_mib, "runtime_s": runtime, "small_files": small_files, "streams": streams,
                  "direct": direct})]
             result = json.loads(lab_on_hosts(doc, [argv])[0])
             result["client_host"] = _clients(doc)[0]["name"]
-            progress(f"[fio] {profile.name}: parallel phases on {hosts} client hosts at once")
-            result["parallel"] = parallel(st.root, doc, hosts, runtime, size_mib, small_files, direct)
         else:
             result = run(st.root, size_mib, runtime, small_files, streams, direct)
+        if hosts and parallel_phases:
+            progress(f"[fio] {profile.name}: parallel phases on {hosts} client hosts at once")
+            result["parallel"] = parallel(st.root, doc, hosts, runtime, size_mib, small_files, direct)
         storage = {k: v for k, v in st.record.items() if k != "fio"}  # not the characterisation it replaces
     return save(Path(results_dir), profile.name, {"storage": storage, **result}, observed=observed), result
 

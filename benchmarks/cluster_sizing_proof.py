@@ -348,7 +348,7 @@ def feed_collect(out: Path, slides: int, size: int, repetitions: int, hosts: tup
                     old = json.loads(feed_file(out, epochs).read_text())
                     if old.get("step_s") == step and old.get("shape") == shape:
                         entry["hosts"] = old["hosts"]
-            counter, _ = F.delivered_counter(st, files)  # this lab's mount
+            counter, _ = F.delivered_counter(st, files, n_hosts)  # what the ranks' client hosts received
             placement = lab.client_prefixes(lab.status(st.real_root), n_hosts)
             predicted = bound(n_hosts, step)
             best = int(predicted["value"])

@@ -172,6 +172,24 @@ def test_fio_refuses_a_runtime_under_a_millisecond_and_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_fio_keeps_jobs_only_from_a_characterisation_of_the_same_storage(tmp_path):
+    """``jobs_from`` keeps an earlier characterisation's jobs instead of running them (the cluster proof: one
+    client's jobs measured on a lab of one client host): kept as they were and named, and refused from another
+    profile's characterisation, whose jobs say nothing of this storage."""
+    res = tmp_path / "results"
+    jobs = {"slide_tile_read": {"read_bw_bytes_per_s": 1.5e8, "runtime_s": 0.5}}
+    mine, other = tmp_path / "plain-1.json", tmp_path / "other-1.json"
+    mine.write_text(json.dumps({"profile": "plain", "created_at": "20261205T170000", "storage": {"x": 1},
+                                "fio_version": "fio-3.33", "size_mb": 16, "jobs": jobs}))
+    other.write_text(json.dumps({"profile": "other", "created_at": "20261205T170000", "jobs": jobs}))
+    with pytest.raises(fio.FioError, match="characterises 'other', not 'plain'"):
+        fio.characterise(profile(tmp_path, "plain"), res, jobs_from=other, progress=lambda m: None)
+    path, doc = fio.characterise(profile(tmp_path, "plain"), res, jobs_from=mine, progress=lambda m: None)
+    saved = json.loads(path.read_text())
+    assert saved["jobs"] == jobs and saved["fio_version"] == "fio-3.33" and saved["storage"]["profile"] == "plain"
+    assert saved["jobs_from"] == "plain-1.json (created 20261205T170000)" and "parallel" not in saved
+
+
 @pytest.mark.slow
 def test_fio_cli_stores_a_characterisation(tmp_path):
     r = subprocess.run([sys.executable, "-m", "harness.cli", "fio", profile(tmp_path, "plain"), "--results",

@@ -403,9 +403,13 @@ def characterise(profile_name: str, results_dir: Path, size_mib: int = 256, runt
             where = f" on client host {_clients(doc)[0]['name']}"
         progress(f"[fio] {profile.name}: {st.root} ({st.record['fstype']}{', emulated' if profile.emulated else ''}"
                  f"{', observed through the counting passthrough' if observed else ''}){where}, "
-                 f"{len(JOBS)} jobs of about {runtime:g}s")
+                 + (f"the jobs kept from {Path(jobs_from).name}" if jobs_from
+                    else f"{len(JOBS)} jobs of about {runtime:g}s"))
         if jobs_from:
             kept = json.loads(Path(jobs_from).read_text())
+            if kept.get("profile") != profile.name:
+                raise FioError(f"{jobs_from} characterises {kept.get('profile')!r}, not {profile.name!r}: its jobs "
+                               "are not this storage's")
             result = {k: v for k, v in kept.items()
                       if k not in ("profile", "created_at", "observed", "storage", "parallel", "jobs_from")}
             result["jobs_from"] = f"{Path(jobs_from).name} (created {kept.get('created_at')})"

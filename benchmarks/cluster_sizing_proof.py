@@ -177,23 +177,24 @@ def lab_sizes(hosts: tuple[int, ...]) -> list[int]:
 def characterise_shape(out: Path, shape: str, clients: int, most: int, entry: dict, fio: dict, progress) -> None:
     """On the lab of one client host, one client's view (``wsibench fio``'s jobs on the client host,
     entry["fio_one_client"]); on the lab of ``most``, the servers' (the parallel phases of ``wsibench fio --hosts
-    most``, entry["fio"], its jobs those of one client's view, not run again)."""
+    most``, entry["fio"], its jobs those of one client's view, not run again). Where the most is one host, one
+    characterisation (jobs and parallel phases on that host) is both."""
     from harness.storage import fio as fio_mod
 
-    prof = str(profile_file(out, shape, clients))
-    for key, want in (("fio_one_client", 1), ("fio", most)):
-        if clients == want:
-            if key in entry:
-                entry.setdefault(f"earlier_{key}", []).append(entry[key])
-            progress(f"[proof] {shape}: wsibench fio" + (f" --hosts {want}, its parallel phases," if want > 1 else "")
-                     + f" on a lab of {clients} client host(s)")
-            one = entry.get("fio_one_client") if want > 1 else None
-            path, _ = fio_mod.characterise(prof, out / "results", hosts=want, parallel_phases=want > 1,
-                                           jobs_from=out / "results" / "fio" / one if one else None,
-                                           progress=progress, **fio)
-            entry[key] = path.name
-    if most == 1:  # no parallel phases: one client's view is all there is
-        entry["fio"] = entry["fio_one_client"]
+    if clients not in (1, most):
+        return
+    one = entry.get("fio_one_client") if clients > 1 else None
+    keys = ["fio_one_client"] * (clients == 1) + ["fio"] * (clients == most)
+    for key in keys:
+        if key in entry:
+            entry.setdefault(f"earlier_{key}", []).append(entry[key])
+    progress(f"[proof] {shape}: wsibench fio" + (f" --hosts {clients}, its parallel phases," if one else "")
+             + f" on a lab of {clients} client host(s)")
+    path, _ = fio_mod.characterise(str(profile_file(out, shape, clients)), out / "results", hosts=clients,
+                                   parallel_phases=clients == most,
+                                   jobs_from=out / "results" / "fio" / one if one else None, progress=progress, **fio)
+    for key in keys:
+        entry[key] = path.name
 
 
 def shape_costs(res: Path, entry: dict) -> dict:

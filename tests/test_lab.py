@@ -595,9 +595,10 @@ def test_a_small_cluster_proof_measures_the_servers_and_predicts_one_and_two_cli
     client hosts, predicted from an observed run on local storage and `wsibench fio --hosts 2` alone, within 20% of
     what it measured on the lab (the full proof: docs/sizing.md).
 
-    On the way, `wsibench fio --hosts 2` (its jobs kept from one client's, measured on a lab of one): each parallel phase ran on both client hosts at once (each host's own
-    figures, their sum the servers'), the small files and metadata operations on the streams the phase says, and
-    the lab's CPU by role over the phase: none negative (a phase's own client mount ends with it; subtracting it
+    On the way, `wsibench fio --hosts 2` (its jobs kept from one client's, measured on a lab of one): each
+    parallel phase ran on both client hosts at once (each host's own figures, their sum the servers'), the small
+    files and metadata operations on the streams the phase says, and the lab's CPU by role over the phase: none
+    negative (a phase's own client mount ends with it; subtracting it
     as a process seen before but not after made the clients' CPU negative), the clients' including those mounts;
     each kind of metadata operation its own rate and CPU cost."""
     from harness.sizing import storage_costs
@@ -695,6 +696,35 @@ def test_feed_deals_the_accelerators_over_client_hosts_each_reading_through_its_
     assert one["rank_hosts"] == order[:1]
     assert left_over(tmp_path, lab_layout(tmp_path)) == []
 
+
+
+def test_the_cluster_proof_characterises_each_lab_once_with_what_it_keeps(tmp_path, monkeypatch):
+    """The proof's fio: on the lab of one client host one client's jobs alone; on the lab of the most hosts the
+    parallel phases alone, the jobs kept from the one-client characterisation; where the most is one host, one
+    characterisation with both (before: two, the second thrown away)."""
+    from harness.storage import fio
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import cluster_sizing_proof as cp
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    calls = []
+
+    def characterise(prof, res, hosts, parallel_phases, jobs_from, progress, **kw):
+        calls.append((hosts, parallel_phases, jobs_from and jobs_from.name))
+        return Path(f"c{len(calls)}.json"), {}
+    monkeypatch.setattr(fio, "characterise", characterise)
+    monkeypatch.setattr(cp, "SHAPES", {"s": {}})
+    entry: dict = {}
+    for clients in (1, 2, 3):
+        cp.characterise_shape(tmp_path, "s", clients, 3, entry, {}, lambda m: None)
+    assert calls == [(1, False, None), (3, True, "c1.json")]
+    assert entry == {"fio_one_client": "c1.json", "fio": "c2.json"}
+    calls.clear()
+    entry = {}
+    cp.characterise_shape(tmp_path, "s", 1, 1, entry, {}, lambda m: None)
+    assert calls == [(1, True, None)] and entry == {"fio_one_client": "c1.json", "fio": "c1.json"}
 
 
 def test_the_lab_s_cpu_between_two_readings_is_never_negative():

@@ -158,17 +158,21 @@ def delivered_counter(st, files: list[str], client_hosts: int = 0):
 
         real_root = st.real_root
 
-        def received():
-            links = lab.link_bytes(lab.status(real_root))
-            clients = [v["received_bytes"] for v in links.values() if v["role"] == "client"][:client_hosts]
-            return sum(clients) if len(clients) == client_hosts else None
-        if client_hosts and received() is not None:
-            # not the chunk servers' sent bytes: over a shaped client link they also count what the shaping dropped
-            # and TCP sent again (1.07-1.13 x the bytes read from 1 MB files over 40 Mbit/s client links on the lab,
-            # where the client host received 1.01 x)
-            return (received, f"the bytes the {client_hosts} client host(s) the ranks ran on received over their "
-                              "links (their veths' counters, after any shaping: the file system's data, TCP/IP "
-                              "headers included, about 1% over the payload, and the master's few replies)")
+        if client_hosts:  # the ranks are dealt over the first client_hosts client hosts (lab.client_prefixes)
+            doc = lab.status(real_root)
+            ranks_on = [h["name"] for h in lab.client_hosts(doc)][:client_hosts] if doc else []
+
+            def received():
+                links = lab.link_bytes(lab.status(real_root))
+                got = [links[h]["received_bytes"] for h in ranks_on if h in links]
+                return sum(got) if len(got) == client_hosts else None
+            if received() is not None:
+                # not the chunk servers' sent bytes: over a shaped client link they also count what the shaping
+                # dropped and TCP sent again (1.07-1.13 x the bytes read from 1 MB files over 40 Mbit/s client links
+                # on the lab, where the client host received 1.01 x)
+                return (received, f"the bytes the {client_hosts} client host(s) the ranks ran on received over their "
+                                  "links (their veths' counters, after any shaping: the file system's data, TCP/IP "
+                                  "headers included, about 1% over the payload, and the master's few replies)")
 
         def sent():
             links = lab.link_bytes(lab.status(real_root))

@@ -76,7 +76,10 @@ def _check_two_workers(s, prepared):
     r0, r1 = sorted(t["ranks"], key=lambda r: r["rank"])
     assert r0["pid"] != r1["pid"] and not set(r0["shards"]) & set(r1["shards"])  # each reads its own shards
     assert r0["weights_checksum"] == pytest.approx(r1["weights_checksum"], rel=1e-6)  # gradients really shared
-    assert (r0["loss_last"] + r1["loss_last"]) < (r0["loss_first"] + r1["loss_first"])  # it learns
+    # it learns: each rank's last batches below the loss of a classifier that learned nothing (ln 2 for balanced
+    # classes), and the model separates the validation patches. Not "last below first": each is 5 batches of one
+    # rank, and one rank's last 5 read 0.427 against its first 0.246 in a run whose validation AUC was 1.0
+    assert max(r0["loss_last"], r1["loss_last"]) < np.log(2) and t["val_auc"] >= 0.9, (r0, r1, t["val_auc"])
     assert r0["model_path"] and r1["model_path"] is None  # the chief alone saves
     models = list((prepared / "data" / "d" / "train").glob("*.keras"))
     assert [m.name for m in models] == ["model.keras"]

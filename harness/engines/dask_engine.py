@@ -19,6 +19,16 @@ from .base import Engine, Outcome, error_text, heaviest_first, measure, package_
 # on a small machine that is taken from the workers.
 QUIET = {"distributed.admin.tick.interval": "1s", "distributed.admin.system-monitor.interval": "2s",
          "distributed.worker.memory.monitor-interval": "1s"}
+# the statistical profiler samples every task's stack every 10 ms: measurable on CPU-bound tasks; saturation 2.0:
+# each worker holds the next task while it runs one (no idle round trip between items; a worker that dies gives
+# back at most the one it had not started). The clusters wsibench starts itself (embedded, and the MooseFS lab's
+# scheduler and workers on its client hosts) all run so.
+SETTINGS = {"distributed.worker.profile.enabled": False, "distributed.scheduler.worker-saturation": 2.0, **QUIET}
+
+
+def settings_env() -> dict[str, str]:
+    """SETTINGS as the environment variables a Dask process started apart reads them from (``DASK_A__B_C``)."""
+    return {"DASK_" + k.upper().replace(".", "__").replace("-", "_"): str(v) for k, v in SETTINGS.items()}
 
 
 NODES_WAIT_S = 30.0  # how long a cluster has to show workers on the hosts asked for
@@ -51,11 +61,7 @@ class DaskEngine(Engine):
 
             import dask
             logging.getLogger("distributed").setLevel(logging.ERROR)
-            # the statistical profiler samples every task's stack every 10 ms: measurable on CPU-bound tasks;
-            # saturation 2.0: each worker holds the next task while it runs one (no idle round trip between items;
-            # a worker that dies gives back at most the one it had not started)
-            dask.config.set({"distributed.worker.profile.enabled": False,
-                             "distributed.scheduler.worker-saturation": 2.0, **QUIET})
+            dask.config.set(SETTINGS)
             self._cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                          host="127.0.0.1", dashboard_address="127.0.0.1:0", silence_logs=40)
             self.client = Client(self._cluster)

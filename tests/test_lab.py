@@ -278,7 +278,7 @@ def test_nothing_listens_beyond_the_bridge(tmp_path):
 def test_the_lab_s_dask_runs_as_the_embedded_cluster_does(tmp_path):
     """The lab's scheduler and the workers on its client hosts run with the settings of the cluster wsibench embeds:
     no statistical profiler sampling each task's stack every 10 ms, housekeeping once a second, the next task held
-    (with Dask's defaults they took 6-7% more of the machine's CPU on 3 client hosts)."""
+    (with Dask's defaults the workers' own CPU was a tenth more on 3 client hosts)."""
     from dask.distributed import Client
 
     from harness.config import load_profile

@@ -188,8 +188,9 @@ def characterise_shape(out: Path, shape: str, clients: int, most: int, entry: di
     for key in keys:
         if key in entry:
             entry.setdefault(f"earlier_{key}", []).append(entry[key])
-    progress(f"[proof] {shape}: wsibench fio" + (f" --hosts {clients}, its parallel phases," if one else "")
-             + f" on a lab of {clients} client host(s)")
+    what = (["one client's jobs"] if not one else []) + (["the parallel phases"] if clients == most else [])
+    progress(f"[proof] {shape}: wsibench fio --hosts {clients} ({' and '.join(what)}) on a lab of {clients} "
+             "client host(s)")
     path, _ = fio_mod.characterise(str(profile_file(out, shape, clients)), out / "results", hosts=clients,
                                    parallel_phases=clients == most,
                                    jobs_from=out / "results" / "fio" / one if one else None, progress=progress, **fio)

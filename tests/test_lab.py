@@ -774,9 +774,10 @@ def test_the_cluster_proof_characterises_each_lab_once_with_what_it_keeps(tmp_pa
     assert calls == [(1, False, None), (3, True, "c1.json")]
     assert entry == {"fio_one_client": "c1.json", "fio": "c2.json"}
     calls.clear()
-    entry = {}
-    cp.characterise_shape(tmp_path, "s", 1, 1, entry, {}, lambda m: None)
+    entry, said = {}, []
+    cp.characterise_shape(tmp_path, "s", 1, 1, entry, {}, said.append)
     assert calls == [(1, True, None)] and entry == {"fio_one_client": "c1.json", "fio": "c1.json"}
+    assert "one client's jobs and the parallel phases" in said[0], said  # the progress line says what runs
 
 
 def test_the_lab_s_cpu_between_two_readings_is_never_negative():

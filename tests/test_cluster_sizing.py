@@ -316,3 +316,30 @@ def test_fio_costs_name_one_stream_and_servers_measured_through_their_clients_li
     assert server_bandwidth(c, "read", 2) is None and server_bandwidth(c, "read", 3) == 8.0e6
     assert server_bandwidth(c, "write", 2) == pytest.approx(4.2e6)
     assert "server_read_client_bound" not in storage_costs(doc([3.0e6, 4.1e6], [2.0e6, 2.2e6]))
+
+
+def test_each_further_host_adds_its_load_on_the_lab_s_cores_to_every_item():
+    """The lab's two cores are queues apart (the kernel wakes a thread on the core it last ran on), not one pool.
+    12 items measured on the lab, one host of one worker: 1 s each, 1.2 CPU-seconds of the machine each (that host
+    kept the cores 0.6 busy). On 3 hosts, by hand: every item takes its 1 s plus the two other workers' load spread
+    over the cores, 2 x 1.2 / 2 = 1.2 s: 2.2 s, three at a time, 4 rounds: 8.8 s, the machine 3 / 2.2 x 1.2 = 1.64
+    cores busy. The fluid (the cores full: 12 x 1.2 / 2 = 7.2 s) and a pooled queue of the two cores (7.4 s) both
+    keep the cores fuller than the machine was (the unshaped stages on 2 and 3 hosts had read 0.75-0.92 of their
+    measured times, the model's cores 1.95 of 2 busy where the machine's were 1.67-1.72)."""
+    import pandas as pd
+
+    from harness.sizing.cluster import predict
+    from harness.sizing.demand import with_machine_columns
+
+    prof = {"ops": {"read": {"count": 12}}, "bytes_read": 12e3, "bytes_written": 0, "request_sizes": {}}
+    table = pd.DataFrame({"item": [f"s{i}" for i in range(12)], "seconds": [1.0] * 12, "cpu_seconds": [0.4] * 12,
+                          "bytes_read": [1e3] * 12})
+    demand = {"stage": "patches", "source": "test", "io_profile": prof,
+              "item_table": with_machine_columns(table, {"machine_cpu_seconds": 14.4})}
+    assert predict(demand, {}, 1, 1, lab=2.0, on_target=True)["seconds"] == pytest.approx(12.0)  # as measured
+    three = predict(demand, {}, 3, 1, lab=2.0, on_target=True)
+    assert three["fluid_seconds"] == pytest.approx(7.2) and three["binding"] == "cores"
+    assert three["seconds"] == pytest.approx(8.8)
+    assert three["queueing"]["utilisation"] * 2.0 == pytest.approx(3 / 2.2 * 1.2)  # the machine's busy cores
+    # two hosts: 1 + 1.2 / 2 = 1.6 s an item, 6 rounds
+    assert predict(demand, {}, 2, 1, lab=2.0, on_target=True)["seconds"] == pytest.approx(9.6)

@@ -26,9 +26,10 @@ binds, the chains where it does not, and the cores where neither does.
 
 The fluid lets a few workers keep a resource full; they cannot while they do their own work between requests, and
 a request waits behind the others'. Where the resource the fluid finds full is one all hosts share (the storage
-targets, the metadata server, the lab's cores), mean value analysis of the closed network (``queueing``: the
-workers, each thinking for its chain less its time at that resource, then queueing there) gives the pace its queue
-allows, and the fluid's time is stretched by the fluid's steady pace over it.
+targets, the metadata server), mean value analysis of the closed network (``queueing``: the workers, each thinking
+for its chain less its time at that resource, then queueing there) gives the pace its queue allows, and the fluid's
+time is stretched by the fluid's steady pace over it. The lab's cores (one machine's, which every host shares) are
+not one pool: each core queues the threads woken on it (``lab_cores_queue``).
 
 Where the demand was measured on the target itself, on one client host (``on_target``), each item's chain is its
 measured time, its bytes on the links the lab's link counters' (the client's read-ahead included), and its load on
@@ -244,8 +245,11 @@ def predict(demand: dict, target: dict, hosts: int, workers_per_host: int, lab: 
     binding = max(busy, key=busy.get) if busy else "chain"
     # the resource the fluid finds full, where all hosts' workers share it, is a queue they reach between their
     # own work: how much slower than the fluid's steady pace it goes (``queueing``)
-    queued = queueing(items, hosts * workers_per_host, cap, binding, _alone(cap, binding)) \
-        if binding in QUEUES else None
+    if binding == "cores":  # the lab's one machine: its cores queue each thread apart (``lab_cores_queue``)
+        queued = lab_cores_queue(items, hosts * workers_per_host, workers_per_host, cap["cores"])
+    else:
+        queued = queueing(items, hosts * workers_per_host, cap, binding, _alone(cap, binding)) \
+            if binding in QUEUES else None
     seconds = sim["seconds"]
     if queued and queued["stretch"] > 1.0 + 1e-9:  # a queue, not the fluid's full resource, sets the pace
         seconds, binding = seconds * queued["stretch"], queued["station"]
@@ -277,9 +281,9 @@ def queueing(items: list[dict], customers: int, cap: dict, station: str, alone: 
     the items were measured on one host there). ``alone``: the share of the resource one request gets by itself
     (``_alone``: its client's link over the servers'); j requests at once get min(j x alone, 1) of it between
     them, a load-dependent station (exact MVA with marginal queue-length probabilities): where one client's link is
-    half the servers', two requests from two hosts do not wait for each other. The lab's cores (one machine's,
-    which every host shares) are one queue served at their number's speed; a host's own cores, on a real cluster,
-    only its own workers share, so ``cores`` per host stays the fluid's. None where the items ask it nothing."""
+    half the servers', two requests from two hosts do not wait for each other. The lab's cores are queues of their
+    own (``lab_cores_queue``); a host's own cores, on a real cluster, only its own workers share, so ``cores`` per
+    host stays the fluid's. None where the items ask it nothing."""
     if not items or customers < 1 or not cap.get(station):
         return None
     n_items = len(items)
@@ -298,6 +302,38 @@ def queueing(items: list[dict], customers: int, cap: dict, station: str, alone: 
     fluid = min(customers / chain if chain > 0 else float("inf"), 1.0 / demand)  # the fluid's steady pace
     return {"stretch": max(1.0, fluid / rate), "station": station, "think_seconds": think, "items_per_s": rate,
             "fluid_items_per_s": fluid, "utilisation": rate * demand, "customers": customers, "alone": alone}
+
+
+def lab_cores_queue(items: list[dict], customers: int, per_host: int, cores: float) -> dict | None:
+    """The pace of ``customers`` workers whose items share the lab's one machine of ``cores`` cores, where each
+    item's ``chain`` was measured (or predicted) with ``per_host`` workers on one client host, and its ``use`` of
+    the cores is its share of the machine's busy CPU.
+
+    An item's chain is a relay of short steps through the worker, its host's mount, the master and the chunk servers,
+    each a thread woken on its core. The kernel mostly wakes a thread on the core it last ran on
+    (``benchmarks/lab_cores_trace.py``, the unshaped patch stage under ``perf sched``: 76% of 262,000 wake-ups on
+    one host and 92% of 278,000 on three stayed there; a core idled while threads waited on the other for 4.4 s of
+    9.0 s traced on one host, 1.6 s of 7.5 s on three), so the cores are queues apart, not one pool as a model of
+    two servers has them: a step waits for its own core's work ahead of it while the other core may idle. At a load
+    ``u`` of each core, a step's time grows as 1 / (1 - u) (a processor-sharing queue), so an item's time is its
+    steps' own time ``s`` over 1 - u; with ``n`` workers at ``x`` items a second each, u = n x load / (cores x t),
+    which gives t = s + n x load / cores. One host measured t = chain with its ``per_host`` workers: s = chain -
+    per_host x load / cores, and on ``customers`` workers every item takes chain + (customers - per_host) x load /
+    cores: each further worker's load on the cores, spread over them, is added to every item's time. (The pooled
+    queue of ``queueing``, a woken step taking the first free core, had kept the cores 1.95 of 2 busy on 3 hosts
+    and predicted the unshaped stages 0.75-0.92 of their measured times; the machine was 1.67-1.72 cores busy.)"""
+    if not items or customers < 1 or not cores:
+        return None
+    chain = sum(d["chain"] for d in items) / len(items)
+    load = sum(d["use"].get("cores", 0.0) for d in items) / len(items)
+    if load <= 0 or chain <= 0:
+        return None
+    own = max(chain, per_host * load / cores)  # no faster than its host's own load on the cores lets it go
+    seconds = own + (customers - per_host) * load / cores
+    rate, fluid = customers / seconds, min(customers / chain, cores / load)
+    return {"stretch": max(1.0, fluid / rate), "station": "cores", "item_seconds": seconds,
+            "steps_seconds": own - per_host * load / cores, "items_per_s": rate, "fluid_items_per_s": fluid,
+            "utilisation": rate * load / cores, "customers": customers}
 
 
 def _spin(seconds: float) -> None:

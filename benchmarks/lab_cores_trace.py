@@ -15,6 +15,7 @@ the same recording, not a run without it.
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import os
 import re
@@ -29,26 +30,42 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-SWITCH = re.compile(r"prev_pid=(\d+) prev_prio=\d+ prev_state=(\S+) ==> next_comm=.* next_pid=(\d+)")
-WAKING = re.compile(r"pid=(\d+) prio=\d+ target_cpu=(\d+)")
+SWITCH = re.compile(r"prev_comm=(.*) prev_pid=(\d+) prev_prio=\d+ prev_state=(\S+) ==> next_comm=(.*) next_pid=(\d+)")
+WAKING = re.compile(r"comm=(.*) pid=(\d+) prio=\d+ target_cpu=(\d+)")
+FORK = re.compile(r"child_comm=(.*) child_pid=(\d+)")
 MIGRATE = re.compile(r"pid=(\d+) prio=\d+ orig_cpu=(\d+) dest_cpu=(\d+)")
 
 
-def schedule(trace: Path, cpus: int) -> dict:
-    """The scheduler's figures over a ``perf sched record`` trace (``cpus`` cores)."""
-    out = subprocess.Popen(["perf", "script", "-i", str(trace), "-F", "cpu,time,event,trace"],
+def cls(comm: str) -> str:
+    for name in ("mfschunkserver", "mfsmount", "mfsmaster", "python"):
+        if comm.startswith(name):
+            return name
+    return "other"
+
+
+def schedule(trace: Path, cpus: int, items: int, driver: int) -> dict:
+    """The scheduler's figures over a ``perf sched record`` trace (``cpus`` cores; ``items`` the stage's; ``driver``
+    the pid of this process, whose own threads are not workers)."""
+    out = subprocess.Popen(["perf", "script", "-i", str(trace), "-F", "comm,pid,tid,cpu,time,event,trace"],
                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1 << 20)
     running = dict.fromkeys(range(cpus), 0)  # core -> the thread on it (0: idle)
     waiting: dict[int, int] = {}  # a runnable thread not running -> the core it waits on
     busy, counts, last = Counter(), Counter(), None
     idle_beside_waiting = 0.0
+    timeline: dict[int, list] = {}  # thread -> [(time, "run" / "queue" / "sleep", the thread that woke it)]
+    comm: dict[int, str] = {}
+    tgid: dict[int, int] = {}
     for line in out.stdout:
         try:
             head, rest = line.split("]", 1)
-            cpu = int(head.rsplit("[", 1)[1])
+            who, cpu = head.rsplit("[", 1)
+            cpu = int(cpu)
+            ids = who.split()[-1].split("/")
+            tgid[int(ids[1])] = int(ids[0])
+            waker = int(ids[1])
             stamp, event, fields = rest.split(None, 2)
             t = float(stamp.rstrip(":"))
-        except ValueError:
+        except (ValueError, IndexError):
             continue
         if last is not None and t > last:
             dt = t - last
@@ -59,27 +76,90 @@ def schedule(trace: Path, cpus: int) -> dict:
         if event.startswith("sched:sched_switch"):
             m = SWITCH.search(fields)
             if m:
-                prev, state, nxt = int(m.group(1)), m.group(2), int(m.group(3))
-                if prev and state.startswith("R"):
-                    waiting[prev] = cpu  # preempted: runnable on this core
+                prev, state, nxt = int(m.group(2)), m.group(3), int(m.group(5))
+                comm[prev], comm[nxt] = m.group(1), m.group(4)
+                if prev:
+                    if state.startswith("R"):
+                        waiting[prev] = cpu  # preempted: runnable on this core
+                    timeline.setdefault(prev, []).append((t, "queue" if state.startswith("R") else "sleep", None))
                 waiting.pop(nxt, None)
                 running[cpu] = nxt
+                if nxt:
+                    timeline.setdefault(nxt, []).append((t, "run", None))
         elif event.startswith("sched:sched_waking"):
             m = WAKING.search(fields)
-            if m and int(m.group(1)) not in running.values():
-                waiting[int(m.group(1))] = int(m.group(2))
+            if m and int(m.group(2)) not in running.values():
+                woken = int(m.group(2))
+                comm[woken] = m.group(1)
+                waiting[woken] = int(m.group(3))
                 counts["wakings"] += 1
+                if not timeline.get(woken) or timeline[woken][-1][1] != "queue":
+                    timeline.setdefault(woken, []).append((t, "queue", waker))
         elif event.startswith("sched:sched_migrate_task"):
             m = MIGRATE.search(fields)
             if m:
                 counts["migrations"] += 1
                 if int(m.group(1)) in waiting:
                     waiting[int(m.group(1))] = int(m.group(3))
+        elif event.startswith("sched:sched_process_fork"):
+            m = FORK.search(fields)
+            if m:  # a new thread runs for the one that made it
+                comm[int(m.group(2))] = m.group(1)
+                timeline.setdefault(int(m.group(2)), []).append((t, "queue", waker))
     span = sum(busy.values())
     return {"trace_seconds": span, "wakings": counts["wakings"], "migrations": counts["migrations"],
             "busy_cores_seconds": {str(k): v for k, v in sorted(busy.items())},
             "busy_cores_mean": sum(k * v for k, v in busy.items()) / span if span else None,
-            "core_idle_beside_waiting_seconds": idle_beside_waiting}
+            "core_idle_beside_waiting_seconds": idle_beside_waiting,
+            "critical_path_per_item": critical_path(timeline, comm, tgid, driver, items)}
+
+
+def critical_path(timeline: dict, comm: dict, tgid: dict, driver: int, items: int) -> dict:
+    """The workers' time an item, split by what their path was doing: each worker's own running and waiting for a
+    core, and for each of its waits, the thread that woke it, back through the threads that woke that one, to the
+    wait's start: their running and their waiting for a core, by process (a wake-up from an interrupt, or a link
+    the trace lacks, is "other")."""
+    times = {k: [e[0] for e in v] for k, v in timeline.items()}
+    # the workers: Python threads of other processes than this one that the client mounts woke most
+    woke = Counter(k for k, v in timeline.items() if cls(comm.get(k, "")) == "python" and tgid.get(k) != driver
+                   for e in v if e[1] == "queue" and e[2] and cls(comm.get(e[2], "")) == "mfsmount")
+    workers = [k for k, n in woke.items() if n > 1000]
+    acc = Counter()
+
+    def walk(tid: int, t: float, stop: float) -> None:
+        while t > stop:
+            if tid not in timeline:
+                acc["other"] += t - stop
+                return
+            i = bisect.bisect_left(times[tid], t) - 1
+            if i < 0:
+                acc["other"] += t - stop
+                return
+            t0, state, waker = timeline[tid][i]
+            start = max(t0, stop)
+            if state == "sleep":  # not the waker it was said to be
+                acc["other"] += t - stop
+                return
+            acc[f"{cls(comm.get(tid, ''))} {'running' if state == 'run' else 'waiting for a core'}"] += t - start
+            t = start
+            if state == "queue":
+                if waker is None:
+                    continue  # preempted: its own running before
+                tid = waker
+
+    for w in workers:
+        v = timeline[w]
+        for (t0, state, _), (t1, nxt, waker) in zip(v, v[1:]):
+            if state == "run":
+                acc["worker running"] += t1 - t0
+            elif state == "queue":
+                acc["worker waiting for a core"] += t1 - t0
+            elif nxt == "queue" and waker:
+                walk(waker, t1, t0)
+            else:
+                acc["other"] += t1 - t0
+    return {"workers": len(workers), "seconds": sum(acc.values()) / items,
+            **{k: v / items for k, v in sorted(acc.items(), key=lambda kv: -kv[1])}}
 
 
 def trace_stage(out: Path, hosts: int, slides: int, size: int, progress=print) -> dict:
@@ -107,7 +187,7 @@ def trace_stage(out: Path, hosts: int, slides: int, size: int, progress=print) -
     progress(f"[trace] {hosts} hosts: patch stage {rec['stages']['patches']['work_seconds']:.2f} s under perf; "
              f"reading the trace")
     return {"hosts": hosts, "work_seconds": rec["stages"]["patches"]["work_seconds"],
-            **schedule(data, os.cpu_count() or 1)}
+            **schedule(data, os.cpu_count() or 1, slides, os.getpid())}
 
 
 def main() -> None:

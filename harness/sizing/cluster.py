@@ -311,9 +311,10 @@ def lab_cores_queue(items: list[dict], customers: int, per_host: int, cores: flo
 
     An item's chain is a relay of short steps through the worker, its host's mount, the master and the chunk servers,
     each a thread woken on its core. The kernel mostly wakes a thread on the core it last ran on
-    (``benchmarks/lab_cores_trace.py``, the unshaped patch stage under ``perf sched``: 76% of 262,000 wake-ups on
-    one host and 92% of 278,000 on three stayed there; a core idled while threads waited on the other for 4.4 s of
-    9.0 s traced on one host, 1.6 s of 7.5 s on three), so the cores are queues apart, not one pool as a model of
+    (``benchmarks/lab_cores_trace.py``, the unshaped patch stage under ``perf sched``, twice: 76-82% of some
+    263,000 wake-ups on one host and 92-93% of some 276,000 on three stayed there; a core idled while threads waited
+    on the other for 3.9-4.4 s of 9.0-10.1 s traced on one host, 1.6-1.9 s of 7.1-7.5 s on three; an item's path
+    waited for a core 0.27 s on one host, 0.83 s on three), so the cores are queues apart, not one pool as a model of
     two servers has them: a step waits for its own core's work ahead of it while the other core may idle. At a load
     ``u`` of each core, a step's time grows as 1 / (1 - u) (a processor-sharing queue), so an item's time is its
     steps' own time ``s`` over 1 - u; with ``n`` workers at ``x`` items a second each, u = n x load / (cores x t),

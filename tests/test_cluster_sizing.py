@@ -343,3 +343,8 @@ def test_each_further_host_adds_its_load_on_the_lab_s_cores_to_every_item():
     assert three["queueing"]["utilisation"] * 2.0 == pytest.approx(3 / 2.2 * 1.2)  # the machine's busy cores
     # two hosts: 1 + 1.2 / 2 = 1.6 s an item, 6 rounds
     assert predict(demand, {}, 2, 1, lab=2.0, on_target=True)["seconds"] == pytest.approx(9.6)
+    # a real cluster's hosts each have their own cores, which only their own workers share: the fluid's (3 hosts of
+    # 1.2 cores: each item at 1.2 / 1.2 = 1 s, its chain; `wsibench size` had failed here with a KeyError)
+    real = predict(demand, {}, 3, 1, lab=False, cores_per_host=1.0, on_target=True)
+    assert real["binding"] == "cores" and real["seconds"] == pytest.approx(real["fluid_seconds"]) \
+        == pytest.approx(4 * 1.2)

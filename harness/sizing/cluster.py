@@ -245,7 +245,8 @@ def predict(demand: dict, target: dict, hosts: int, workers_per_host: int, lab: 
     binding = max(busy, key=busy.get) if busy else "chain"
     # the resource the fluid finds full, where all hosts' workers share it, is a queue they reach between their
     # own work: how much slower than the fluid's steady pace it goes (``queueing``)
-    if binding == "cores":  # the lab's one machine: its cores queue each thread apart (``lab_cores_queue``)
+    if binding == "cores" and "cores" in cap:  # the lab's one machine (a host's own are ("cores", h)): its cores
+        # queue each thread apart (``lab_cores_queue``)
         queued = lab_cores_queue(items, hosts * workers_per_host, workers_per_host, cap["cores"])
     else:
         queued = queueing(items, hosts * workers_per_host, cap, binding, _alone(cap, binding)) \
@@ -309,20 +310,20 @@ def lab_cores_queue(items: list[dict], customers: int, per_host: int, cores: flo
     item's ``chain`` was measured (or predicted) with ``per_host`` workers on one client host, and its ``use`` of
     the cores is its share of the machine's busy CPU.
 
-    An item's chain is a relay of short steps through the worker, its host's mount, the master and the chunk servers,
-    each a thread woken on its core. The kernel mostly wakes a thread on the core it last ran on
-    (``benchmarks/lab_cores_trace.py``, the unshaped patch stage under ``perf sched``, twice: 76-82% of some
-    263,000 wake-ups on one host and 92-93% of some 276,000 on three stayed there; a core idled while threads waited
-    on the other for 3.9-4.4 s of 9.0-10.1 s traced on one host, 1.6-1.9 s of 7.1-7.5 s on three; an item's path
-    waited for a core 0.27 s on one host, 0.83 s on three), so the cores are queues apart, not one pool as a model of
-    two servers has them: a step waits for its own core's work ahead of it while the other core may idle. At a load
-    ``u`` of each core, a step's time grows as 1 / (1 - u) (a processor-sharing queue), so an item's time is its
-    steps' own time ``s`` over 1 - u; with ``n`` workers at ``x`` items a second each, u = n x load / (cores x t),
-    which gives t = s + n x load / cores. One host measured t = chain with its ``per_host`` workers: s = chain -
-    per_host x load / cores, and on ``customers`` workers every item takes chain + (customers - per_host) x load /
+    An item's chain is a relay of short steps through the worker, its host's mount, the master and the chunk
+    servers, each a thread woken on its core. The kernel mostly wakes a thread on the core it last ran on
+    (``benchmarks/lab_cores_trace.py``, the unshaped patch stage under ``perf sched``, twice: it moved a thread to
+    the other core 18-24% as often as it woke one on one host, 7-8% as often on three; a core idled while threads
+    waited on the other for 3.9-4.4 s of 9.0-10.1 s traced on one host, 1.6-1.9 s of 7.1-7.5 s on three; an item's
+    path waited for a core 0.27 s on one host, 0.83 s on three), so the cores are queues apart, not one pool as a
+    model of two servers has them: a step waits for its own core's work ahead of it while the other core may idle.
+    At a load ``u`` of each core, a step's time grows as 1 / (1 - u) (a processor-sharing queue), so an item's time
+    is its steps' own time ``s`` over 1 - u; with ``n`` workers at ``x`` items a second each, u = n x load / (cores
+    x t), which gives t = s + n x load / cores. One host measured t = chain with its ``per_host`` workers: s = chain
+    - per_host x load / cores, and on ``customers`` workers every item takes chain + (customers - per_host) x load /
     cores: each further worker's load on the cores, spread over them, is added to every item's time. (The pooled
-    queue of ``queueing``, a woken step taking the first free core, had kept the cores 1.95 of 2 busy on 3 hosts
-    and predicted the unshaped stages 0.75-0.92 of their measured times; the machine was 1.67-1.72 cores busy.)"""
+    queue of ``queueing``, a woken step taking the first free core, had kept the cores 1.95 of 2 busy on 3 hosts and
+    predicted the unshaped stages 0.75-0.92 of their measured times; the machine was 1.67-1.72 cores busy.)"""
     if not items or customers < 1 or not cores:
         return None
     chain = sum(d["chain"] for d in items) / len(items)

@@ -319,11 +319,11 @@ def lab_cores_queue(items: list[dict], customers: int, per_host: int, cores: flo
     model of two servers has them: a step waits for its own core's work ahead of it while the other core may idle.
     At a load ``u`` of each core, a step's time grows as 1 / (1 - u) (a processor-sharing queue), so an item's time
     is its steps' own time ``s`` over 1 - u; with ``n`` workers at ``x`` items a second each, u = n x load / (cores
-    x t), which gives t = s + n x load / cores. One host measured t = chain with its ``per_host`` workers: s = chain
-    - per_host x load / cores, and on ``customers`` workers every item takes chain + (customers - per_host) x load /
-    cores: each further worker's load on the cores, spread over them, is added to every item's time. (The pooled
-    queue of ``queueing``, a woken step taking the first free core, had kept the cores 1.95 of 2 busy on 3 hosts and
-    predicted the unshaped stages 0.75-0.92 of their measured times; the machine was 1.67-1.72 cores busy.)"""
+    x t), which gives t = s + n x load / cores. One host measured t = chain with its ``per_host`` workers, so s =
+    chain less per_host x load / cores, and on ``customers`` workers every item takes chain + (customers - per_host)
+    x load / cores: each further worker's load on the cores, spread over them, is added to every item's time.
+    (The pooled queue of ``queueing``, a woken step taking the first free core, had kept the cores 1.95 of 2 busy on 3
+    hosts and predicted the unshaped stages 0.75-0.92 of their measured times; the machine was 1.67-1.72 cores busy.)"""
     if not items or customers < 1 or not cores:
         return None
     chain = sum(d["chain"] for d in items) / len(items)
@@ -333,9 +333,8 @@ def lab_cores_queue(items: list[dict], customers: int, per_host: int, cores: flo
     own = max(chain, per_host * load / cores)  # no faster than its host's own load on the cores lets it go
     seconds = own + (customers - per_host) * load / cores
     rate, fluid = customers / seconds, min(customers / chain, cores / load)
-    return {"stretch": max(1.0, fluid / rate), "station": "cores", "item_seconds": seconds,
-            "steps_seconds": own - per_host * load / cores, "items_per_s": rate, "fluid_items_per_s": fluid,
-            "utilisation": rate * load / cores, "customers": customers}
+    return {"stretch": max(1.0, fluid / rate), "station": "cores", "item_seconds": seconds, "items_per_s": rate,
+            "fluid_items_per_s": fluid, "utilisation": rate * load / cores, "customers": customers}
 
 
 def _spin(seconds: float) -> None:
